@@ -1,0 +1,197 @@
+import { z } from 'zod';
+
+/** A secret is a reference resolved by the worker at call time, never a stored value. */
+export const secretRefSchema = z.union([
+  z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name') }),
+  z.strictObject({ file: z.string().min(1) }),
+]);
+export type SecretRef = z.infer<typeof secretRefSchema>;
+
+export const scalarParamTypes = [
+  'string',
+  'integer',
+  'decimal',
+  'boolean',
+  'date',
+  'dateTime',
+  'listString',
+  'listInteger',
+  'listDecimal',
+  'listBoolean',
+  'listDateTime',
+] as const;
+
+export interface ParamSpec {
+  type: (typeof scalarParamTypes)[number] | 'listObject';
+  required?: boolean | undefined;
+  description?: string | undefined;
+  fields?: Record<string, ParamSpec> | undefined;
+}
+
+const paramName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'a name of letters, digits and _');
+
+export const paramSpecSchema: z.ZodType<ParamSpec> = z.lazy(() =>
+  z
+    .strictObject({
+      type: z.enum([...scalarParamTypes, 'listObject']),
+      required: z.boolean().optional(),
+      description: z.string().max(1000).optional(),
+      fields: z.record(paramName, paramSpecSchema).optional(),
+    })
+    .superRefine((spec, ctx) => {
+      if (spec.type === 'listObject' && !spec.fields) {
+        ctx.addIssue({ code: 'custom', path: ['fields'], message: 'listObject needs fields' });
+      }
+      if (spec.type !== 'listObject' && spec.fields) {
+        ctx.addIssue({ code: 'custom', path: ['fields'], message: 'only listObject has fields' });
+      }
+    }),
+);
+
+/** HTTP header field name (RFC 9110 token). */
+const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/, 'not a valid header name');
+/** A header value may not carry CR, LF or other control characters. */
+const headerValue = z
+  .string()
+  .max(8192)
+  .regex(/^[^\u0000-\u0008\u000a-\u001f\u007f]*$/, 'control characters (CR, LF, ...) are not allowed');
+
+const httpUrl = z
+  .string()
+  .max(2048)
+  .superRefine((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'not a valid URL' });
+      return;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      ctx.addIssue({ code: 'custom', message: 'only http and https URLs are allowed' });
+    }
+    if (url.username || url.password) {
+      ctx.addIssue({ code: 'custom', message: 'credentials in the URL are not allowed; use auth' });
+    }
+    if (url.hash) ctx.addIssue({ code: 'custom', message: 'a URL fragment is not allowed' });
+    if (value.includes('{{')) {
+      ctx.addIssue({ code: 'custom', message: 'the URL is static; put placeholders in endpoint.path' });
+    }
+  });
+
+const authSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('none') }),
+  z.strictObject({
+    type: z.literal('apiKey'),
+    name: z.string().min(1).max(256),
+    value: secretRefSchema,
+    in: z.enum(['header', 'query']),
+  }),
+  z.strictObject({ type: z.literal('basic'), username: z.string().min(1).max(256), password: secretRefSchema }),
+  z.strictObject({ type: z.literal('bearer'), token: secretRefSchema }),
+  z.strictObject({
+    type: z.literal('oauth2ClientCredentials'),
+    tokenUrl: httpUrl,
+    clientId: z.string().min(1),
+    clientSecret: secretRefSchema,
+    scope: z.string().optional(),
+    audience: z.string().optional(),
+  }),
+  z.strictObject({
+    type: z.literal('customToken'),
+    request: z.strictObject({
+      url: httpUrl,
+      method: z.enum(['GET', 'POST']),
+      headers: z.record(headerName, headerValue).optional(),
+      bodyType: z.enum(['json', 'form']).optional(),
+      body: z.unknown().optional(),
+    }),
+    tokenPath: z.string().min(1),
+    expiresInPath: z.string().min(1).optional(),
+    cacheTtlMs: z.number().int().positive().optional(),
+    inject: z.strictObject({ as: z.enum(['bearer', 'header', 'query']), name: z.string().min(1).optional() }),
+  }),
+]);
+export type AuthConfig = z.infer<typeof authSchema>;
+
+const retrySchema = z.strictObject({
+  /** Total attempts, first one included. @defaultValue 4 */
+  maxAttempts: z.number().int().min(1).max(50).default(4),
+  backoff: z
+    .strictObject({
+      type: z.enum(['exponential', 'fixed']).default('exponential'),
+      delayMs: z.number().int().min(0).max(86_400_000).default(1000),
+      maxDelayMs: z.number().int().min(0).max(86_400_000).default(300_000),
+    })
+    .default({ type: 'exponential', delayMs: 1000, maxDelayMs: 300_000 }),
+  retryOn: z
+    .array(z.number().int().min(100).max(599))
+    .default([408, 425, 429, 500, 502, 503, 504]),
+});
+
+const rateLimitSchema = z.strictObject({
+  key: z.string().min(1).max(200).optional(),
+  max: z.number().int().positive(),
+  perMs: z.number().int().positive(),
+  maxConcurrent: z.number().int().positive().optional(),
+  maxWaitMs: z.number().int().positive().default(21_600_000),
+});
+
+const circuitBreakerSchema = z.strictObject({
+  failureRatio: z.number().gt(0).max(1).default(0.5),
+  minRequests: z.number().int().positive().default(20),
+  windowMs: z.number().int().positive().default(30_000),
+  openMs: z.number().int().positive().default(30_000),
+});
+
+const templateString = z.string().max(8192);
+
+/** The action definition document (CONTRACT section 2). Unknown keys are errors. */
+export const actionDefinitionSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, at most 64'),
+  name: z.string().min(1).max(200),
+  description: z.string().max(2000).optional(),
+  endpoint: z.strictObject({
+    url: httpUrl,
+    path: templateString.optional(),
+    method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
+    query: z.record(z.string().min(1).max(256), templateString).optional(),
+    headers: z.record(headerName, headerValue).optional(),
+    /** @defaultValue 10000 */
+    timeoutMs: z.number().int().min(1).max(120_000).default(10_000),
+  }),
+  auth: authSchema.default({ type: 'none' }),
+  parameters: z.record(paramName, paramSpecSchema).default({}),
+  body: z.unknown().optional(),
+  allowNulls: z.boolean().default(false),
+  response: z
+    .strictObject({
+      fields: z.record(
+        z.string().min(1).max(200),
+        z.strictObject({ type: z.enum(scalarParamTypes), path: z.string().min(1).optional() }),
+      ),
+    })
+    .optional(),
+  retry: retrySchema.default({
+    maxAttempts: 4,
+    backoff: { type: 'exponential', delayMs: 1000, maxDelayMs: 300_000 },
+    retryOn: [408, 425, 429, 500, 502, 503, 504],
+  }),
+  rateLimit: rateLimitSchema.optional(),
+  circuitBreaker: circuitBreakerSchema.optional(),
+  signing: z
+    .strictObject({ secrets: z.array(secretRefSchema).min(1).max(2) })
+    .optional(),
+  tls: z
+    .strictObject({
+      cert: secretRefSchema.optional(),
+      key: secretRefSchema.optional(),
+      ca: secretRefSchema.optional(),
+    })
+    .optional(),
+});
+
+/** The definition as written (defaults optional). */
+export type ActionDefinitionInput = z.input<typeof actionDefinitionSchema>;
+/** The definition after parsing, defaults filled in. */
+export type ActionDefinition = z.infer<typeof actionDefinitionSchema>;

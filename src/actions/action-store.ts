@@ -1,0 +1,123 @@
+import type { Logger } from 'pino';
+import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import { parseActionDefinition, compileAction, type CompiledAction } from './compile-action.js';
+import type { ActionDefinition } from './action-schema.js';
+import { coerceError } from '../errors/errors.js';
+
+export interface StoredAction {
+  version: number;
+  updatedAt: number;
+  definition: ActionDefinition;
+}
+
+export interface ActionStore {
+  /** Validates and saves a definition; the version grows by one on every save. */
+  put(input: unknown): Promise<{ id: string; version: number; created: boolean }>;
+  get(id: string): Promise<StoredAction | null>;
+  list(): Promise<StoredAction[]>;
+  delete(id: string): Promise<boolean>;
+  /** The compiled action, cached until a change is published. */
+  getCompiled(id: string): Promise<CompiledAction | null>;
+  /** Subscribes to changes so that cached actions are dropped within moments of an update. */
+  watch(subscriber: RedisClient): Promise<void>;
+}
+
+/*
+ * KEYS[1] actions hash, KEYS[2] versions hash
+ * ARGV[1] id, ARGV[2] definition JSON, ARGV[3] updatedAt ms, ARGV[4] change channel
+ * Returns { version, existed (0|1) }. Versions only grow, even across a delete.
+ */
+const PUT_SCRIPT = `
+local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
+local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('HSET', KEYS[1], ARGV[1], '{"version":' .. v .. ',"updatedAt":' .. ARGV[3] .. ',"definition":' .. ARGV[2] .. '}')
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return { v, existed }
+`;
+
+export interface ActionStoreDeps {
+  redis: RedisClient;
+  keys: RelayKeys;
+  userAgent: string;
+  logger: Logger;
+  now?: () => number;
+}
+
+export function createActionStore(deps: ActionStoreDeps): ActionStore {
+  const { redis, keys, logger } = deps;
+  const now = deps.now ?? Date.now;
+  const cache = new Map<string, Promise<CompiledAction | null>>();
+  // Bumped on every change notice, so a fetch that raced an update is not cached.
+  let generation = 0;
+
+  const get = async (id: string): Promise<StoredAction | null> => {
+    const raw = await redis.hget(keys.actions, id);
+    return raw === null ? null : (JSON.parse(raw) as StoredAction);
+  };
+
+  const load = async (id: string): Promise<CompiledAction | null> => {
+    const stored = await get(id);
+    if (!stored) return null;
+    return compileAction(stored.definition, { version: stored.version, userAgent: deps.userAgent });
+  };
+
+  return {
+    async put(input) {
+      const def = parseActionDefinition(input);
+      const [version, existed] = (await redis.eval(
+        PUT_SCRIPT,
+        2,
+        keys.actions,
+        keys.actionVersions,
+        def.id,
+        JSON.stringify(def),
+        String(now()),
+        keys.actionsChannel,
+      )) as [number, number];
+      cache.delete(def.id);
+      return { id: def.id, version, created: existed === 0 };
+    },
+    get,
+    async list() {
+      const all = await redis.hvals(keys.actions);
+      return all.map((raw) => JSON.parse(raw) as StoredAction).sort((a, b) => a.definition.id.localeCompare(b.definition.id));
+    },
+    async delete(id) {
+      const removed = await redis.hdel(keys.actions, id);
+      await redis.publish(keys.actionsChannel, id);
+      cache.delete(id);
+      return removed === 1;
+    },
+    getCompiled(id) {
+      const hit = cache.get(id);
+      if (hit) return hit;
+      const gen = generation;
+      const pending = load(id).then(
+        (action) => {
+          if (action === null || gen !== generation) cache.delete(id);
+          return action;
+        },
+        (err: unknown) => {
+          cache.delete(id);
+          throw coerceError(err);
+        },
+      );
+      cache.set(id, pending);
+      return pending;
+    },
+    async watch(subscriber) {
+      subscriber.on('message', (channel: string, id: string) => {
+        if (channel !== keys.actionsChannel) return;
+        generation++;
+        cache.delete(id);
+      });
+      // Notices sent while disconnected are lost: forget everything on reconnect.
+      subscriber.on('ready', () => {
+        generation++;
+        cache.clear();
+      });
+      subscriber.on('error', (err: unknown) => logger.warn({ err: coerceError(err).message }, 'action change subscriber error'));
+      await subscriber.subscribe(keys.actionsChannel);
+    },
+  };
+}

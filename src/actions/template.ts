@@ -1,0 +1,134 @@
+import type { FieldProblem } from '../errors/errors.js';
+
+/** What a template can reference while rendering one attempt. */
+export interface RenderScope {
+  params: Record<string, unknown>;
+  context: Record<string, unknown>;
+  job: { id: string; attempt: number; idempotencyKey: string };
+}
+
+/** Marks a value whose placeholder had nothing to substitute. */
+export const MISSING: unique symbol = Symbol('missing');
+export type Rendered = unknown;
+export type Renderer = (scope: RenderScope) => Rendered;
+
+const PLACEHOLDER = /\{\{\s*(params|context|job)\.([A-Za-z0-9_]+)\s*\}\}/g;
+const EXACT = /^\{\{\s*(params|context|job)\.([A-Za-z0-9_]+)\s*\}\}$/;
+const JOB_FIELDS = new Set(['id', 'attempt', 'idempotencyKey']);
+
+interface CompileContext {
+  declaredParams: ReadonlySet<string>;
+  problems: FieldProblem[];
+}
+
+type Getter = (scope: RenderScope) => unknown;
+
+function getter(source: string, name: string, path: string, cx: CompileContext): Getter {
+  if (source === 'params') {
+    if (!cx.declaredParams.has(name)) {
+      cx.problems.push({ path, message: `references undeclared parameter "${name}"` });
+    }
+    return (s) => (Object.hasOwn(s.params, name) ? s.params[name] : undefined);
+  }
+  if (source === 'context') return (s) => (Object.hasOwn(s.context, name) ? s.context[name] : undefined);
+  if (!JOB_FIELDS.has(name)) {
+    cx.problems.push({ path, message: `unknown job field "${name}" (id, attempt, idempotencyKey)` });
+  }
+  return (s) => s.job[name as keyof RenderScope['job']];
+}
+
+/** How a substituted value reads inside longer text. */
+export function stringify(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return JSON.stringify(value);
+}
+
+interface StringTemplate {
+  /** Set when the whole string is one placeholder: the typed value is kept. */
+  exact?: Getter;
+  render: (scope: RenderScope, encode?: (s: string) => string) => string;
+  isConstant: boolean;
+}
+
+export function compileString(template: string, path: string, cx: CompileContext): StringTemplate {
+  const stray = template.replace(PLACEHOLDER, '');
+  if (stray.includes('{{') || stray.includes('}}')) {
+    cx.problems.push({
+      path,
+      message: 'malformed placeholder; use {{params.NAME}}, {{context.FIELD}} or {{job.id|attempt|idempotencyKey}}',
+    });
+  }
+  const exactMatch = EXACT.exec(template);
+  const parts: (string | Getter)[] = [];
+  let last = 0;
+  for (const m of template.matchAll(PLACEHOLDER)) {
+    if (m.index > last) parts.push(template.slice(last, m.index));
+    parts.push(getter(m[1] as string, m[2] as string, path, cx));
+    last = m.index + m[0].length;
+  }
+  if (last < template.length) parts.push(template.slice(last));
+  const isConstant = parts.every((p) => typeof p === 'string');
+  const render = (scope: RenderScope, encode?: (s: string) => string): string => {
+    let out = '';
+    for (const part of parts) {
+      if (typeof part === 'string') out += part;
+      else {
+        const s = stringify(part(scope));
+        out += encode ? encode(s) : s;
+      }
+    }
+    return out;
+  };
+  const result: StringTemplate = { render, isConstant };
+  if (exactMatch) result.exact = parts[0] as Getter;
+  return result;
+}
+
+/**
+ * Compiles a JSON template into a renderer. A string that is exactly one placeholder keeps the
+ * typed value; a missing value is dropped from objects and arrays, or becomes null with allowNulls.
+ */
+export function compileJson(node: unknown, path: string, cx: CompileContext, allowNulls: boolean): Renderer {
+  if (typeof node === 'string') {
+    const t = compileString(node, path, cx);
+    if (t.exact) {
+      const get = t.exact;
+      return (s) => {
+        const v = get(s);
+        return v === undefined ? (allowNulls ? null : MISSING) : v;
+      };
+    }
+    if (t.isConstant) return () => node;
+    return (s) => t.render(s);
+  }
+  if (Array.isArray(node)) {
+    const items = node.map((item, i) => compileJson(item, `${path}[${i}]`, cx, allowNulls));
+    return (s) => {
+      const out: unknown[] = [];
+      for (const item of items) {
+        const v = item(s);
+        if (v !== MISSING) out.push(v);
+      }
+      return out;
+    };
+  }
+  if (node !== null && typeof node === 'object') {
+    const entries = Object.entries(node).map(
+      ([key, value]) => [key, compileJson(value, `${path}.${key}`, cx, allowNulls)] as const,
+    );
+    return (s) => {
+      const out: [string, unknown][] = [];
+      for (const [key, render] of entries) {
+        const v = render(s);
+        if (v !== MISSING) out.push([key, v]);
+      }
+      // fromEntries defines own properties, so a "__proto__" key cannot reach the prototype.
+      return Object.fromEntries(out);
+    };
+  }
+  return () => node;
+}
+
+export type { CompileContext };

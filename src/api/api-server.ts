@@ -1,0 +1,76 @@
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { RelayContext } from '../context/relay-context.js';
+import type { HttpSender } from '../delivery/http-sender.js';
+import { ValidationError, coerceError } from '../errors/errors.js';
+import { sendError } from './api-errors.js';
+import { registerActionRoutes } from './action-routes.js';
+import { registerJobRoutes } from './job-routes.js';
+
+export interface ApiServerDeps {
+  ctx: RelayContext;
+  /** Sends the real request of POST /v1/actions/:id/test. */
+  sender: HttpSender;
+  /** Largest request body accepted, in bytes. @defaultValue 5 MiB */
+  bodyLimit?: number;
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** Refuses to expose an unauthenticated API beyond this machine. */
+export function assertSafeBind(host: string, adminToken: string | undefined): void {
+  if (!adminToken && !LOOPBACK.has(host) && !host.startsWith('127.')) {
+    throw new Error(`HOST=${host} is not loopback: set ADMIN_TOKEN to expose the API, or bind to 127.0.0.1`);
+  }
+}
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  if (!header?.startsWith('Bearer ')) return false;
+  const given = Buffer.from(header.slice(7));
+  const expected = Buffer.from(token);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInstance> {
+  const { ctx } = deps;
+  const app = Fastify({ logger: false, bodyLimit: deps.bodyLimit ?? 5 * 1024 * 1024 });
+  const token = ctx.config.ADMIN_TOKEN;
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (!token) return;
+    if (!req.url.startsWith('/v1/') && !req.url.startsWith('/admin/')) return;
+    if (!tokenMatches(req.headers.authorization, token)) {
+      return sendError(reply, 401, 'unauthorized', 'missing or wrong Authorization: Bearer token');
+    }
+  });
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    if (err instanceof ValidationError) return sendError(reply, 400, err.code, err.message, err.problems);
+    const e = err as { statusCode?: number; code?: string; message?: string };
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      const code = e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'invalid_json' : (e.code ?? 'bad_request').toLowerCase();
+      return sendError(reply, e.statusCode, code, e.message ?? 'bad request');
+    }
+    ctx.logger.error({ err: ctx.secrets.redact(coerceError(err).message), url: req.url }, 'api error');
+    return sendError(reply, 500, 'internal', 'internal error');
+  });
+  app.setNotFoundHandler((req, reply) => sendError(reply, 404, 'not_found', `no route ${req.method} ${req.url}`));
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    try {
+      await ctx.redis.ping();
+      return { status: 'ready' };
+    } catch (err: unknown) {
+      return sendError(reply, 503, 'redis_unavailable', coerceError(err).message);
+    }
+  });
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', ctx.metrics.registry.contentType);
+    return ctx.metrics.registry.metrics();
+  });
+
+  registerActionRoutes(app, ctx, deps.sender);
+  registerJobRoutes(app, ctx);
+  return app;
+}

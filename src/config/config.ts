@@ -1,0 +1,68 @@
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const commaList = z
+  .string()
+  .transform((v) =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0),
+  );
+
+/** Every environment variable action-relay reads, with its default. */
+export const envSchema = z.object({
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  REDIS_CLUSTER_NODES: commaList.optional(),
+  ACTION_RELAY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.{}-]{1,64}$/, 'letters, digits, _ . - { } only, at most 64')
+    .default('action-relay'),
+  PORT: port.default(8080),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  METRICS_PORT: port.default(9464),
+  /** Jobs in flight per worker process. @defaultValue 64 */
+  WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10000).default(64),
+  ACTIONS_DIR: z.string().min(1).optional(),
+  ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  EGRESS_ALLOW_PRIVATE: bool.default(false),
+  EGRESS_ALLOW_HOSTS: commaList.optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Largest response body read, in bytes; the rest is discarded. @defaultValue 1 MiB */
+  RESPONSE_MAX_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+  /** Approximate length kept on the results stream. @defaultValue 1000000 */
+  RESULTS_MAXLEN: z.coerce.number().int().min(1000).default(1_000_000),
+  /** How long a finished job stays readable by GET /v1/jobs/:id, in seconds. @defaultValue 86400 */
+  JOB_RETENTION_SECONDS: z.coerce.number().int().min(1).default(86_400),
+  /** How long an idempotency key deduplicates enqueues, in seconds. @defaultValue 86400 */
+  IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(1).default(86_400),
+});
+
+export type Config = z.infer<typeof envSchema>;
+
+export class ConfigError extends Error {
+  readonly code = 'config_invalid';
+}
+
+/** Parses the environment once at start; a bad value names its variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const input: Record<string, string> = {};
+  for (const key of Object.keys(envSchema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') input[key] = value;
+  }
+  const parsed = envSchema.safeParse(input);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid environment: ${lines.join('; ')}`);
+  }
+  return parsed.data;
+}
+
+/** The key prefix with a Redis Cluster hash tag, so all keys of one deployment share a slot. */
+export function hashTaggedPrefix(prefix: string): string {
+  return prefix.includes('{') ? prefix : `{${prefix}}`;
+}

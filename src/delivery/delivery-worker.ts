@@ -1,0 +1,274 @@
+import { Worker, type Job } from 'bullmq';
+import type { Logger } from 'pino';
+import type { ActionStore } from '../actions/action-store.js';
+import type { BuiltRequest, CompiledAction } from '../actions/compile-action.js';
+import type { RenderScope } from '../actions/template.js';
+import {
+  HttpStatusError,
+  InvalidParamsError,
+  NetworkError,
+  RelayError,
+  ResponseInvalidError,
+  UnknownActionError,
+  ValidationError,
+  coerceError,
+} from '../errors/errors.js';
+import { jobDataSchema, type JobData, type JobOutcome } from '../queue/job-schema.js';
+import type { AttemptRecord, OutcomeWriter } from '../queue/outcome-writer.js';
+import { BACKOFF_TYPE } from '../queue/delivery-queue.js';
+import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import { safely, statusClass, type RelayMetrics } from '../metrics/relay-metrics.js';
+import { maskHeaders, maskPath, type AuthApplied } from './auth.js';
+import { prepareRequest } from './prepare-request.js';
+import type { HttpSender, SentResponse } from './http-sender.js';
+import { RETRY_AFTER_STATUSES, isRetryableStatus, nextAttemptDelay, parseRetryAfter } from './retry-policy.js';
+import type { SecretResolver } from './secret-resolver.js';
+
+/** Bytes of a response body kept in an attempt record. */
+export const RECORD_BODY_BYTES = 4096;
+const DEFAULT_MAX_ATTEMPTS = 4;
+
+/** Thrown to BullMQ when an attempt failed and another is due after `delayMs`. */
+export class RetryScheduled extends Error {
+  constructor(
+    readonly error: RelayError,
+    readonly delayMs: number,
+  ) {
+    super(error.message);
+  }
+}
+
+export interface DeliveryWorkerDeps {
+  /** A connection with maxRetriesPerRequest: null (BullMQ duplicates it for blocking calls). */
+  connection: RedisClient;
+  keys: RelayKeys;
+  store: ActionStore;
+  sender: HttpSender;
+  secrets: SecretResolver;
+  outcomes: OutcomeWriter;
+  metrics: RelayMetrics;
+  logger: Logger;
+  /** Jobs in flight in this process. @defaultValue 64 */
+  concurrency?: number;
+  /** Most bytes of a 2xx body read to capture response fields. @defaultValue 1 MiB */
+  maxResponseBytes?: number;
+  /** Milliseconds a job's lock lasts without renewal (renewed every half). @defaultValue 30000 */
+  lockDurationMs?: number;
+  now?: () => number;
+  random?: () => number;
+  autorun?: boolean;
+}
+
+export interface DeliveryWorker {
+  worker: Worker;
+  /** Stops taking jobs and waits for the ones in flight. */
+  close(): Promise<void>;
+}
+
+function headerRecord(headers: SentResponse['headers']): Record<string, string | string[]> {
+  return { ...headers };
+}
+
+/** Creates the BullMQ worker that delivers jobs; see `processJob` for the decision of each attempt. */
+export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
+  const now = deps.now ?? Date.now;
+  const random = deps.random ?? Math.random;
+  const maxResponseBytes = deps.maxResponseBytes ?? 1024 * 1024;
+  const { metrics, secrets, outcomes } = deps;
+
+  const redactText = (s: string) => secrets.redact(s);
+
+  async function processJob(job: Job): Promise<JobOutcome> {
+    const jobId = job.id as string;
+    const attempt = job.attemptsMade + 1;
+    const startedAt = now();
+    const log = deps.logger.child({ jobId, actionId: job.name, attempt });
+    let action: CompiledAction | null = null;
+    let data: JobData | undefined;
+    let req: BuiltRequest | undefined;
+    let applied: AuthApplied = { secretHeaders: [], secretQuery: [] };
+    let res: SentResponse | undefined;
+    let sent = false;
+    const label = () => (action ? action.id : 'unknown');
+
+    try {
+      const parsed = jobDataSchema.safeParse(job.data);
+      if (!parsed.success) {
+        throw new InvalidParamsError([{ path: 'job.data', message: parsed.error.issues[0]?.message ?? 'malformed' }]);
+      }
+      data = parsed.data;
+      try {
+        action = await deps.store.getCompiled(job.name);
+      } catch (err: unknown) {
+        if (err instanceof ValidationError) throw new UnknownActionError(`${job.name} (stored definition is invalid: ${err.message})`);
+        throw err;
+      }
+      if (!action) throw new UnknownActionError(job.name);
+      const checked = action.validateParams(data.params);
+      if (!checked.ok) throw new InvalidParamsError(checked.problems);
+      const scope: RenderScope = {
+        params: checked.value,
+        context: data.context,
+        job: { id: jobId, attempt, idempotencyKey: data.idempotencyKey ?? jobId },
+      };
+      ({ req, applied } = await prepareRequest(action, scope, secrets));
+
+      const sendStart = now();
+      sent = true;
+      try {
+        res = await deps.sender.send(req, {
+          timeoutMs: action.definition.endpoint.timeoutMs,
+          readLimit: action.capturesResponse ? maxResponseBytes : RECORD_BODY_BYTES,
+        });
+      } finally {
+        const seconds = (now() - sendStart) / 1000;
+        const a = action.id;
+        safely(() => metrics.httpDuration.observe({ action: a }, seconds));
+      }
+      const status = res.status;
+      safely(() => metrics.httpRequests.inc({ action: label(), status_class: statusClass(status) }));
+
+      if (status < 200 || status >= 300) {
+        const retryAfter = RETRY_AFTER_STATUSES.has(status) ? parseRetryAfter(res.headers['retry-after'], now()) : undefined;
+        throw new HttpStatusError(status, isRetryableStatus(status, action.definition.retry.retryOn), retryAfter);
+      }
+      let response: Record<string, unknown> = {};
+      if (action.capturesResponse) {
+        if (res.truncated) throw new ResponseInvalidError(`response body exceeds ${maxResponseBytes} bytes`, status);
+        let body: unknown;
+        try {
+          body = JSON.parse(res.body.toString('utf8'));
+        } catch {
+          throw new ResponseInvalidError('response body is not valid JSON', status);
+        }
+        response = action.captureResponse(body, status);
+      }
+      const end = now();
+      await outcomes.finish({
+        jobId,
+        actionId: job.name,
+        outcome: 'delivered',
+        status,
+        reason: '',
+        attempts: attempt,
+        durationMs: end - job.timestamp,
+        context: data.context,
+        response,
+      });
+      safely(() => {
+        metrics.jobs.inc({ action: label(), outcome: 'delivered' });
+        metrics.deliveryLatency.observe({ action: label() }, (end - job.timestamp) / 1000);
+      });
+      log.info({ status, durationMs: end - startedAt, outcome: 'delivered' }, 'delivered');
+      return { outcome: 'delivered', status, reason: null, attempts: attempt, response };
+    } catch (caught: unknown) {
+      const err = toRelayError(caught, log);
+      if (sent && !res && (err.reason === 'timeout' || err.reason === 'network')) {
+        safely(() => metrics.httpRequests.inc({ action: label(), status_class: err.reason }));
+      }
+      const record = attemptRecord(attempt, startedAt, action, req, applied, res, err);
+      const maxAttempts = action?.definition.retry.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+      const status = err instanceof HttpStatusError || err instanceof ResponseInvalidError ? err.status : null;
+      const durationMs = now() - startedAt;
+
+      if (err.retryable && attempt < maxAttempts) {
+        const backoff = action?.definition.retry.backoff ?? { type: 'exponential' as const, delayMs: 1000, maxDelayMs: 300_000 };
+        const retryAfterMs = err instanceof HttpStatusError ? err.retryAfterMs : undefined;
+        const delayMs = nextAttemptDelay(attempt, backoff, retryAfterMs, random);
+        await outcomes.recordAttempt(jobId, record);
+        safely(() => metrics.retries.inc({ action: label(), reason: err.reason }));
+        log.info({ status, durationMs, reason: err.reason, err: record.error?.message, retryInMs: delayMs }, `attempt ${attempt} of ${maxAttempts} failed, retrying`);
+        throw new RetryScheduled(err, delayMs);
+      }
+
+      const history = [...(await outcomes.attemptsOf(jobId, attempt - 1)), record];
+      const failedAt = new Date(now()).toISOString();
+      const context = data?.context ?? {};
+      await outcomes.finish({
+        jobId,
+        actionId: job.name,
+        outcome: 'dead',
+        status,
+        reason: err.reason,
+        attempts: attempt,
+        durationMs: now() - job.timestamp,
+        context,
+        response: {},
+        dead: {
+          jobId,
+          actionId: job.name,
+          job: {
+            actionId: job.name,
+            params: data?.params ?? {},
+            context,
+            ...(data?.idempotencyKey !== undefined ? { idempotencyKey: data.idempotencyKey } : {}),
+            ...(data?.replayOf !== undefined ? { replayOf: data.replayOf } : {}),
+            enqueuedAt: new Date(job.timestamp).toISOString(),
+          },
+          reason: err.reason,
+          status,
+          failedAt,
+          attempts: history,
+        },
+      });
+      safely(() => metrics.jobs.inc({ action: label(), outcome: 'dead' }));
+      log.info({ status, durationMs, reason: err.reason, err: record.error?.message, outcome: 'dead' }, `attempt ${attempt} of ${maxAttempts} failed, dead-lettered`);
+      return { outcome: 'dead', status, reason: err.reason, attempts: attempt, error: record.error?.message ?? `HTTP ${status}` };
+    }
+  }
+
+  function toRelayError(caught: unknown, log: Logger): RelayError {
+    if (caught instanceof RelayError) return caught;
+    const e = coerceError(caught);
+    // A fault of our own must not drop the job: retry it, and say so loudly.
+    log.error({ err: redactText(e.message) }, 'unexpected error while delivering');
+    return new NetworkError('EINTERNAL', e.message);
+  }
+
+  function attemptRecord(
+    attempt: number,
+    startedAt: number,
+    action: CompiledAction | null,
+    req: BuiltRequest | undefined,
+    applied: AuthApplied,
+    res: SentResponse | undefined,
+    err: RelayError,
+  ): AttemptRecord {
+    const method = req?.method ?? action?.definition.endpoint.method ?? '';
+    const url = req ? req.origin + maskPath(req.path, applied) : (action?.definition.endpoint.url ?? '');
+    const record: AttemptRecord = {
+      attempt,
+      startedAt: new Date(startedAt).toISOString(),
+      durationMs: now() - startedAt,
+      request: { method, url: redactText(url), headers: req ? maskHeaders(req.headers, applied) : {} },
+    };
+    if (res) {
+      record.response = {
+        status: res.status,
+        headers: headerRecord(res.headers),
+        body: redactText(res.body.subarray(0, RECORD_BODY_BYTES).toString('utf8')),
+      };
+    }
+    if (!(err instanceof HttpStatusError)) record.error = { code: err.code, message: redactText(err.message) };
+    return record;
+  }
+
+  const worker = new Worker(deps.keys.queueName, processJob, {
+    connection: deps.connection,
+    prefix: deps.keys.bullPrefix,
+    concurrency: deps.concurrency ?? 64,
+    autorun: deps.autorun ?? true,
+    lockDuration: deps.lockDurationMs ?? 30_000,
+    maxStalledCount: 10,
+    settings: {
+      backoffStrategy: (_attemptsMade: number, type?: string, err?: Error) =>
+        type === BACKOFF_TYPE && err instanceof RetryScheduled ? err.delayMs : 1000,
+    },
+  });
+  worker.on('error', (err: unknown) => deps.logger.error({ err: redactText(coerceError(err).message) }, 'worker error'));
+
+  return {
+    worker,
+    close: () => worker.close(),
+  };
+}

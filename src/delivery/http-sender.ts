@@ -1,0 +1,82 @@
+import { Agent, type Dispatcher } from 'undici';
+import type { BuiltRequest } from '../actions/compile-action.js';
+import { classifyTransportError } from './retry-policy.js';
+
+export interface SentResponse {
+  status: number;
+  headers: Record<string, string | string[]>;
+  /** What was read of the body: all of it up to the limit. */
+  body: Buffer;
+  /** True when the body was longer than what was read. */
+  truncated: boolean;
+}
+
+export interface SendOptions {
+  timeoutMs: number;
+  /** Bytes of body to keep; 0 discards it. */
+  readLimit: number;
+}
+
+export interface HttpSender {
+  /** Sends one request; transport failures are thrown as TimeoutError or NetworkError. */
+  send(req: BuiltRequest, opts: SendOptions): Promise<SentResponse>;
+  close(): Promise<void>;
+}
+
+/** Keep-alive pools per origin, shared by every job of the process. */
+export function createDefaultDispatcher(): Dispatcher {
+  return new Agent({
+    connections: 256,
+    keepAliveTimeout: 30_000,
+    connect: { timeout: 10_000 },
+  });
+}
+
+async function readBounded(body: Dispatcher.ResponseData['body'], limit: number): Promise<{ buf: Buffer; truncated: boolean }> {
+  if (limit <= 0) {
+    await body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+    return { buf: Buffer.alloc(0), truncated: false };
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    if (size + chunk.length > limit) {
+      chunks.push(chunk.subarray(0, limit - size));
+      size = limit;
+      body.destroy();
+      return { buf: Buffer.concat(chunks, size), truncated: true };
+    }
+    chunks.push(chunk);
+    size += chunk.length;
+  }
+  return { buf: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size), truncated: false };
+}
+
+export function createHttpSender(dispatcher: Dispatcher = createDefaultDispatcher()): HttpSender {
+  return {
+    async send(req, opts) {
+      try {
+        const res = await dispatcher.request({
+          origin: req.origin,
+          path: req.path,
+          method: req.method as Dispatcher.HttpMethod,
+          headers: req.headers,
+          body: req.body ?? null,
+          headersTimeout: opts.timeoutMs,
+          bodyTimeout: opts.timeoutMs,
+        } as Dispatcher.RequestOptions);
+        const declared = Number(res.headers['content-length']);
+        if (opts.readLimit > 0 && Number.isFinite(declared) && declared > opts.readLimit * 4) {
+          // Do not pull megabytes we will throw away; keep the head for the record.
+          const head = await readBounded(res.body, Math.min(opts.readLimit, 4096));
+          return { status: res.statusCode, headers: res.headers as SentResponse['headers'], body: head.buf, truncated: true };
+        }
+        const { buf, truncated } = await readBounded(res.body, opts.readLimit);
+        return { status: res.statusCode, headers: res.headers as SentResponse['headers'], body: buf, truncated };
+      } catch (err: unknown) {
+        throw classifyTransportError(err);
+      }
+    },
+    close: () => dispatcher.close(),
+  };
+}

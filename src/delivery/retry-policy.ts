@@ -1,0 +1,88 @@
+import type { ActionDefinition } from '../actions/action-schema.js';
+import { NetworkError, RelayError, TimeoutError } from '../errors/errors.js';
+
+/**
+ * The retry policy in one place: which statuses and transport errors retry, how long to wait.
+ * Statuses not in `retry.retryOn` (400, 401 after a token refresh, 403, 404, 422, ...) dead-letter at once.
+ */
+export const DEFAULT_RETRY_ON: readonly number[] = [408, 425, 429, 500, 502, 503, 504];
+
+/** Statuses whose Retry-After header sets the next delay. */
+export const RETRY_AFTER_STATUSES: ReadonlySet<number> = new Set([429, 503]);
+
+/** Transport error codes that mean the endpoint did not answer in time. Always retried. */
+export const TIMEOUT_CODES: ReadonlySet<string> = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'ETIMEDOUT',
+]);
+
+/** Transport error codes that mean the connection failed. Always retried. */
+export const NETWORK_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+  'HPE_INVALID_CONSTANT',
+  'HPE_INVALID_HEADER_TOKEN',
+]);
+
+/** Maps an error thrown by the HTTP client to a timeout or network error (both retryable). */
+export function classifyTransportError(err: unknown): RelayError {
+  if (err instanceof RelayError) return err;
+  const e = err as { code?: unknown; message?: unknown; name?: unknown; cause?: { code?: unknown } };
+  const code = typeof e.code === 'string' ? e.code : typeof e.cause?.code === 'string' ? e.cause.code : 'UNKNOWN';
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  if (TIMEOUT_CODES.has(code) || e.name === 'TimeoutError') return new TimeoutError(code, message);
+  return new NetworkError(code, message);
+}
+
+/** Parses Retry-After (delay seconds or an HTTP date) into milliseconds from now. */
+export function parseRetryAfter(value: string | string[] | undefined, now: number): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (v === undefined) return undefined;
+  const trimmed = v.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const at = Date.parse(trimmed);
+  if (Number.isNaN(at)) return undefined;
+  return Math.max(0, at - now);
+}
+
+/** Whether an HTTP status is worth another attempt under this action's policy. */
+export function isRetryableStatus(status: number, retryOn: readonly number[]): boolean {
+  return retryOn.includes(status);
+}
+
+/**
+ * Delay before the next attempt. Exponential uses full jitter (a random share of the capped
+ * exponential step); fixed waits `delayMs` exactly. `attemptsMade` counts failed attempts so far (1+).
+ */
+export function backoffDelay(
+  attemptsMade: number,
+  backoff: ActionDefinition['retry']['backoff'],
+  random: () => number,
+): number {
+  if (backoff.type === 'fixed') return Math.min(backoff.delayMs, backoff.maxDelayMs);
+  const step = Math.min(backoff.maxDelayMs, backoff.delayMs * 2 ** Math.max(0, attemptsMade - 1));
+  return Math.floor(random() * step);
+}
+
+/** The delay of the next attempt: the backoff, raised to a Retry-After when given, capped. */
+export function nextAttemptDelay(
+  attemptsMade: number,
+  backoff: ActionDefinition['retry']['backoff'],
+  retryAfterMs: number | undefined,
+  random: () => number,
+): number {
+  const delay = backoffDelay(attemptsMade, backoff, random);
+  if (retryAfterMs === undefined) return delay;
+  return Math.min(backoff.maxDelayMs, Math.max(delay, retryAfterMs));
+}

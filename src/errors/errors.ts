@@ -1,0 +1,127 @@
+/** Why a job ended in the dead-letter queue (CONTRACT section 3). */
+export type DeadReason =
+  | 'http_status'
+  | 'timeout'
+  | 'network'
+  | 'capped'
+  | 'invalid_params'
+  | 'unknown_action'
+  | 'auth'
+  | 'blocked_destination'
+  | 'response_invalid';
+
+export interface FieldProblem {
+  path: string;
+  message: string;
+}
+
+/** Base class: every error that can end an attempt carries its own decision. */
+export abstract class RelayError extends Error {
+  abstract readonly code: string;
+  /** Whether another attempt may succeed. */
+  abstract readonly retryable: boolean;
+  /** The dead-letter reason when this error ends the job. */
+  abstract readonly reason: DeadReason;
+}
+
+/** A definition or input failed validation; `problems` name every bad field. */
+export class ValidationError extends Error {
+  readonly code = 'validation_failed';
+  constructor(
+    message: string,
+    readonly problems: FieldProblem[],
+  ) {
+    super(`${message}: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`);
+  }
+}
+
+export class InvalidParamsError extends RelayError {
+  readonly code = 'invalid_params';
+  readonly retryable = false;
+  readonly reason = 'invalid_params' as const;
+  constructor(readonly problems: FieldProblem[]) {
+    super(`invalid params: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`);
+  }
+}
+
+export class UnknownActionError extends RelayError {
+  readonly code = 'unknown_action';
+  readonly retryable = false;
+  readonly reason = 'unknown_action' as const;
+  constructor(readonly actionId: string) {
+    super(`action "${actionId}" is not defined`);
+  }
+}
+
+/** The third party answered with a status that is not 2xx. */
+export class HttpStatusError extends RelayError {
+  readonly code = 'http_status';
+  readonly reason = 'http_status' as const;
+  constructor(
+    readonly status: number,
+    readonly retryable: boolean,
+    /** Delay asked by a Retry-After header, when one was given on 429 / 503. */
+    readonly retryAfterMs: number | undefined,
+  ) {
+    super(`endpoint answered HTTP ${status}`);
+  }
+}
+
+export class TimeoutError extends RelayError {
+  readonly retryable = true;
+  readonly reason = 'timeout' as const;
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class NetworkError extends RelayError {
+  readonly retryable = true;
+  readonly reason = 'network' as const;
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A 2xx whose body does not hold the declared response fields. */
+export class ResponseInvalidError extends RelayError {
+  readonly code = 'response_invalid';
+  readonly retryable = false;
+  readonly reason = 'response_invalid' as const;
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Credentials could not be resolved or a token could not be fetched. */
+export class AuthError extends RelayError {
+  readonly code = 'auth';
+  readonly reason = 'auth' as const;
+  constructor(
+    message: string,
+    readonly retryable = false,
+  ) {
+    super(message);
+  }
+}
+
+export class BlockedDestinationError extends RelayError {
+  readonly code = 'blocked_destination';
+  readonly retryable = false;
+  readonly reason = 'blocked_destination' as const;
+}
+
+/** Turns anything thrown into an Error, so `catch (err: unknown)` can read `message`. */
+export function coerceError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  return new Error(typeof err === 'string' ? err : JSON.stringify(err));
+}

@@ -1,0 +1,35 @@
+import { z } from 'zod';
+
+const jsonObject = z.record(z.string(), z.unknown());
+
+/** A job as the journey engine submits it (library, HTTP and CLI alike). */
+export const jobInputSchema = z.strictObject({
+  actionId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'an action id'),
+  params: jsonObject.default({}),
+  context: jsonObject.default({}),
+  idempotencyKey: z.string().min(1).max(256).optional(),
+  /** Wait this long before the first attempt. @defaultValue 0 */
+  delayMs: z.number().int().min(0).max(30 * 86_400_000).optional(),
+});
+export type JobInput = z.input<typeof jobInputSchema>;
+export type ParsedJobInput = z.infer<typeof jobInputSchema>;
+
+/** What is stored in the BullMQ job (its name is the action id): params and context, never the action. */
+export const jobDataSchema = z.object({
+  params: jsonObject,
+  context: jsonObject,
+  idempotencyKey: z.string().optional(),
+  /** Set on a replayed job: the dead-letter record it came from. */
+  replayOf: z.string().optional(),
+});
+export type JobData = z.infer<typeof jobDataSchema>;
+
+/** What a finished job returns (BullMQ returnvalue). */
+export interface JobOutcome {
+  outcome: 'delivered' | 'dead';
+  status: number | null;
+  reason: string | null;
+  attempts: number;
+  response?: Record<string, unknown>;
+  error?: string;
+}

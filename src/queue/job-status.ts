@@ -1,0 +1,54 @@
+import type { Queue } from 'bullmq';
+import type { JobOutcome } from './job-schema.js';
+import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { DeadLetterRecord } from './outcome-writer.js';
+
+export type PublicJobState = 'waiting' | 'delayed' | 'active' | 'delivered' | 'dead';
+
+export interface JobStatus {
+  jobId: string;
+  actionId: string;
+  state: PublicJobState;
+  attempts: number;
+  result?: { status: number | null; response: Record<string, unknown> };
+  error?: { reason: string; status: number | null; message: string };
+}
+
+/** Reads a job's public state: from the queue while it lives there, else from the dead letters. */
+export async function getJobStatus(queue: Queue, redis: RedisClient, keys: RelayKeys, jobId: string): Promise<JobStatus | null> {
+  const job = await queue.getJob(jobId);
+  if (job) {
+    const bullState = await job.getState();
+    const base = { jobId, actionId: job.name };
+    if (bullState === 'completed') {
+      const out = job.returnvalue as JobOutcome | null;
+      if (out?.outcome === 'delivered') {
+        return { ...base, state: 'delivered', attempts: out.attempts, result: { status: out.status, response: out.response ?? {} } };
+      }
+      return {
+        ...base,
+        state: 'dead',
+        attempts: out?.attempts ?? job.attemptsMade,
+        error: { reason: out?.reason ?? 'unknown', status: out?.status ?? null, message: out?.error ?? '' },
+      };
+    }
+    if (bullState === 'failed') {
+      return { ...base, state: 'dead', attempts: job.attemptsMade, error: { reason: 'network', status: null, message: job.failedReason } };
+    }
+    const state: PublicJobState = bullState === 'active' ? 'active' : bullState === 'delayed' ? 'delayed' : 'waiting';
+    const status: JobStatus = { ...base, state, attempts: job.attemptsMade };
+    if (job.failedReason) status.error = { reason: 'retrying', status: null, message: job.failedReason };
+    return status;
+  }
+  const raw = await redis.hget(keys.dlqRecords, jobId);
+  if (!raw) return null;
+  const rec = JSON.parse(raw) as DeadLetterRecord;
+  const last = rec.attempts.at(-1);
+  return {
+    jobId,
+    actionId: rec.actionId,
+    state: 'dead',
+    attempts: rec.attempts.length,
+    error: { reason: rec.reason, status: rec.status, message: last?.error?.message ?? (rec.status ? `HTTP ${rec.status}` : rec.reason) },
+  };
+}

@@ -1,0 +1,106 @@
+import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { DeadReason } from '../errors/errors.js';
+
+/** One attempt as the dead-letter record keeps it (secrets already redacted). */
+export interface AttemptRecord {
+  attempt: number;
+  startedAt: string;
+  durationMs: number;
+  request: { method: string; url: string; headers: Record<string, string> };
+  response?: { status: number; headers: Record<string, string | string[]>; body: string };
+  error?: { code: string; message: string };
+}
+
+export interface DeadLetterRecord {
+  jobId: string;
+  actionId: string;
+  job: { actionId: string; params: Record<string, unknown>; context: Record<string, unknown>; idempotencyKey?: string; enqueuedAt: string; replayOf?: string };
+  reason: DeadReason;
+  status: number | null;
+  failedAt: string;
+  attempts: AttemptRecord[];
+}
+
+export interface Outcome {
+  jobId: string;
+  actionId: string;
+  outcome: 'delivered' | 'dead';
+  status: number | null;
+  reason: string;
+  attempts: number;
+  durationMs: number;
+  context: Record<string, unknown>;
+  response: Record<string, unknown>;
+  dead?: DeadLetterRecord;
+}
+
+/*
+ * Ends a job exactly once: marks its BullMQ hash, appends the results entry and, for a dead
+ * job, stores the dead-letter record, all in one step. A rerun after a crash finds the mark.
+ * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash)
+ * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
+ *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON
+ * Returns 1 when written, 0 when the job had already ended.
+ */
+const FINISH_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HSETNX', KEYS[1], 'arOutcome', ARGV[1]) == 0 then return 0 end
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+  'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
+  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10])
+if ARGV[1] == 'dead' then
+  redis.call('ZADD', KEYS[3], ARGV[11], ARGV[3])
+  redis.call('HSET', KEYS[4], ARGV[3], ARGV[12])
+end
+return 1
+`;
+
+/** Field of the job hash that keeps the record of failed attempt n. */
+export const attemptField = (n: number) => `arAttempt:${n}`;
+
+export interface OutcomeWriter {
+  /** Writes the terminal outcome; false when the job had already ended (a rerun after a crash). */
+  finish(o: Outcome): Promise<boolean>;
+  /** Keeps a failed attempt's record on the job until it ends. */
+  recordAttempt(jobId: string, record: AttemptRecord): Promise<void>;
+  /** The failed attempts recorded so far, in order. */
+  attemptsOf(jobId: string, count: number): Promise<AttemptRecord[]>;
+}
+
+export function createOutcomeWriter(redis: RedisClient, keys: RelayKeys, maxLen: number): OutcomeWriter {
+  return {
+    async finish(o) {
+      const written = await redis.eval(
+        FINISH_SCRIPT,
+        4,
+        keys.jobKey(o.jobId),
+        keys.results,
+        keys.dlq,
+        keys.dlqRecords,
+        o.outcome,
+        String(maxLen),
+        o.jobId,
+        o.actionId,
+        o.status === null ? '' : String(o.status),
+        o.reason,
+        String(o.attempts),
+        String(o.durationMs),
+        JSON.stringify(o.context),
+        JSON.stringify(o.response),
+        o.dead ? String(Date.parse(o.dead.failedAt)) : '0',
+        o.dead ? JSON.stringify(o.dead) : '',
+      );
+      return written === 1;
+    },
+    async recordAttempt(jobId, record) {
+      await redis.hset(keys.jobKey(jobId), attemptField(record.attempt), JSON.stringify(record));
+    },
+    async attemptsOf(jobId, count) {
+      if (count <= 0) return [];
+      const fields = Array.from({ length: count }, (_, i) => attemptField(i + 1));
+      const raw = await redis.hmget(keys.jobKey(jobId), ...fields);
+      return raw.flatMap((r) => (r === null ? [] : [JSON.parse(r) as AttemptRecord]));
+    },
+  };
+}
