@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { inject } from 'vitest';
+import { Redis } from 'ioredis';
+import { loadConfig, type Config } from '../../src/config/config.js';
+import { createRelayContext, type RelayContext } from '../../src/context/relay-context.js';
+import { createLogger } from '../../src/logger.js';
+
+export interface ReceivedRequest {
+  method: string;
+  url: string;
+  headers: IncomingMessage['headers'];
+  body: string;
+  at: number;
+}
+
+export interface Receiver {
+  url: string;
+  requests: ReceivedRequest[];
+  /** Decides each answer; the default answers 200 {}. */
+  handler: (req: ReceivedRequest, res: ServerResponse) => void;
+  close(): Promise<void>;
+}
+
+/** A real HTTP server on loopback that records every request. */
+export async function startReceiver(): Promise<Receiver> {
+  const requests: ReceivedRequest[] = [];
+  const receiver: Receiver = {
+    url: '',
+    requests,
+    handler: (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'),
+    close: async () => undefined,
+  };
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const r = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), at: Date.now() };
+      requests.push(r);
+      receiver.handler(r, res);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const addr = server.address();
+  receiver.url = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  receiver.close = () =>
+    new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return receiver;
+}
+
+/** A config on the test Redis with a prefix of its own. */
+export function testConfig(overrides: Record<string, string> = {}): Config {
+  return loadConfig({
+    REDIS_URL: inject('redisUrl'),
+    ACTION_RELAY_PREFIX: `test-${randomUUID().slice(0, 8)}`,
+    METRICS_PORT: '0',
+    LOG_LEVEL: 'silent',
+    ...overrides,
+  });
+}
+
+export async function testContext(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<RelayContext> {
+  return createRelayContext(config, { logger: createLogger(config.LOG_LEVEL), watchActions: true, processMetrics: false, env });
+}
+
+/** Removes every key under this test's prefix, and nothing else. */
+export async function removePrefixKeys(config: Config): Promise<void> {
+  const r = new Redis(config.REDIS_URL);
+  const pattern = `{${config.ACTION_RELAY_PREFIX}}:*`;
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await r.del(...keys);
+  } while (cursor !== '0');
+  await r.quit();
+}
+
+export async function waitFor<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Reads the whole results stream as a list of field maps. */
+export async function readResults(ctx: RelayContext): Promise<Record<string, string>[]> {
+  const entries = (await ctx.redis.xrange(ctx.keys.results, '-', '+')) as [string, string[]][];
+  return entries.map(([, f]) => {
+    const o: Record<string, string> = {};
+    for (let i = 0; i < f.length; i += 2) o[f[i] as string] = f[i + 1] as string;
+    return o;
+  });
+}
