@@ -42,7 +42,7 @@ const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding',
  */
 export function parseActionDefinition(input: unknown): ActionDefinition {
   const parsed = actionDefinitionSchema.safeParse(input);
-  if (!parsed.success) throw new ValidationError('invalid action definition', formatIssues(parsed.error, ''));
+  if (!parsed.success) throw new ValidationError('invalid action definition', formatIssues(parsed.error, '', input));
   const problems: FieldProblem[] = [];
   buildRenderers(parsed.data, problems);
   if (problems.length > 0) throw new ValidationError('invalid action definition', problems);

@@ -58,13 +58,23 @@ function objectSchema(fields: Record<string, ParamSpec>): z.ZodType {
   return z.strictObject(shape, { error: 'expected an object' });
 }
 
-export function formatIssues(error: z.ZodError, root: string): FieldProblem[] {
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let v = input;
+  for (const seg of path) {
+    if (v === null || typeof v !== 'object' || !Object.hasOwn(v, seg)) return undefined;
+    v = (v as Record<PropertyKey, unknown>)[seg];
+  }
+  return v;
+}
+
+/** Turns zod issues into problems whose path names the field, under `root`. */
+export function formatIssues(error: z.ZodError, root: string, input?: unknown): FieldProblem[] {
   return error.issues.map((issue) => {
     let path = root;
     for (const seg of issue.path) path += typeof seg === 'number' ? `[${seg}]` : `${path ? '.' : ''}${String(seg)}`;
     let message = issue.message;
     if (issue.code === 'unrecognized_keys') message = `unknown field(s): ${issue.keys.join(', ')}`;
-    if (issue.code === 'invalid_type' && issue.input === undefined) message = 'required';
+    if (issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined) message = 'required';
     return { path: path || root, message };
   });
 }
@@ -77,7 +87,7 @@ export function compileParamValidator(parameters: Record<string, ParamSpec>): Pa
   return (params) => {
     const parsed = schema.safeParse(params ?? {});
     if (parsed.success) return { ok: true, value: parsed.data as Record<string, unknown> };
-    const problems = formatIssues(parsed.error, 'params');
+    const problems = formatIssues(parsed.error, 'params', params ?? {});
     // zod reports unknown keys on the parent; name each one.
     return {
       ok: false,

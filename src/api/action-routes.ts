@@ -14,7 +14,7 @@ const tryBodySchema = z.strictObject({
 
 function parseTryBody(body: unknown) {
   const parsed = tryBodySchema.safeParse(body ?? {});
-  if (!parsed.success) throw new ValidationError('invalid request', formatIssues(parsed.error, ''));
+  if (!parsed.success) throw new ValidationError('invalid request', formatIssues(parsed.error, '', body));
   return parsed.data;
 }
 

@@ -35,7 +35,7 @@ export function createProducer(deps: ProducerDeps): Producer {
 
   async function prepare(raw: unknown, root: string): Promise<{ name: string; data: JobData; opts: JobsOptions }> {
     const parsed = jobInputSchema.safeParse(raw);
-    if (!parsed.success) throw new ValidationError('invalid job', formatIssues(parsed.error, root));
+    if (!parsed.success) throw new ValidationError('invalid job', formatIssues(parsed.error, root, raw));
     const input = parsed.data;
     const action = await store.getCompiled(input.actionId);
     if (!action) {
