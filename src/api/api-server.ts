@@ -6,6 +6,7 @@ import { ValidationError, coerceError } from '../errors/errors.js';
 import { sendError } from './api-errors.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
+import { registerDlqRoutes } from './dlq-routes.js';
 
 export interface ApiServerDeps {
   ctx: RelayContext;
@@ -72,5 +73,6 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
 
   registerActionRoutes(app, ctx, deps.sender);
   registerJobRoutes(app, ctx);
+  registerDlqRoutes(app, ctx);
   return app;
 }

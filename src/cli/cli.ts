@@ -9,12 +9,10 @@ import { runWorker } from './run-worker.js';
 import { runDemo } from '../demo/run-demo.js';
 import { createLogger } from '../logger.js';
 import { VERSION } from '../version.js';
+import { registerDlqCommands } from './dlq-commands.js';
+import type { CliIo } from './cli-io.js';
 
-export interface CliIo {
-  out: (line: string) => void;
-  err: (line: string) => void;
-  env: NodeJS.ProcessEnv;
-}
+export type { CliIo };
 
 const defaultIo: CliIo = {
   out: (l) => process.stdout.write(`${l}\n`),
@@ -185,6 +183,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
       }),
     );
 
+  registerDlqCommands(program, withContext, io);
   return program;
 }
 

@@ -12,6 +12,7 @@ import { createSecretResolver, type SecretResolver } from '../delivery/secret-re
 import { createLogger } from '../logger.js';
 import { USER_AGENT } from '../version.js';
 import { loadActionFiles } from '../actions/action-files.js';
+import { createDeadLetters, type DeadLetters } from '../queue/dead-letters.js';
 
 /** Everything a process shares, built once at start and passed down. */
 export interface RelayContext {
@@ -28,6 +29,7 @@ export interface RelayContext {
   outcomes: OutcomeWriter;
   secrets: SecretResolver;
   metrics: RelayMetrics;
+  deadLetters: DeadLetters;
   close(): Promise<void>;
 }
 
@@ -89,6 +91,7 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     outcomes,
     secrets,
     metrics,
+    deadLetters: createDeadLetters(redis, keys, queue),
     async close() {
       await queue.close();
       await Promise.all([redis, bullConnection, subscriber].map((c) => c?.quit().catch(() => undefined)));

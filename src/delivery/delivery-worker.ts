@@ -65,8 +65,11 @@ export interface DeliveryWorker {
   close(): Promise<void>;
 }
 
-function headerRecord(headers: SentResponse['headers']): Record<string, string | string[]> {
-  return { ...headers };
+/** Response headers as a record keeps them: any secret value echoed back is masked. */
+function headerRecord(headers: SentResponse['headers'], redact: (s: string) => string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(headers)) out[k] = Array.isArray(v) ? v.map(redact) : redact(v);
+  return out;
 }
 
 /** Creates the BullMQ worker that delivers jobs; see `processJob` for the decision of each attempt. */
@@ -245,7 +248,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     if (res) {
       record.response = {
         status: res.status,
-        headers: headerRecord(res.headers),
+        headers: headerRecord(res.headers, redactText),
         body: redactText(res.body.subarray(0, RECORD_BODY_BYTES).toString('utf8')),
       };
     }

@@ -98,3 +98,30 @@ export async function readResults(ctx: RelayContext): Promise<Record<string, str
     return o;
   });
 }
+
+/** An in-process delivery worker on its own connections, as a separate process would have. */
+export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = process.env) {
+  const { createDeliveryWorker } = await import('../../src/delivery/delivery-worker.js');
+  const { createHttpSender } = await import('../../src/delivery/http-sender.js');
+  const ctx = await testContext(config, env);
+  const delivery = createDeliveryWorker({
+    connection: ctx.bullConnection,
+    keys: ctx.keys,
+    store: ctx.store,
+    sender: createHttpSender(),
+    secrets: ctx.secrets,
+    outcomes: ctx.outcomes,
+    metrics: ctx.metrics,
+    logger: ctx.logger,
+    concurrency: 8,
+    maxResponseBytes: 64 * 1024,
+  });
+  return {
+    ctx,
+    delivery,
+    async stop() {
+      await delivery.close();
+      await ctx.close();
+    },
+  };
+}

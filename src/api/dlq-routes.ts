@@ -1,0 +1,50 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { RelayContext } from '../context/relay-context.js';
+import { ValidationError } from '../errors/errors.js';
+import { formatIssues } from '../actions/param-validator.js';
+import { dlqFilterSchema } from '../queue/dead-letters.js';
+import { purgeDeadLetters, replayDeadLetters, replayRequestSchema } from '../queue/dlq-operations.js';
+import { sendError } from './api-errors.js';
+
+const listQuerySchema = dlqFilterSchema.extend({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  cursor: z.string().optional(),
+});
+
+function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
+  const parsed = schema.safeParse(input ?? {});
+  if (!parsed.success) throw new ValidationError('invalid request', formatIssues(parsed.error, '', input));
+  return parsed.data;
+}
+
+export function registerDlqRoutes(app: FastifyInstance, ctx: RelayContext): void {
+  const dl = ctx.deadLetters;
+
+  app.get('/v1/dlq', async (req) => {
+    const { limit, cursor, ...filter } = parse(listQuerySchema, req.query);
+    return dl.list(filter, limit, cursor);
+  });
+
+  app.get<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req, reply) => {
+    const rec = await dl.get(req.params.jobId);
+    if (!rec) return sendError(reply, 404, 'not_found', `no dead letter for job "${req.params.jobId}"`);
+    return rec;
+  });
+
+  app.post('/v1/dlq/replay', async (req) => {
+    const body = parse(replayRequestSchema, req.body);
+    if (!body.jobIds && !body.filter) {
+      throw new ValidationError('invalid request', [{ path: 'jobIds', message: 'give jobIds or a filter ({} replays everything)' }]);
+    }
+    const r = await replayDeadLetters(dl, body);
+    return body.dryRun ? { matched: r.matched, jobIds: r.jobIds } : { replayed: r.replayed, jobIds: r.jobIds };
+  });
+
+  app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req) => ({ purged: await dl.remove([req.params.jobId]) }));
+
+  app.post('/v1/dlq/purge', async (req) => {
+    const body = parse(z.strictObject({ filter: dlqFilterSchema.optional(), jobIds: z.array(z.string()).optional() }), req.body);
+    return { purged: await purgeDeadLetters(dl, body.jobIds, body.filter ?? {}) };
+  });
+}

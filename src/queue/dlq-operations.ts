@@ -1,0 +1,55 @@
+import { z } from 'zod';
+import type { DeadLetters } from './dead-letters.js';
+import { dlqFilterSchema, type DlqFilter } from './dead-letters.js';
+import type { DeadLetterRecord } from './outcome-writer.js';
+
+export const replayRequestSchema = z.strictObject({
+  jobIds: z.array(z.string().min(1)).max(100_000).optional(),
+  filter: dlqFilterSchema.optional(),
+  /** Spread replays at this rate so the third party is never flooded. */
+  ratePerSecond: z.number().positive().max(100_000).optional(),
+  dryRun: z.boolean().default(false),
+});
+export type ReplayRequest = z.infer<typeof replayRequestSchema>;
+
+/** Records named by ids (those that exist) or matched by a filter, page by page. */
+export async function* selectRecords(dl: DeadLetters, jobIds: string[] | undefined, filter: DlqFilter): AsyncGenerator<DeadLetterRecord[]> {
+  if (jobIds) {
+    for (let i = 0; i < jobIds.length; i += 500) {
+      const recs = (await Promise.all(jobIds.slice(i, i + 500).map((id) => dl.get(id)))).filter((r): r is DeadLetterRecord => r !== null);
+      if (recs.length > 0) yield recs;
+    }
+    return;
+  }
+  yield* dl.scan(filter);
+}
+
+/** Replays (or with dryRun only counts) the selected dead letters; reports progress per page. */
+export async function replayDeadLetters(
+  dl: DeadLetters,
+  req: ReplayRequest,
+  onProgress: (done: number) => void = () => undefined,
+): Promise<{ matched: number; replayed: number; jobIds: string[] }> {
+  const jobIds: string[] = [];
+  let matched = 0;
+  for await (const page of selectRecords(dl, req.jobIds, req.filter ?? {})) {
+    if (req.dryRun) {
+      jobIds.push(...page.map((r) => r.jobId));
+    } else {
+      jobIds.push(...(await dl.replay(page, { ...(req.ratePerSecond ? { ratePerSecond: req.ratePerSecond } : {}), startIndex: matched })));
+    }
+    matched += page.length;
+    onProgress(matched);
+  }
+  return { matched, replayed: req.dryRun ? 0 : matched, jobIds };
+}
+
+/** Removes the selected dead letters; reports progress per page. */
+export async function purgeDeadLetters(dl: DeadLetters, jobIds: string[] | undefined, filter: DlqFilter, onProgress: (done: number) => void = () => undefined): Promise<number> {
+  let purged = 0;
+  for await (const page of selectRecords(dl, jobIds, filter)) {
+    purged += await dl.remove(page.map((r) => r.jobId));
+    onProgress(purged);
+  }
+  return purged;
+}

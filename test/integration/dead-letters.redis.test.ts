@@ -1,0 +1,122 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { createApiServer } from '../../src/api/api-server.js';
+import { createHttpSender } from '../../src/delivery/http-sender.js';
+import type { RelayContext } from '../../src/context/relay-context.js';
+import type { Config } from '../../src/config/config.js';
+import { readResults, removePrefixKeys, startReceiver, startTestWorker, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
+
+const run = promisify(execFile);
+const SECRET = 'dlq-secret-Zq81';
+const env = { ...process.env, DLQ_TOKEN: SECRET };
+
+let config: Config;
+let ctx: RelayContext;
+let worker: Awaited<ReturnType<typeof startTestWorker>>;
+let receiver: Receiver;
+let api: FastifyInstance;
+/** Paths answered 200; everything else answers 404 (dead at once). */
+const healthy = new Set<string>();
+
+function action(id: string) {
+  return {
+    id,
+    name: id,
+    endpoint: { url: receiver.url, path: `/${id}`, method: 'POST' },
+    auth: { type: 'bearer', token: { env: 'DLQ_TOKEN' } },
+    parameters: { n: { type: 'integer', required: true } },
+    body: { n: '{{params.n}}' },
+    retry: { maxAttempts: 2, backoff: { type: 'fixed', delayMs: 10, maxDelayMs: 10 } },
+  };
+}
+
+async function killJobs(actionId: string, count: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let n = 0; n < count; n++) ids.push((await ctx.producer.enqueue({ actionId, params: { n } })).jobId);
+  await waitFor(async () => (await Promise.all(ids.map((id) => ctx.deadLetters.get(id)))).every(Boolean), 10_000, 'dead letters');
+  return ids;
+}
+
+async function deliveredReplays(): Promise<Record<string, string>[]> {
+  return (await readResults(ctx)).filter((r) => r.outcome === 'delivered');
+}
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+  receiver.handler = (r, res) => {
+    const path = r.url.split('/')[1] ?? '';
+    if (healthy.has(path)) res.writeHead(200).end('{}');
+    else res.writeHead(404, { 'content-type': 'text/plain', 'x-echo-auth': String(r.headers.authorization) }).end(`nothing here for ${r.headers.authorization}`);
+  };
+  config = testConfig();
+  ctx = await testContext(config, env);
+  worker = await startTestWorker(config, env);
+  api = await createApiServer({ ctx, sender: createHttpSender() });
+  for (const id of ['dl_a', 'dl_b', 'dl_c']) await ctx.store.put(action(id));
+});
+
+afterAll(async () => {
+  await worker.stop();
+  await api.close();
+  await ctx.close();
+  await receiver.close();
+  await removePrefixKeys(config);
+});
+
+describe('dead letters', () => {
+  it('keeps a full record without secrets, and lists with filters and a cursor', async () => {
+    const ids = await killJobs('dl_a', 3);
+    const rec = await api.inject({ method: 'GET', url: `/v1/dlq/${ids[0]}` });
+    expect(rec.statusCode).toBe(200);
+    expect(rec.json()).toMatchObject({ jobId: ids[0], actionId: 'dl_a', reason: 'http_status', status: 404, job: { params: { n: 0 } } });
+    expect(rec.json().attempts[0]).toMatchObject({ attempt: 1, request: { method: 'POST', headers: { authorization: '***' } }, response: { status: 404 } });
+    // The receiver echoed the token in a header and the body: the record must not keep it.
+    expect(rec.body).not.toContain(SECRET);
+    expect(JSON.stringify(await readResults(ctx))).not.toContain(SECRET);
+
+    const page1 = await api.inject({ method: 'GET', url: '/v1/dlq?actionId=dl_a&limit=2' });
+    expect(page1.json().items).toHaveLength(2);
+    const page2 = await api.inject({ method: 'GET', url: `/v1/dlq?actionId=dl_a&limit=2&cursor=${encodeURIComponent(page1.json().nextCursor)}` });
+    expect(page2.json()).toMatchObject({ nextCursor: null });
+    const listed = [...page1.json().items, ...page2.json().items].map((i: { jobId: string }) => i.jobId).sort();
+    expect(listed).toEqual([...ids].sort());
+    expect((await api.inject({ method: 'GET', url: '/v1/dlq?reason=timeout' })).json().items).toEqual([]);
+  });
+
+  it('dry run changes nothing; replay by id delivers with the current definition and removes the record', async () => {
+    const [id] = await killJobs('dl_b', 1);
+    const dry = await api.inject({ method: 'POST', url: '/v1/dlq/replay', payload: { jobIds: [id], dryRun: true } });
+    expect(dry.json()).toEqual({ matched: 1, jobIds: [id] });
+    expect(await ctx.deadLetters.get(id as string)).not.toBeNull();
+
+    healthy.add('dl_b');
+    const res = await api.inject({ method: 'POST', url: '/v1/dlq/replay', payload: { jobIds: [id] } });
+    expect(res.json()).toMatchObject({ replayed: 1 });
+    const newId = res.json().jobIds[0] as string;
+    expect(newId).not.toBe(id);
+    expect(await ctx.deadLetters.get(id as string)).toBeNull();
+    const result = await waitFor(async () => (await deliveredReplays()).find((r) => r.jobId === newId), 10_000, 'replayed delivery');
+    expect(result.attempts).toBe('1');
+    expect((await ctx.queue.getJob(newId))?.data.replayOf).toBe(id);
+  });
+
+  it('purge removes only what its filter names; replay --all from the CLI delivers the rest', async () => {
+    const a = await killJobs('dl_c', 2);
+    const before = await ctx.redis.zcard(ctx.keys.dlq);
+    const purged = await api.inject({ method: 'POST', url: '/v1/dlq/purge', payload: { filter: { actionId: 'dl_c' } } });
+    expect(purged.json()).toEqual({ purged: 2 });
+    expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(before - 2);
+    for (const id of a) expect(await ctx.deadLetters.get(id)).toBeNull();
+
+    healthy.add('dl_a');
+    const cliEnv = { ...env, REDIS_URL: config.REDIS_URL, ACTION_RELAY_PREFIX: config.ACTION_RELAY_PREFIX, LOG_LEVEL: 'silent' };
+    const dry = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--dry-run'], { env: cliEnv });
+    expect(dry.stdout).toMatch(/would replay 3 job\(s\)/);
+    const out = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--rate', '100/s'], { env: cliEnv });
+    expect(out.stdout).toMatch(/replayed 3 job\(s\) spread at 100\/s/);
+    expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(0);
+    await waitFor(async () => (await deliveredReplays()).filter((r) => r.actionId === 'dl_a').length === 3, 10_000, 'three replayed deliveries');
+  });
+});
