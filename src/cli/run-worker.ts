@@ -28,7 +28,18 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     logger: context.logger,
     concurrency: config.WORKER_CONCURRENCY,
     maxResponseBytes: config.RESPONSE_MAX_BYTES,
+    lockDurationMs: config.JOB_LOCK_MS,
+    requestTimeoutCapMs: config.REQUEST_TIMEOUT_CAP_MS,
   });
+  // Bounded dead-letter store: trimmed by age and count once a minute (cheap when nothing is due).
+  const trim = () =>
+    context.deadLetters
+      .trim(config.DLQ_MAX_AGE_DAYS * 86_400_000, config.DLQ_MAX_COUNT)
+      .then((n) => n > 0 && context.logger.info({ removed: n }, 'dead letters past retention removed'))
+      .catch((err: unknown) => context.logger.warn({ err: String(err) }, 'dead-letter trim failed'));
+  void trim();
+  const trimTimer = setInterval(() => void trim(), 60_000);
+  trimTimer.unref();
   const metricsServer =
     config.METRICS_PORT > 0 ? await startMetricsServer(context.metrics.registry, config.METRICS_PORT, config.HOST, () => !stopping) : undefined;
   context.logger.info({ concurrency: config.WORKER_CONCURRENCY, metricsPort: config.METRICS_PORT }, 'worker started');
@@ -38,7 +49,17 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     metricsServer,
     async stop() {
       stopping = true;
-      await delivery.close();
+      clearInterval(trimTimer);
+      // Finish in-flight requests within the grace period; past it, jobs still active are left
+      // locked and another worker takes them over when the lock expires.
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), config.SHUTDOWN_GRACE_MS)));
+      const outcome = await Promise.race([delivery.close().then(() => 'closed' as const), graceOver]);
+      clearTimeout(timer);
+      if (outcome === 'timeout') {
+        context.logger.warn({ graceMs: config.SHUTDOWN_GRACE_MS }, 'grace period over: leaving in-flight jobs to be taken over');
+        await delivery.worker.close(true);
+      }
       await sender.close();
       await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
       if (!ctx) await context.close();

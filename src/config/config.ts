@@ -37,11 +37,26 @@ export const envSchema = z.object({
   RESULTS_MAXLEN: z.coerce.number().int().min(1000).default(1_000_000),
   /** How long a finished job stays readable by GET /v1/jobs/:id, in seconds. @defaultValue 86400 */
   JOB_RETENTION_SECONDS: z.coerce.number().int().min(1).default(86_400),
+  /** Longest any request may take: an action's timeoutMs is clamped to it. @defaultValue 120000 */
+  REQUEST_TIMEOUT_CAP_MS: z.coerce.number().int().min(100).max(120_000).default(120_000),
+  /**
+   * How long a worker's lock on a job lasts unrenewed: a killed worker's jobs are taken over after
+   * it. Must exceed REQUEST_TIMEOUT_CAP_MS, so a request in flight never loses its job. @defaultValue 130000
+   */
+  JOB_LOCK_MS: z.coerce.number().int().min(1000).default(130_000),
+  /** SIGTERM: how long in-flight jobs may take to finish before the worker exits. @defaultValue 30000 */
+  SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(30_000),
+  /** Dead letters older than this are deleted. @defaultValue 30 */
+  DLQ_MAX_AGE_DAYS: z.coerce.number().min(0.001).default(30),
+  /** At most this many dead letters are kept (the oldest go first). @defaultValue 1000000 */
+  DLQ_MAX_COUNT: z.coerce.number().int().min(1).default(1_000_000),
   /** How long an idempotency key deduplicates enqueues, in seconds. @defaultValue 86400 */
   IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(1).default(86_400),
 });
 
 export type Config = z.infer<typeof envSchema>;
+
+const lockAboveTimeout = (c: Config) => c.JOB_LOCK_MS > c.REQUEST_TIMEOUT_CAP_MS;
 
 export class ConfigError extends Error {
   readonly code = 'config_invalid';
@@ -58,6 +73,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid environment: ${lines.join('; ')}`);
+  }
+  if (!lockAboveTimeout(parsed.data)) {
+    throw new ConfigError(
+      `invalid environment: JOB_LOCK_MS (${parsed.data.JOB_LOCK_MS}) must exceed REQUEST_TIMEOUT_CAP_MS (${parsed.data.REQUEST_TIMEOUT_CAP_MS}), or a job could be taken over while its request is in flight`,
+    );
   }
   return parsed.data;
 }

@@ -52,8 +52,10 @@ export interface DeliveryWorkerDeps {
   concurrency?: number;
   /** Most bytes of a 2xx body read to capture response fields. @defaultValue 1 MiB */
   maxResponseBytes?: number;
-  /** Milliseconds a job's lock lasts without renewal (renewed every half). @defaultValue 30000 */
+  /** Milliseconds a job's lock lasts without renewal (renewed every half). @defaultValue 130000 */
   lockDurationMs?: number;
+  /** Longest request; an action's timeoutMs is clamped to it. @defaultValue 120000 */
+  requestTimeoutCapMs?: number;
   now?: () => number;
   random?: () => number;
   autorun?: boolean;
@@ -78,6 +80,11 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   const random = deps.random ?? Math.random;
   const maxResponseBytes = deps.maxResponseBytes ?? 1024 * 1024;
   const { metrics, secrets, outcomes } = deps;
+  const lockDuration = deps.lockDurationMs ?? 130_000;
+  const timeoutCap = deps.requestTimeoutCapMs ?? 120_000;
+  if (lockDuration <= timeoutCap) {
+    throw new Error(`lock duration ${lockDuration} ms must exceed the request timeout cap ${timeoutCap} ms`);
+  }
 
   const redactText = (s: string) => secrets.redact(s);
 
@@ -120,7 +127,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       sent = true;
       try {
         res = await deps.sender.send(req, {
-          timeoutMs: action.definition.endpoint.timeoutMs,
+          timeoutMs: Math.min(action.definition.endpoint.timeoutMs, timeoutCap),
           readLimit: action.capturesResponse ? maxResponseBytes : RECORD_BODY_BYTES,
         });
       } finally {
@@ -261,7 +268,9 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     prefix: deps.keys.bullPrefix,
     concurrency: deps.concurrency ?? 64,
     autorun: deps.autorun ?? true,
-    lockDuration: deps.lockDurationMs ?? 30_000,
+    lockDuration: lockDuration,
+    // A killed worker's jobs are found within lockDuration + stalledInterval.
+    stalledInterval: Math.min(30_000, Math.max(1000, Math.floor(lockDuration / 2))),
     maxStalledCount: 10,
     settings: {
       backoffStrategy: (_attemptsMade: number, type?: string, err?: Error) =>

@@ -61,6 +61,8 @@ export interface DeadLetters {
    */
   replay(records: DeadLetterRecord[], opts: { ratePerSecond?: number; startIndex?: number }): Promise<string[]>;
   remove(jobIds: string[]): Promise<number>;
+  /** Deletes dead letters older than `maxAgeMs` and the oldest beyond `maxCount`; returns how many. */
+  trim(maxAgeMs: number, maxCount: number, now?: number): Promise<number>;
 }
 
 export function createDeadLetters(redis: RedisClient, keys: RelayKeys, queue: Queue): DeadLetters {
@@ -135,6 +137,20 @@ export function createDeadLetters(redis: RedisClient, keys: RelayKeys, queue: Qu
       // Removed only once the new jobs exist: a crash in between leaves a record to replay again, never none.
       await this.remove(recs.map((r) => r.jobId));
       return added.map((j) => j.id as string);
+    },
+    async trim(maxAgeMs, maxCount, now = Date.now()) {
+      let removed = 0;
+      for (;;) {
+        const old = await redis.zrangebyscore(keys.dlq, 0, now - maxAgeMs, 'LIMIT', 0, PAGE);
+        if (old.length === 0) break;
+        removed += await this.remove(old);
+      }
+      for (;;) {
+        const excess = (await redis.zcard(keys.dlq)) - maxCount;
+        if (excess <= 0) break;
+        removed += await this.remove(await redis.zrange(keys.dlq, 0, Math.min(excess, PAGE) - 1));
+      }
+      return removed;
     },
     async remove(jobIds) {
       if (jobIds.length === 0) return 0;

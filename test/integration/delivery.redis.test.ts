@@ -176,6 +176,29 @@ describe('delivery through a real worker and receiver', () => {
     expect(delivery.worker.isRunning()).toBe(true);
   });
 
+  it('waits at least the Retry-After of a 429 before the next attempt', async () => {
+    await ctx.store.put(action('busy', { retry: { maxAttempts: 3, backoff: { type: 'fixed', delayMs: 10, maxDelayMs: 10_000 } } }));
+    let n = 0;
+    receiver.handler = (_r, res) => (++n === 1 ? res.writeHead(429, { 'retry-after': '2' }).end() : res.writeHead(200).end('{}'));
+    const { jobId } = await ctx.producer.enqueue({ actionId: 'busy', params: { n: 1 } });
+    expect(await resultOf(jobId)).toMatchObject({ outcome: 'delivered', attempts: '2' });
+    const [first, second] = receiver.requests.filter((r) => r.url === '/busy');
+    expect((second?.at ?? 0) - (first?.at ?? 0)).toBeGreaterThanOrEqual(2000);
+  });
+
+  it('retries a timeout and dead-letters after maxAttempts with every attempt recorded', async () => {
+    await ctx.store.put(action('slow', { endpoint: { url: receiver.url, path: '/slow', method: 'POST', timeoutMs: 1000 } }));
+    // undici checks its timeouts on a ~1 s tick: answer well past it.
+    receiver.handler = (_r, res) => setTimeout(() => res.writeHead(200).end('{}'), 4000);
+    const { jobId } = await ctx.producer.enqueue({ actionId: 'slow', params: { n: 1 } });
+    expect(await resultOf(jobId)).toMatchObject({ outcome: 'dead', attempts: '3', reason: 'timeout', status: '' });
+    const rec = JSON.parse((await ctx.redis.hget(ctx.keys.dlqRecords, jobId)) ?? '{}');
+    expect(rec.attempts.map((a: { attempt: number }) => a.attempt)).toEqual([1, 2, 3]);
+    expect(rec.attempts[0].error.code).toBe('UND_ERR_HEADERS_TIMEOUT');
+    const text = await workerCtx.metrics.registry.metrics();
+    expect(text).toMatch(/action_relay_retries_total\{action="slow",reason="timeout"\} 2/);
+  });
+
   it('dead-letters a job whose params no longer match a changed definition', async () => {
     await ctx.store.put(action('changed'));
     const { jobId } = await ctx.producer.enqueue({ actionId: 'changed', params: { n: 5 }, delayMs: 300 });
