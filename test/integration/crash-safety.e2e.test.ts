@@ -1,0 +1,178 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { Config } from '../../src/config/config.js';
+import type { RelayContext } from '../../src/context/relay-context.js';
+import { freePort, redisAnswers } from '../../src/redis/embedded-redis.js';
+import { readResults, removePrefixKeys, startReceiver, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
+
+const CONCURRENCY = 32;
+const children: ChildProcess[] = [];
+
+function startWorker(config: Config): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'worker'], {
+    env: {
+      ...process.env,
+      REDIS_URL: config.REDIS_URL,
+      ACTION_RELAY_PREFIX: config.ACTION_RELAY_PREFIX,
+      METRICS_PORT: '0',
+      LOG_LEVEL: 'warn',
+      WORKER_CONCURRENCY: String(CONCURRENCY),
+      // Short locks so that a killed worker's jobs are taken over within seconds.
+      REQUEST_TIMEOUT_CAP_MS: '2000',
+      JOB_LOCK_MS: '4000',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  children.push(child);
+  return child;
+}
+
+function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.kill(signal);
+  });
+}
+
+/** Counts how often each idempotency key reached the receiver. */
+function countKeys(receiver: Receiver): Map<string, number> {
+  const seen = new Map<string, number>();
+  for (const r of receiver.requests) {
+    const k = String(r.headers['idempotency-key']);
+    seen.set(k, (seen.get(k) ?? 0) + 1);
+  }
+  return seen;
+}
+
+async function enqueueN(ctx: RelayContext, actionId: string, n: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < n; i += 1000) {
+    const batch = Array.from({ length: Math.min(1000, n - i) }, (_, j) => ({ actionId, params: {}, idempotencyKey: `key-${i + j}` }));
+    for (const r of await ctx.producer.enqueueMany(batch)) if ('jobId' in r) ids.push(r.jobId);
+  }
+  return ids;
+}
+
+async function terminalCounts(ctx: RelayContext): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  for (const r of await readResults(ctx)) counts.set(r.jobId as string, (counts.get(r.jobId as string) ?? 0) + 1);
+  return counts;
+}
+
+afterEach(async () => {
+  await Promise.all(children.splice(0).map((c) => kill(c, 'SIGKILL')));
+});
+
+describe('crash safety', () => {
+  const cleanups: (() => Promise<void>)[] = [];
+  afterAll(async () => {
+    for (const c of cleanups) await c();
+  });
+
+  it('loses nothing when a worker is SIGKILLed twice during 5,000 deliveries', async () => {
+    const receiver = await startReceiver();
+    receiver.handler = (_r, res) => setTimeout(() => res.writeHead(200).end('{}'), 2);
+    const config = testConfig();
+    const ctx = await testContext(config);
+    cleanups.push(async () => {
+      await ctx.close();
+      await receiver.close();
+      await removePrefixKeys(config);
+    });
+    await ctx.store.put({ id: 'kill', name: 'kill', endpoint: { url: receiver.url, path: '/k', method: 'POST' }, body: { a: 1 } });
+    const ids = await enqueueN(ctx, 'kill', 5000);
+    expect(ids).toHaveLength(5000);
+
+    let victim = startWorker(config);
+    startWorker(config);
+    for (const at of [1000, 3000]) {
+      await waitFor(() => receiver.requests.length >= at, 60_000, `${at} requests`);
+      await kill(victim, 'SIGKILL');
+      victim = startWorker(config);
+    }
+    const counts = await waitFor(async () => {
+      const c = await terminalCounts(ctx);
+      return c.size >= 5000 ? c : undefined;
+    }, 90_000, 'every job to end');
+
+    const entriesPerJob = ids.map((id) => counts.get(id) ?? 0);
+    expect(entriesPerJob.filter((n) => n !== 1)).toEqual([]);
+    const keys = countKeys(receiver);
+    const missing = Array.from({ length: 5000 }, (_, i) => `key-${i}`).filter((k) => !keys.has(k));
+    expect(missing).toEqual([]);
+    const duplicates = [...keys.values()].reduce((sum, n) => sum + n - 1, 0);
+    console.log(`kill test: 5000 jobs, 2 SIGKILLs, ${receiver.requests.length} requests, ${duplicates} duplicate deliveries (at most ${2 * CONCURRENCY} in flight at the kills)`);
+    expect(duplicates).toBeLessThanOrEqual(2 * CONCURRENCY);
+  }, 150_000);
+
+  it('on SIGTERM stops taking jobs and lets in-flight requests finish', async () => {
+    const receiver = await startReceiver();
+    receiver.handler = (_r, res) => setTimeout(() => res.writeHead(200).end('{}'), 1500);
+    const config = testConfig();
+    const ctx = await testContext(config);
+    cleanups.push(async () => {
+      await ctx.close();
+      await receiver.close();
+      await removePrefixKeys(config);
+    });
+    await ctx.store.put({ id: 'term', name: 'term', endpoint: { url: receiver.url, path: '/t', method: 'POST' }, body: { a: 1 } });
+    const ids = await enqueueN(ctx, 'term', 10);
+    const worker = startWorker(config);
+    await waitFor(() => receiver.requests.length >= 10, 30_000, 'ten requests in flight');
+    const code = await kill(worker, 'SIGTERM');
+    expect(code).toBe(0);
+    const counts = await terminalCounts(ctx);
+    expect(ids.map((id) => counts.get(id))).toEqual(ids.map(() => 1));
+    expect(receiver.requests).toHaveLength(10);
+  }, 60_000);
+
+  it('carries on by itself when Redis stops for 5 s and comes back with its data', async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'ar-restart-'));
+    const startRedis = () =>
+      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], {
+        stdio: 'ignore',
+      });
+    let redis = startRedis();
+    const url = `redis://127.0.0.1:${port}`;
+    await waitFor(() => redisAnswers(url, 200), 10_000, 'private redis');
+    const receiver = await startReceiver();
+    receiver.handler = (_r, res) => setTimeout(() => res.writeHead(200).end('{}'), 3);
+    const config = testConfig({ REDIS_URL: url });
+    const ctx = await testContext(config);
+    cleanups.push(async () => {
+      await ctx.close();
+      await receiver.close();
+      redis.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    });
+    await ctx.store.put({ id: 'restart', name: 'restart', endpoint: { url: receiver.url, path: '/r', method: 'POST' }, body: { a: 1 } });
+    const ids = await enqueueN(ctx, 'restart', 2000);
+    const worker = startWorker(config);
+
+    await waitFor(() => receiver.requests.length >= 300, 60_000, '300 requests');
+    await new Promise<void>((resolve) => {
+      redis.once('exit', () => resolve());
+      redis.kill('SIGTERM');
+    });
+    const stoppedAt = receiver.requests.length;
+    await new Promise((r) => setTimeout(r, 5000));
+    redis = startRedis();
+    await waitFor(() => redisAnswers(url, 200), 10_000, 'redis back');
+
+    const counts = await waitFor(async () => {
+      const c = await terminalCounts(ctx).catch(() => new Map<string, number>());
+      return ids.every((id) => c.has(id)) ? c : undefined;
+    }, 90_000, 'every job to end after the restart');
+    const outcomes = (await readResults(ctx)).filter((r) => ids.includes(r.jobId as string)).map((r) => r.outcome);
+    expect(outcomes.every((o) => o === 'delivered' || o === 'dead')).toBe(true);
+    console.log(
+      `redis restart test: 2000 jobs, Redis down 5 s after ${stoppedAt} requests, all ${counts.size} ended (${outcomes.filter((o) => o === 'delivered').length} delivered), worker pid alive: ${worker.exitCode === null}`,
+    );
+    expect(worker.exitCode).toBeNull();
+  }, 150_000);
+});
