@@ -17,6 +17,7 @@ let ctx: RelayContext;
 let worker: Awaited<ReturnType<typeof startTestWorker>>;
 let receiver: Receiver;
 let api: FastifyInstance;
+const logLines: string[] = [];
 /** Paths answered 200; everything else answers 404 (dead at once). */
 const healthy = new Set<string>();
 
@@ -52,7 +53,7 @@ beforeAll(async () => {
   };
   config = testConfig();
   ctx = await testContext(config, env);
-  worker = await startTestWorker(config, env);
+  worker = await startTestWorker(config, env, logLines);
   api = await createApiServer({ ctx, sender: createHttpSender() });
   for (const id of ['dl_a', 'dl_b', 'dl_c']) await ctx.store.put(action(id));
 });
@@ -75,6 +76,8 @@ describe('dead letters', () => {
     // The receiver echoed the token in a header and the body: the record must not keep it.
     expect(rec.body).not.toContain(SECRET);
     expect(JSON.stringify(await readResults(ctx))).not.toContain(SECRET);
+    expect(logLines.some((l) => l.includes('dead-lettered'))).toBe(true);
+    expect(logLines.join('')).not.toContain(SECRET);
 
     const page1 = await api.inject({ method: 'GET', url: '/v1/dlq?actionId=dl_a&limit=2' });
     expect(page1.json().items).toHaveLength(2);
@@ -118,5 +121,22 @@ describe('dead letters', () => {
     expect(out.stdout).toMatch(/replayed 3 job\(s\) spread at 100\/s/);
     expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(0);
     await waitFor(async () => (await deliveredReplays()).filter((r) => r.actionId === 'dl_a').length === 3, 10_000, 'three replayed deliveries');
+  });
+
+  it('filters by time window and trims by age and by count', async () => {
+    const ids = await killJobs('dl_c', 3);
+    const recs = await Promise.all(ids.map((id) => ctx.deadLetters.get(id)));
+    const newest = Math.max(...recs.map((r) => Date.parse(r?.failedAt ?? '')));
+    const future = await api.inject({ method: 'GET', url: `/v1/dlq?since=${newest + 1}` });
+    expect(future.json().items).toEqual([]);
+    const window = await api.inject({ method: 'GET', url: `/v1/dlq?actionId=dl_c&until=${new Date(newest).toISOString()}` });
+    expect(window.json().items.length).toBe(3);
+
+    const total = await ctx.redis.zcard(ctx.keys.dlq);
+    expect(await ctx.deadLetters.trim(86_400_000, total - 1)).toBe(1);
+    expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(total - 1);
+    expect(await ctx.redis.hlen(ctx.keys.dlqRecords)).toBe(total - 1);
+    expect(await ctx.deadLetters.trim(0, 1_000_000, newest + 1)).toBe(total - 1);
+    expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(0);
   });
 });

@@ -62,8 +62,9 @@ export function testConfig(overrides: Record<string, string> = {}): Config {
   });
 }
 
-export async function testContext(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<RelayContext> {
-  return createRelayContext(config, { logger: createLogger(config.LOG_LEVEL), watchActions: true, processMetrics: false, env });
+export async function testContext(config: Config, env: NodeJS.ProcessEnv = process.env, logLines?: string[]): Promise<RelayContext> {
+  const logger = logLines ? createLogger('debug', { write: (line: string) => void logLines.push(line) }) : createLogger(config.LOG_LEVEL);
+  return createRelayContext(config, { logger, watchActions: true, processMetrics: false, env });
 }
 
 /** Removes every key under this test's prefix, and nothing else. */
@@ -100,10 +101,10 @@ export async function readResults(ctx: RelayContext): Promise<Record<string, str
 }
 
 /** An in-process delivery worker on its own connections, as a separate process would have. */
-export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = process.env) {
+export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = process.env, logLines?: string[]) {
   const { createDeliveryWorker } = await import('../../src/delivery/delivery-worker.js');
   const { createHttpSender } = await import('../../src/delivery/http-sender.js');
-  const ctx = await testContext(config, env);
+  const ctx = await testContext(config, env, logLines);
   const delivery = createDeliveryWorker({
     connection: ctx.bullConnection,
     keys: ctx.keys,
