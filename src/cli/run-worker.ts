@@ -4,6 +4,7 @@ import { createRelayContext, type RelayContext } from '../context/relay-context.
 import { createDeliveryWorker, type DeliveryWorker } from '../delivery/delivery-worker.js';
 import { createHttpSender } from '../delivery/http-sender.js';
 import { startMetricsServer } from '../metrics/metrics-server.js';
+import { createRateLimiter } from '../delivery/rate-limiter.js';
 
 export interface RunningWorker {
   ctx: RelayContext;
@@ -24,6 +25,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     sender,
     secrets: context.secrets,
     outcomes: context.outcomes,
+    rateLimiter: createRateLimiter(context.redis, context.keys),
     metrics: context.metrics,
     logger: context.logger,
     concurrency: config.WORKER_CONCURRENCY,

@@ -1,9 +1,10 @@
-import { Worker, type Job } from 'bullmq';
+import { DelayedError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { ActionStore } from '../actions/action-store.js';
 import type { BuiltRequest, CompiledAction } from '../actions/compile-action.js';
 import type { RenderScope } from '../actions/template.js';
 import {
+  CappedError,
   HttpStatusError,
   InvalidParamsError,
   NetworkError,
@@ -23,6 +24,7 @@ import { prepareRequest } from './prepare-request.js';
 import type { HttpSender, SentResponse } from './http-sender.js';
 import { RETRY_AFTER_STATUSES, isRetryableStatus, nextAttemptDelay, parseRetryAfter } from './retry-policy.js';
 import type { SecretResolver } from './secret-resolver.js';
+import { IN_PROCESS_WAIT_MS, type RateLimiter } from './rate-limiter.js';
 
 /** Bytes of a response body kept in an attempt record. */
 export const RECORD_BODY_BYTES = 4096;
@@ -46,6 +48,8 @@ export interface DeliveryWorkerDeps {
   sender: HttpSender;
   secrets: SecretResolver;
   outcomes: OutcomeWriter;
+  /** Per-key rate limits; without it, rateLimit settings are not enforced. */
+  rateLimiter?: RateLimiter;
   metrics: RelayMetrics;
   logger: Logger;
   /** Jobs in flight in this process. @defaultValue 64 */
@@ -88,7 +92,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
 
   const redactText = (s: string) => secrets.redact(s);
 
-  async function processJob(job: Job): Promise<JobOutcome> {
+  async function processJob(job: Job, token?: string): Promise<JobOutcome> {
     const jobId = job.id as string;
     const attempt = job.attemptsMade + 1;
     const startedAt = now();
@@ -122,6 +126,24 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         job: { id: jobId, attempt, idempotencyKey: data.idempotencyKey ?? jobId },
       };
       ({ req, applied } = await prepareRequest(action, scope, secrets));
+
+      const limit = action.definition.rateLimit;
+      if (limit && deps.rateLimiter) {
+        const decision = await deps.rateLimiter.acquire({ key: action.limitKey, max: limit.max, perMs: limit.perMs, maxWaitMs: limit.maxWaitMs }, jobId, now());
+        if (decision.kind === 'capped') throw new CappedError(decision.waitMs, limit.maxWaitMs);
+        if (decision.kind === 'wait' && decision.waitMs <= IN_PROCESS_WAIT_MS) {
+          await new Promise((r) => setTimeout(r, decision.waitMs));
+        } else if (decision.kind === 'wait') {
+          // Deferred to its reserved slot: no attempt is used and the job is not picked again before then.
+          const a = action.id;
+          safely(() => {
+            metrics.rateLimited.inc({ action: a });
+            metrics.rateLimitWait.observe({ action: a }, decision.waitMs / 1000);
+          });
+          await job.moveToDelayed(decision.at, token);
+          throw new DelayedError();
+        }
+      }
 
       const sendStart = now();
       sent = true;
@@ -172,6 +194,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       log.info({ status, durationMs: end - startedAt, outcome: 'delivered' }, 'delivered');
       return { outcome: 'delivered', status, reason: null, attempts: attempt, response };
     } catch (caught: unknown) {
+      if (caught instanceof DelayedError) throw caught;
       const err = toRelayError(caught, log);
       if (sent && !res && (err.reason === 'timeout' || err.reason === 'network')) {
         safely(() => metrics.httpRequests.inc({ action: label(), status_class: err.reason }));

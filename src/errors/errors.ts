@@ -125,3 +125,13 @@ export function coerceError(err: unknown): Error {
   if (err instanceof Error) return err;
   return new Error(typeof err === 'string' ? err : JSON.stringify(err));
 }
+
+/** The next rate-limit slot is further away than the action's maxWaitMs. */
+export class CappedError extends RelayError {
+  readonly code = 'capped';
+  readonly retryable = false;
+  readonly reason = 'capped' as const;
+  constructor(readonly waitMs: number, maxWaitMs: number) {
+    super(`the next rate-limit slot is ${waitMs} ms away, beyond maxWaitMs ${maxWaitMs}`);
+  }
+}

@@ -8,6 +8,7 @@ export interface RelayMetrics {
   jobs: Counter<'action' | 'outcome'>;
   retries: Counter<'action' | 'reason'>;
   rateLimited: Counter<'action'>;
+  rateLimitWait: Histogram<'action'>;
   deliveryLatency: Histogram<'action'>;
   queueJobs: Gauge<'state'>;
   circuitState: Gauge<'key'>;
@@ -63,6 +64,13 @@ export function createRelayMetrics(registry: Registry = new Registry(), opts: Re
       name: 'action_relay_rate_limited_total',
       help: 'Jobs deferred while waiting for a rate-limit slot',
       labelNames: ['action'],
+      registers: [registry],
+    }),
+    rateLimitWait: new Histogram({
+      name: 'action_relay_rate_limit_wait_seconds',
+      help: 'Seconds a deferred job was set to wait for its rate-limit slot',
+      labelNames: ['action'],
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 21600],
       registers: [registry],
     }),
     deliveryLatency: new Histogram({

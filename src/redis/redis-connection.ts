@@ -38,6 +38,8 @@ export interface RelayKeys {
   results: string;
   dlq: string;
   dlqRecords: string;
+  /** The GCRA state of one rate-limit key. */
+  rateLimit(key: string): string;
   jobKey(jobId: string): string;
 }
 
@@ -53,6 +55,7 @@ export function relayKeys(taggedPrefix: string): RelayKeys {
     results: `${taggedPrefix}:results`,
     dlq: `${taggedPrefix}:dlq`,
     dlqRecords: `${taggedPrefix}:dlq:records`,
+    rateLimit: (key) => `${taggedPrefix}:rl:${key}`,
     jobKey: (jobId) => `${taggedPrefix}:${QUEUE_NAME}:${jobId}`,
   };
 }

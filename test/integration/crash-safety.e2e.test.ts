@@ -6,37 +6,11 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/config.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import { freePort, redisAnswers } from '../../src/redis/embedded-redis.js';
-import { readResults, removePrefixKeys, startReceiver, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
+import { kill, readResults, removePrefixKeys, spawnWorker, startReceiver, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
 
 const CONCURRENCY = 32;
 const children: ChildProcess[] = [];
-
-function startWorker(config: Config): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'worker'], {
-    env: {
-      ...process.env,
-      REDIS_URL: config.REDIS_URL,
-      ACTION_RELAY_PREFIX: config.ACTION_RELAY_PREFIX,
-      METRICS_PORT: '0',
-      LOG_LEVEL: 'warn',
-      WORKER_CONCURRENCY: String(CONCURRENCY),
-      // Short locks so that a killed worker's jobs are taken over within seconds.
-      REQUEST_TIMEOUT_CAP_MS: '2000',
-      JOB_LOCK_MS: '4000',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  children.push(child);
-  return child;
-}
-
-function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((resolve) => {
-    child.once('exit', (code) => resolve(code));
-    child.kill(signal);
-  });
-}
+const startWorker = (config: Config) => spawnWorker(config, children, { WORKER_CONCURRENCY: String(CONCURRENCY) });
 
 /** Counts how often each idempotency key reached the receiver. */
 function countKeys(receiver: Receiver): Map<string, number> {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { inject } from 'vitest';
 import { Redis } from 'ioredis';
@@ -86,7 +87,7 @@ export async function waitFor<T>(fn: () => Promise<T | undefined | null | false>
     const v = await fn();
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -112,6 +113,7 @@ export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = p
     sender: createHttpSender(),
     secrets: ctx.secrets,
     outcomes: ctx.outcomes,
+    rateLimiter: (await import('../../src/delivery/rate-limiter.js')).createRateLimiter(ctx.redis, ctx.keys),
     metrics: ctx.metrics,
     logger: ctx.logger,
     concurrency: 8,
@@ -125,4 +127,33 @@ export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = p
       await ctx.close();
     },
   };
+}
+
+/** Starts `action-relay worker` as a real process on this test's prefix; it is added to `children`. */
+export function spawnWorker(config: Config, children: ChildProcess[], extraEnv: Record<string, string> = {}): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'worker'], {
+    env: {
+      ...process.env,
+      REDIS_URL: config.REDIS_URL,
+      ACTION_RELAY_PREFIX: config.ACTION_RELAY_PREFIX,
+      METRICS_PORT: '0',
+      LOG_LEVEL: 'warn',
+      // Short locks so that a killed worker's jobs are taken over within seconds.
+      REQUEST_TIMEOUT_CAP_MS: '2000',
+      JOB_LOCK_MS: '4000',
+      ...extraEnv,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  children.push(child);
+  return child;
+}
+
+/** Sends a signal and waits for the process to end. */
+export function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.kill(signal);
+  });
 }

@@ -1,0 +1,99 @@
+import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+
+/** What the limiter decided for one attempt. */
+export type RateDecision =
+  /** Send now. */
+  | { kind: 'go' }
+  /** A slot is reserved for this job at `at` (ms epoch): defer the job until then. */
+  | { kind: 'wait'; at: number; waitMs: number }
+  /** The next free slot is further away than maxWaitMs. */
+  | { kind: 'capped'; waitMs: number };
+
+export interface RateLimitSpec {
+  key: string;
+  max: number;
+  perMs: number;
+  maxWaitMs: number;
+}
+
+/*
+ * GCRA with reservations, exact across every worker.
+ * KEYS[1] the key's theoretical arrival time (TAT, ms), KEYS[2] the job hash
+ * ARGV[1] now ms, ARGV[2] emission interval T = perMs / max, ARGV[3] burst tolerance in ms,
+ * ARGV[4] maxWaitMs, ARGV[5] how late (ms) a job may use its reserved slot,
+ * ARGV[6] waits up to this long are spent in the worker (no mark is left on the job)
+ * Returns { 0 } go, { 1, at } wait for the slot reserved at `at`, { 2, waitMs } capped.
+ * A job that comes back for its reserved slot (field arSlot on its hash) goes without taking
+ * another, so a deferred job is picked twice at most.
+ */
+const GCRA_SCRIPT = `
+local now = tonumber(ARGV[1])
+local slot = redis.call('HGET', KEYS[2], 'arSlot')
+if slot then
+  redis.call('HDEL', KEYS[2], 'arSlot')
+  local late = now - tonumber(slot)
+  -- On time: go. Late by more than the tolerance (the job could not run at its slot): going now
+  -- would bunch with later slots, so it queues again like a new request.
+  if late >= -5 and late <= tonumber(ARGV[5]) then return { 0 } end
+end
+local t = tonumber(ARGV[2])
+local tau = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allowAt = tat - tau
+local newTat = tat + t
+local ttl = math.ceil(newTat - now + 1000)
+if allowAt <= now then
+  redis.call('SET', KEYS[1], string.format('%.3f', newTat), 'PX', ttl)
+  return { 0 }
+end
+local wait = math.ceil(allowAt - now)
+if wait > tonumber(ARGV[4]) then return { 2, wait } end
+redis.call('SET', KEYS[1], string.format('%.3f', newTat), 'PX', ttl)
+if wait > tonumber(ARGV[6]) and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'arSlot', tostring(math.ceil(allowAt)))
+end
+return { 1, math.ceil(allowAt) }
+`;
+
+export const SPACING_MARGIN = 1.02;
+
+/** A job this late for its reserved slot queues again instead of bunching with later slots. */
+export const LATE_TOLERANCE_MS = 15;
+
+/**
+ * A slot this close is waited for inside the worker, holding its concurrency slot: punctual, one
+ * pick per job, and while a worker's slots are full of near waits it stops pulling jobs it could
+ * only defer. Farther slots are waited for in BullMQ's delayed set.
+ */
+export const IN_PROCESS_WAIT_MS = 1000;
+
+export interface RateLimiter {
+  /** Takes a slot for this job now, or reserves the next one. */
+  acquire(spec: RateLimitSpec, jobId: string, now: number): Promise<RateDecision>;
+}
+
+export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimiter {
+  return {
+    async acquire(spec, jobId, now) {
+      // 2% wider spacing absorbs the jitter between a slot and the moment its request leaves.
+      const t = (spec.perMs / spec.max) * SPACING_MARGIN;
+      const [code, value] = (await redis.eval(
+        GCRA_SCRIPT,
+        2,
+        keys.rateLimit(spec.key),
+        keys.jobKey(jobId),
+        String(now),
+        String(t),
+        // No burst: requests are spaced T apart, so no sliding window of perMs sees more than max + 1.
+        '0',
+        String(spec.maxWaitMs),
+        String(LATE_TOLERANCE_MS),
+        String(IN_PROCESS_WAIT_MS),
+      )) as [number, number | undefined];
+      if (code === 0) return { kind: 'go' };
+      if (code === 1) return { kind: 'wait', at: value ?? now, waitMs: Math.max(0, (value ?? now) - now) };
+      return { kind: 'capped', waitMs: value ?? 0 };
+    },
+  };
+}

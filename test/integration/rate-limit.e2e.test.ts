@@ -1,0 +1,98 @@
+import type { ChildProcess } from 'node:child_process';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { kill, readResults, removePrefixKeys, spawnWorker, startReceiver, testConfig, testContext, waitFor } from '../support/harness.js';
+
+const children: ChildProcess[] = [];
+const cleanups: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  await Promise.all(children.splice(0).map((c) => kill(c, 'SIGKILL')));
+});
+afterAll(async () => {
+  for (const c of cleanups) await c();
+});
+
+async function setup() {
+  const receiver = await startReceiver();
+  const config = testConfig();
+  const ctx = await testContext(config);
+  cleanups.push(async () => {
+    await ctx.close();
+    await receiver.close();
+    await removePrefixKeys(config);
+  });
+  return { receiver, config, ctx };
+}
+
+/** Most requests seen in any window of `ms` (sliding over request times). */
+function maxInWindow(times: number[], ms: number): { peak: number; at: number } {
+  const t = [...times].sort((a, b) => a - b);
+  let best = 0;
+  let at = 0;
+  for (let i = 0, j = 0; i < t.length; i++) {
+    while ((t[i] as number) - (t[j] as number) >= ms) j++;
+    if (i - j + 1 > best) {
+      best = i - j + 1;
+      at = (t[j] as number) - (t[0] as number);
+    }
+  }
+  return { peak: best, at };
+}
+
+describe('rate limits across worker processes', () => {
+  it('keeps 200 per 1000 ms over 2 workers for 4,000 jobs, near the allowed rate, using no attempts', async () => {
+    const { receiver, config, ctx } = await setup();
+    await ctx.store.put({
+      id: 'limited',
+      name: 'limited',
+      endpoint: { url: receiver.url, path: '/l', method: 'POST' },
+      body: { a: 1 },
+      rateLimit: { max: 200, perMs: 1000 },
+    });
+    const ids: string[] = [];
+    for (let i = 0; i < 4000; i += 1000) {
+      const res = await ctx.producer.enqueueMany(Array.from({ length: 1000 }, () => ({ actionId: 'limited', params: {} })));
+      for (const r of res) if ('jobId' in r) ids.push(r.jobId);
+    }
+    spawnWorker(config, children);
+    spawnWorker(config, children);
+    // Poll cheaply: a busy test process would delay the receiver's own timestamps.
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 4000, 60_000, '4000 deliveries');
+    const results = await readResults(ctx);
+    const times = receiver.requests.map((r) => r.at);
+    const { peak, at } = maxInWindow(times, 1000);
+    const span = (Math.max(...times) - Math.min(...times)) / 1000;
+    const rate = (times.length - 1) / span;
+    const t0 = Math.min(...times);
+    const buckets: number[] = [];
+    for (const t of times) buckets[Math.floor((t - t0) / 250)] = (buckets[Math.floor((t - t0) / 250)] ?? 0) + 1;
+    console.log('per 250ms', buckets.join(','));
+    console.log(`rate limit test: 4000 jobs, 2 workers, peak ${peak} requests in any 1 s window (from +${at} ms), achieved ${rate.toFixed(1)}/s of 200/s allowed`);
+    expect(receiver.requests).toHaveLength(4000);
+    expect(peak).toBeLessThanOrEqual(210);
+    expect(rate).toBeGreaterThanOrEqual(190);
+    expect(results.every((r) => r.outcome === 'delivered' && r.attempts === '1')).toBe(true);
+    const jobs = await ctx.queue.getJobs(['completed'], 0, 3999);
+    const picks = jobs.reduce((sum, j) => sum + j.attemptsStarted, 0) / jobs.length;
+    console.log(`rate limit test: mean picks per job ${picks.toFixed(2)}`);
+    expect(picks).toBeLessThanOrEqual(2);
+  }, 90_000);
+
+  it('dead-letters a job whose slot is beyond maxWaitMs with reason capped', async () => {
+    const { receiver, config, ctx } = await setup();
+    await ctx.store.put({
+      id: 'horizon',
+      name: 'horizon',
+      endpoint: { url: receiver.url, path: '/h', method: 'POST' },
+      body: { a: 1 },
+      rateLimit: { max: 1, perMs: 60_000, maxWaitMs: 1000 },
+    });
+    const first = await ctx.producer.enqueue({ actionId: 'horizon', params: {} });
+    spawnWorker(config, children);
+    await waitFor(async () => (await readResults(ctx)).some((r) => r.jobId === first.jobId), 20_000, 'first delivery');
+    const second = await ctx.producer.enqueue({ actionId: 'horizon', params: {} });
+    const r = await waitFor(async () => (await readResults(ctx)).find((x) => x.jobId === second.jobId), 20_000, 'second outcome');
+    expect(r).toMatchObject({ outcome: 'dead', reason: 'capped', attempts: '1' });
+    expect(receiver.requests).toHaveLength(1);
+  }, 60_000);
+});
