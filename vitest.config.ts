@@ -7,7 +7,8 @@ export default defineConfig({
     globalSetup: ['test/support/global-setup.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
-    // 2 cores: integration tests start servers and workers of their own.
-    maxWorkers: 2,
+    // 2 cores, and the end-to-end tests measure rates with worker processes of their own:
+    // one file at a time keeps them from skewing each other.
+    fileParallelism: false,
   },
 });
