@@ -131,16 +131,21 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       if (limit && deps.rateLimiter) {
         const decision = await deps.rateLimiter.acquire({ key: action.limitKey, max: limit.max, perMs: limit.perMs, maxWaitMs: limit.maxWaitMs }, jobId, now());
         if (decision.kind === 'capped') throw new CappedError(decision.waitMs, limit.maxWaitMs);
+        let deferTo = decision.kind === 'wait' ? decision.at : 0;
         if (decision.kind === 'wait' && decision.waitMs <= IN_PROCESS_WAIT_MS) {
           await new Promise((r) => setTimeout(r, decision.waitMs));
-        } else if (decision.kind === 'wait') {
+          // The third party may have asked the key to back off meanwhile.
+          const pausedUntil = await deps.rateLimiter.pausedUntil(action.limitKey);
+          deferTo = pausedUntil > now() ? pausedUntil : 0;
+        }
+        if (deferTo > 0) {
           // Deferred to its reserved slot: no attempt is used and the job is not picked again before then.
           const a = action.id;
           safely(() => {
             metrics.rateLimited.inc({ action: a });
-            metrics.rateLimitWait.observe({ action: a }, decision.waitMs / 1000);
+            metrics.rateLimitWait.observe({ action: a }, (deferTo - startedAt) / 1000);
           });
-          await job.moveToDelayed(decision.at, token);
+          await job.moveToDelayed(deferTo, token);
           throw new DelayedError();
         }
       }
@@ -203,6 +208,12 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       const maxAttempts = action?.definition.retry.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
       const status = err instanceof HttpStatusError || err instanceof ResponseInvalidError ? err.status : null;
       const durationMs = now() - startedAt;
+
+      if (err instanceof HttpStatusError && err.retryAfterMs !== undefined && action?.definition.rateLimit && deps.rateLimiter) {
+        const key = action.limitKey;
+        const until = now() + err.retryAfterMs;
+        await deps.rateLimiter.pushBack(key, until, now()).catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'rate-limit push-back failed'));
+      }
 
       if (err.retryable && attempt < maxAttempts) {
         const backoff = action?.definition.retry.backoff ?? { type: 'exponential' as const, delayMs: 1000, maxDelayMs: 300_000 };

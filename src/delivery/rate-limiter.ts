@@ -18,7 +18,7 @@ export interface RateLimitSpec {
 
 /*
  * GCRA with reservations, exact across every worker.
- * KEYS[1] the key's theoretical arrival time (TAT, ms), KEYS[2] the job hash
+ * KEYS[1] the key's theoretical arrival time (TAT, ms), KEYS[2] the job hash, KEYS[3] the key's pause
  * ARGV[1] now ms, ARGV[2] emission interval T = perMs / max, ARGV[3] burst tolerance in ms,
  * ARGV[4] maxWaitMs, ARGV[5] how late (ms) a job may use its reserved slot,
  * ARGV[6] waits up to this long are spent in the worker (no mark is left on the job)
@@ -29,6 +29,12 @@ export interface RateLimitSpec {
 const GCRA_SCRIPT = `
 local now = tonumber(ARGV[1])
 local slot = redis.call('HGET', KEYS[2], 'arSlot')
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if slot and paused > now then
+  -- The third party asked the key to back off since this slot was reserved: queue again.
+  redis.call('HDEL', KEYS[2], 'arSlot')
+  slot = nil
+end
 if slot then
   redis.call('HDEL', KEYS[2], 'arSlot')
   local late = now - tonumber(slot)
@@ -68,9 +74,27 @@ export const LATE_TOLERANCE_MS = 15;
  */
 export const IN_PROCESS_WAIT_MS = 1000;
 
+/*
+ * Back-pressure: no slot of the key before `until`.
+ * KEYS[1] the key's TAT, KEYS[2] the key's pause; ARGV[1] until (ms epoch), ARGV[2] now
+ */
+const PUSH_BACK_SCRIPT = `
+local untilMs = tonumber(ARGV[1])
+local ttl = math.ceil(untilMs - tonumber(ARGV[2]) + 1000)
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused < untilMs then redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl) end
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < untilMs then redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl) end
+return 1
+`;
+
 export interface RateLimiter {
   /** Takes a slot for this job now, or reserves the next one. */
   acquire(spec: RateLimitSpec, jobId: string, now: number): Promise<RateDecision>;
+  /** A 429 / 503 with Retry-After: the whole key waits until `until`, not only that job. */
+  pushBack(key: string, until: number, now: number): Promise<void>;
+  /** Until when the key is paused by back-pressure (0 when it is not). */
+  pausedUntil(key: string): Promise<number>;
 }
 
 export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimiter {
@@ -80,9 +104,10 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
       const t = (spec.perMs / spec.max) * SPACING_MARGIN;
       const [code, value] = (await redis.eval(
         GCRA_SCRIPT,
-        2,
+        3,
         keys.rateLimit(spec.key),
         keys.jobKey(jobId),
+        keys.rateLimitPause(spec.key),
         String(now),
         String(t),
         // No burst: requests are spaced T apart, so no sliding window of perMs sees more than max + 1.
@@ -94,6 +119,12 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
       if (code === 0) return { kind: 'go' };
       if (code === 1) return { kind: 'wait', at: value ?? now, waitMs: Math.max(0, (value ?? now) - now) };
       return { kind: 'capped', waitMs: value ?? 0 };
+    },
+    async pushBack(key, until, now) {
+      await redis.eval(PUSH_BACK_SCRIPT, 2, keys.rateLimit(key), keys.rateLimitPause(key), String(Math.ceil(until)), String(now));
+    },
+    async pausedUntil(key) {
+      return Number((await redis.get(keys.rateLimitPause(key))) ?? 0);
     },
   };
 }

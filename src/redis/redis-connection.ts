@@ -40,6 +40,8 @@ export interface RelayKeys {
   dlqRecords: string;
   /** The GCRA state of one rate-limit key. */
   rateLimit(key: string): string;
+  /** Until when back-pressure pauses a rate-limit key. */
+  rateLimitPause(key: string): string;
   jobKey(jobId: string): string;
 }
 
@@ -56,6 +58,7 @@ export function relayKeys(taggedPrefix: string): RelayKeys {
     dlq: `${taggedPrefix}:dlq`,
     dlqRecords: `${taggedPrefix}:dlq:records`,
     rateLimit: (key) => `${taggedPrefix}:rl:${key}`,
+    rateLimitPause: (key) => `${taggedPrefix}:rl:${key}:pause`,
     jobKey: (jobId) => `${taggedPrefix}:${QUEUE_NAME}:${jobId}`,
   };
 }

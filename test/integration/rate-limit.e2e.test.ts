@@ -96,3 +96,37 @@ describe('rate limits across worker processes', () => {
     expect(receiver.requests).toHaveLength(1);
   }, 60_000);
 });
+
+describe('back-pressure from the third party', () => {
+  it('slows the whole key after a 429 with Retry-After, then delivers everything', async () => {
+    const { receiver, config, ctx } = await setup();
+    let answered429 = 0;
+    receiver.handler = (_r, res) => {
+      if (answered429 === 0) {
+        answered429 = Date.now();
+        res.writeHead(429, { 'retry-after': '2' }).end();
+        return;
+      }
+      res.writeHead(200).end('{}');
+    };
+    await ctx.store.put({
+      id: 'pushed',
+      name: 'pushed',
+      endpoint: { url: receiver.url, path: '/p', method: 'POST' },
+      body: { a: 1 },
+      rateLimit: { max: 20, perMs: 1000 },
+      retry: { maxAttempts: 3, backoff: { type: 'fixed', delayMs: 10, maxDelayMs: 10_000 } },
+    });
+    const jobs = await ctx.producer.enqueueMany(Array.from({ length: 10 }, () => ({ actionId: 'pushed', params: {} })));
+    expect(jobs.every((j) => 'jobId' in j)).toBe(true);
+    spawnWorker(config, children);
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 10, 30_000, '10 outcomes');
+    const results = await readResults(ctx);
+    expect(results.every((r) => r.outcome === 'delivered')).toBe(true);
+    // Spacing is 50 ms: without the push-back, the other nine would have gone within half a second.
+    const after = receiver.requests.filter((r) => r.at > answered429);
+    const tooSoon = after.filter((r) => r.at - answered429 < 1900);
+    expect(tooSoon).toEqual([]);
+    expect(after.length).toBe(10);
+  }, 60_000);
+});
