@@ -24,7 +24,7 @@ import { prepareRequest } from './prepare-request.js';
 import type { HttpSender, SentResponse } from './http-sender.js';
 import { RETRY_AFTER_STATUSES, isRetryableStatus, nextAttemptDelay, parseRetryAfter } from './retry-policy.js';
 import type { SecretResolver } from './secret-resolver.js';
-import { IN_PROCESS_WAIT_MS, type RateLimiter } from './rate-limiter.js';
+import { IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from './rate-limiter.js';
 
 /** Bytes of a response body kept in an attempt record. */
 export const RECORD_BODY_BYTES = 4096;
@@ -127,28 +127,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       };
       ({ req, applied } = await prepareRequest(action, scope, secrets));
 
-      const limit = action.definition.rateLimit;
-      if (limit && deps.rateLimiter) {
-        const decision = await deps.rateLimiter.acquire({ key: action.limitKey, max: limit.max, perMs: limit.perMs, maxWaitMs: limit.maxWaitMs }, jobId, now());
-        if (decision.kind === 'capped') throw new CappedError(decision.waitMs, limit.maxWaitMs);
-        let deferTo = decision.kind === 'wait' ? decision.at : 0;
-        if (decision.kind === 'wait' && decision.waitMs <= IN_PROCESS_WAIT_MS) {
-          await new Promise((r) => setTimeout(r, decision.waitMs));
-          // The third party may have asked the key to back off meanwhile.
-          const pausedUntil = await deps.rateLimiter.pausedUntil(action.limitKey);
-          deferTo = pausedUntil > now() ? pausedUntil : 0;
-        }
-        if (deferTo > 0) {
-          // Deferred to its reserved slot: no attempt is used and the job is not picked again before then.
-          const a = action.id;
-          safely(() => {
-            metrics.rateLimited.inc({ action: a });
-            metrics.rateLimitWait.observe({ action: a }, (deferTo - startedAt) / 1000);
-          });
-          await job.moveToDelayed(deferTo, token);
-          throw new DelayedError();
-        }
-      }
+      if (action.definition.rateLimit && deps.rateLimiter) await awaitSlot(action, deps.rateLimiter, job, token, startedAt);
 
       const sendStart = now();
       sent = true;
@@ -259,6 +238,39 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       log.info({ status, durationMs, reason: err.reason, err: record.error?.message, outcome: 'dead' }, `attempt ${attempt} of ${maxAttempts} failed, dead-lettered`);
       return { outcome: 'dead', status, reason: err.reason, attempts: attempt, error: record.error?.message ?? `HTTP ${status}` };
     }
+  }
+
+  /**
+   * Returns when this job may send under its key's rate limit. A near slot is waited for here;
+   * a far one (or a pause asked by the third party) defers the job with DelayedError, using no attempt.
+   */
+  async function awaitSlot(action: CompiledAction, limiter: RateLimiter, job: Job, token: string | undefined, startedAt: number): Promise<void> {
+    const limit = action.definition.rateLimit;
+    if (!limit) return;
+    const spec = { key: action.limitKey, max: limit.max, perMs: limit.perMs, maxWaitMs: limit.maxWaitMs };
+    let deferTo = 0;
+    // A wait that wakes late (a busy event loop) takes a new slot rather than bunching with later ones.
+    for (let tries = 0; tries < 3 && deferTo === 0; tries++) {
+      const decision = await limiter.acquire(spec, job.id as string, now());
+      if (decision.kind === 'go') return;
+      if (decision.kind === 'capped') throw new CappedError(decision.waitMs, limit.maxWaitMs);
+      if (decision.waitMs > IN_PROCESS_WAIT_MS) {
+        deferTo = decision.at;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, decision.waitMs));
+      const pausedUntil = await limiter.pausedUntil(action.limitKey);
+      if (pausedUntil > now()) deferTo = pausedUntil;
+      else if (now() - decision.at <= LATE_TOLERANCE_MS) return;
+    }
+    if (deferTo === 0) deferTo = now();
+    const a = action.id;
+    safely(() => {
+      metrics.rateLimited.inc({ action: a });
+      metrics.rateLimitWait.observe({ action: a }, Math.max(0, deferTo - startedAt) / 1000);
+    });
+    await job.moveToDelayed(deferTo, token);
+    throw new DelayedError();
   }
 
   function toRelayError(caught: unknown, log: Logger): RelayError {

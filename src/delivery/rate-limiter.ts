@@ -62,7 +62,7 @@ end
 return { 1, math.ceil(allowAt) }
 `;
 
-export const SPACING_MARGIN = 1.03;
+export const SPACING_MARGIN = 1.01;
 
 /** A job this late for its reserved slot queues again instead of bunching with later slots. */
 export const LATE_TOLERANCE_MS = 15;
@@ -100,7 +100,7 @@ export interface RateLimiter {
 export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimiter {
   return {
     async acquire(spec, jobId, now) {
-      // 3% wider spacing absorbs the jitter between a slot and the moment its request leaves.
+      // 1% wider spacing absorbs the jitter between a slot and the moment its request leaves.
       const t = (spec.perMs / spec.max) * SPACING_MARGIN;
       const [code, value] = (await redis.eval(
         GCRA_SCRIPT,

@@ -65,8 +65,8 @@ describe('rate limits across worker processes', () => {
     const rate = (times.length - 1) / span;
     const t0 = Math.min(...times);
     const buckets: number[] = [];
-    for (const t of times) buckets[Math.floor((t - t0) / 250)] = (buckets[Math.floor((t - t0) / 250)] ?? 0) + 1;
-    console.log('per 250ms', buckets.join(','));
+    for (const t of times) if (t - t0 < 2000) buckets[Math.floor((t - t0) / 50)] = (buckets[Math.floor((t - t0) / 50)] ?? 0) + 1;
+    console.log('first 2 s per 50 ms', buckets.join(','));
     console.log(`rate limit test: 4000 jobs, 2 workers, peak ${peak} requests in any 1 s window (from +${at} ms), achieved ${rate.toFixed(1)}/s of 200/s allowed`);
     expect(receiver.requests).toHaveLength(4000);
     expect(peak).toBeLessThanOrEqual(210);
