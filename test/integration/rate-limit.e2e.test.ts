@@ -130,3 +130,54 @@ describe('back-pressure from the third party', () => {
     expect(after.length).toBe(10);
   }, 60_000);
 });
+
+describe('budgets per key', () => {
+  it('shares one budget between two actions on one host, and keeps another host independent', async () => {
+    const { receiver, config, ctx } = await setup();
+    const other = await startReceiver();
+    cleanups.push(() => other.close());
+    const limited = (id: string, url: string) => ({
+      id,
+      name: id,
+      endpoint: { url, path: `/${id}`, method: 'POST' },
+      body: { a: 1 },
+      rateLimit: { max: 20, perMs: 1000 },
+    });
+    await ctx.store.put(limited('x', receiver.url));
+    await ctx.store.put(limited('y', receiver.url));
+    await ctx.store.put(limited('z', other.url));
+    const batch = ['x', 'y', 'z'].flatMap((actionId) => Array.from({ length: 30 }, () => ({ actionId, params: {} })));
+    await ctx.producer.enqueueMany(batch);
+    spawnWorker(config, children);
+    spawnWorker(config, children);
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 90, 30_000, '90 outcomes');
+    const shared = receiver.requests.map((r) => r.at);
+    const alone = other.requests.map((r) => r.at);
+    const span = (t: number[]) => (Math.max(...t) - Math.min(...t)) / 1000;
+    console.log(`shared host: 60 requests over ${span(shared).toFixed(2)} s, peak ${maxInWindow(shared, 1000).peak}/s; other host: 30 over ${span(alone).toFixed(2)} s`);
+    // 60 requests at 20/s on the shared key take at least 3 s (today about 5 s: jobs that come back
+    // late from the delayed set give up their slot; issue 4 keeps this open); the other host's 30 take 1.5 s.
+    expect(maxInWindow(shared, 1000).peak).toBeLessThanOrEqual(21);
+    expect(span(shared)).toBeGreaterThanOrEqual(2.8);
+    expect(maxInWindow(alone, 1000).peak).toBeLessThanOrEqual(21);
+    expect(span(alone)).toBeLessThan(2);
+  }, 60_000);
+
+  it('does not hold up an unlimited endpoint behind a backlog for a limited one', async () => {
+    const { receiver, config, ctx } = await setup();
+    const fast = await startReceiver();
+    cleanups.push(() => fast.close());
+    await ctx.store.put({ id: 'slow_a', name: 'a', endpoint: { url: receiver.url, path: '/a', method: 'POST' }, body: { a: 1 }, rateLimit: { max: 10, perMs: 1000 } });
+    await ctx.store.put({ id: 'fast_b', name: 'b', endpoint: { url: fast.url, path: '/b', method: 'POST' }, body: { b: 1 } });
+    for (let i = 0; i < 5; i++) await ctx.producer.enqueueMany(Array.from({ length: 1000 }, () => ({ actionId: 'slow_a', params: {} })));
+    const b = await ctx.producer.enqueueMany(Array.from({ length: 1000 }, () => ({ actionId: 'fast_b', params: {} })));
+    expect(b.every((r) => 'jobId' in r)).toBe(true);
+    const started = Date.now();
+    spawnWorker(config, children);
+    spawnWorker(config, children);
+    await waitFor(() => fast.requests.length >= 1000, 30_000, "B's 1000 deliveries");
+    const tookMs = Math.max(...fast.requests.map((r) => r.at)) - started;
+    console.log(`head-of-line test: 5000 jobs for A at 10/s ahead of 1000 for B: B's last delivery ${tookMs} ms after the workers were started (process start included)`);
+    expect(tookMs).toBeLessThan(5000);
+  }, 60_000);
+});
