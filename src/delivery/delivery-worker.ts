@@ -29,6 +29,8 @@ import { IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from './rate-
 /** Bytes of a response body kept in an attempt record. */
 export const RECORD_BODY_BYTES = 4096;
 const DEFAULT_MAX_ATTEMPTS = 4;
+/** How often a job waiting for an in-flight permit asks again. */
+const PERMIT_POLL_MS = 20;
 
 /** Thrown to BullMQ when an attempt failed and another is due after `delayMs`. */
 export class RetryScheduled extends Error {
@@ -129,14 +131,21 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
 
       if (action.definition.rateLimit && deps.rateLimiter) await awaitSlot(action, deps.rateLimiter, job, token, startedAt);
 
+      const timeoutMs = Math.min(action.definition.endpoint.timeoutMs, timeoutCap);
+      const maxConcurrent = action.definition.rateLimit?.maxConcurrent;
+      if (maxConcurrent && deps.rateLimiter) await awaitPermit(action, deps.rateLimiter, maxConcurrent, job, token, timeoutMs, startedAt);
       const sendStart = now();
       sent = true;
       try {
         res = await deps.sender.send(req, {
-          timeoutMs: Math.min(action.definition.endpoint.timeoutMs, timeoutCap),
+          timeoutMs,
           readLimit: action.capturesResponse ? maxResponseBytes : RECORD_BODY_BYTES,
         });
       } finally {
+        if (maxConcurrent && deps.rateLimiter) {
+          const limiter = deps.rateLimiter;
+          await limiter.release(action.limitKey, jobId).catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'permit release failed'));
+        }
         const seconds = (now() - sendStart) / 1000;
         const a = action.id;
         safely(() => metrics.httpDuration.observe({ action: a }, seconds));
@@ -269,6 +278,33 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       metrics.rateLimited.inc({ action: a });
       metrics.rateLimitWait.observe({ action: a }, Math.max(0, deferTo - startedAt) / 1000);
     });
+    await job.moveToDelayed(deferTo, token);
+    throw new DelayedError();
+  }
+
+  /**
+   * Takes one of the key's in-flight permits: polled for up to a second (permits free up as
+   * requests end), then the job is deferred briefly, using no attempt.
+   */
+  async function awaitPermit(
+    action: CompiledAction,
+    limiter: RateLimiter,
+    max: number,
+    job: Job,
+    token: string | undefined,
+    timeoutMs: number,
+    startedAt: number,
+  ): Promise<void> {
+    // The lease outlives the request (connect + headers + body), so only a crash lets it lapse.
+    const leaseMs = timeoutMs * 3 + 5000;
+    for (let waited = 0; waited < IN_PROCESS_WAIT_MS; waited += PERMIT_POLL_MS) {
+      if (await limiter.lease(action.limitKey, max, job.id as string, now(), leaseMs)) return;
+      await new Promise((r) => setTimeout(r, PERMIT_POLL_MS));
+    }
+    const a = action.id;
+    safely(() => metrics.rateLimited.inc({ action: a }));
+    const deferTo = now() + 250;
+    safely(() => metrics.rateLimitWait.observe({ action: a }, (deferTo - startedAt) / 1000));
     await job.moveToDelayed(deferTo, token);
     throw new DelayedError();
   }

@@ -88,7 +88,29 @@ if tat < untilMs then redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl) end
 return 1
 `;
 
+/*
+ * A lease on one of a key's concurrent request permits.
+ * KEYS[1] the key's leases (zset member jobId, score lease expiry ms)
+ * ARGV[1] now, ARGV[2] max permits, ARGV[3] lease expiry, ARGV[4] jobId
+ * Returns 1 when the lease is held (again, after a crash rerun), 0 when every permit is taken.
+ */
+const LEASE_SCRIPT = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) - tonumber(ARGV[1])))
+  return 1
+end
+return 0
+`;
+
 export interface RateLimiter {
+  /**
+   * Takes one of the key's `max` in-flight permits for this job until `leaseMs` from now (a
+   * crashed worker's lease runs out by itself); false when all are taken.
+   */
+  lease(key: string, max: number, jobId: string, now: number, leaseMs: number): Promise<boolean>;
+  release(key: string, jobId: string): Promise<void>;
   /** Takes a slot for this job now, or reserves the next one. */
   acquire(spec: RateLimitSpec, jobId: string, now: number): Promise<RateDecision>;
   /** A 429 / 503 with Retry-After: the whole key waits until `until`, not only that job. */
@@ -122,6 +144,13 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
     },
     async pushBack(key, until, now) {
       await redis.eval(PUSH_BACK_SCRIPT, 2, keys.rateLimit(key), keys.rateLimitPause(key), String(Math.ceil(until)), String(now));
+    },
+    async lease(key, max, jobId, now, leaseMs) {
+      const held = await redis.eval(LEASE_SCRIPT, 1, keys.rateLimitLeases(key), String(now), String(max), String(now + leaseMs), jobId);
+      return held === 1;
+    },
+    async release(key, jobId) {
+      await redis.zrem(keys.rateLimitLeases(key), jobId);
     },
     async pausedUntil(key) {
       return Number((await redis.get(keys.rateLimitPause(key))) ?? 0);

@@ -42,6 +42,8 @@ export interface RelayKeys {
   rateLimit(key: string): string;
   /** Until when back-pressure pauses a rate-limit key. */
   rateLimitPause(key: string): string;
+  /** In-flight permits of a rate-limit key (maxConcurrent). */
+  rateLimitLeases(key: string): string;
   jobKey(jobId: string): string;
 }
 
@@ -59,6 +61,7 @@ export function relayKeys(taggedPrefix: string): RelayKeys {
     dlqRecords: `${taggedPrefix}:dlq:records`,
     rateLimit: (key) => `${taggedPrefix}:rl:${key}`,
     rateLimitPause: (key) => `${taggedPrefix}:rl:${key}:pause`,
+    rateLimitLeases: (key) => `${taggedPrefix}:rl:${key}:leases`,
     jobKey: (jobId) => `${taggedPrefix}:${QUEUE_NAME}:${jobId}`,
   };
 }

@@ -181,3 +181,35 @@ describe('budgets per key', () => {
     expect(tookMs).toBeLessThan(5000);
   }, 60_000);
 });
+
+describe('maxConcurrent', () => {
+  it('never has more than 5 requests open at the receiver across 2 workers', async () => {
+    const { receiver, config, ctx } = await setup();
+    let open = 0;
+    let maxOpen = 0;
+    receiver.handler = (_r, res) => {
+      open++;
+      maxOpen = Math.max(maxOpen, open);
+      setTimeout(() => {
+        open--;
+        res.writeHead(200).end('{}');
+      }, 200);
+    };
+    await ctx.store.put({
+      id: 'capped_conc',
+      name: 'c',
+      endpoint: { url: receiver.url, path: '/c', method: 'POST' },
+      body: { a: 1 },
+      rateLimit: { max: 1000, perMs: 1000, maxConcurrent: 5 },
+    });
+    await ctx.producer.enqueueMany(Array.from({ length: 60 }, () => ({ actionId: 'capped_conc', params: {} })));
+    spawnWorker(config, children);
+    spawnWorker(config, children);
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 60, 30_000, '60 outcomes');
+    const results = await readResults(ctx);
+    console.log(`maxConcurrent test: 60 jobs of 200 ms, at most ${maxOpen} open at once`);
+    expect(results.every((r) => r.outcome === 'delivered' && r.attempts === '1')).toBe(true);
+    expect(maxOpen).toBeLessThanOrEqual(5);
+    expect(maxOpen).toBe(5);
+  }, 60_000);
+});
