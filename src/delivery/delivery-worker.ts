@@ -24,7 +24,7 @@ import { prepareRequest } from './prepare-request.js';
 import type { HttpSender, SentResponse } from './http-sender.js';
 import { RETRY_AFTER_STATUSES, isRetryableStatus, nextAttemptDelay, parseRetryAfter } from './retry-policy.js';
 import type { SecretResolver } from './secret-resolver.js';
-import { IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from './rate-limiter.js';
+import { DELAYED_WAKE_EARLY_MS, IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from './rate-limiter.js';
 
 /** Bytes of a response body kept in an attempt record. */
 export const RECORD_BODY_BYTES = 4096;
@@ -264,7 +264,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       if (decision.kind === 'go') return;
       if (decision.kind === 'capped') throw new CappedError(decision.waitMs, limit.maxWaitMs);
       if (decision.waitMs > IN_PROCESS_WAIT_MS) {
-        deferTo = decision.at;
+        deferTo = decision.at - DELAYED_WAKE_EARLY_MS;
         break;
       }
       await new Promise((r) => setTimeout(r, decision.waitMs));

@@ -38,9 +38,11 @@ end
 if slot then
   redis.call('HDEL', KEYS[2], 'arSlot')
   local late = now - tonumber(slot)
-  -- On time: go. Late by more than the tolerance (the job could not run at its slot): going now
-  -- would bunch with later slots, so it queues again like a new request.
-  if late >= -5 and late <= tonumber(ARGV[5]) then return { 0 } end
+  -- Back early (it is woken ahead of its slot on purpose): wait in the worker until the slot.
+  if late < 0 then return { 1, tonumber(slot) } end
+  -- On time: go. Much later (the job could not run at its slot): going now would bunch with
+  -- later slots, so it queues again like a new request.
+  if late <= tonumber(ARGV[5]) then return { 0 } end
 end
 local t = tonumber(ARGV[2])
 local tau = tonumber(ARGV[3])
@@ -66,6 +68,13 @@ export const SPACING_MARGIN = 1.01;
 
 /** A job this late for its reserved slot queues again instead of bunching with later slots. */
 export const LATE_TOLERANCE_MS = 15;
+
+/**
+ * A job deferred to the delayed set is woken this long before its slot and waits the rest in the
+ * worker: jobs come back from the delayed set up to ~100 ms late (an idle Redis checks blocked
+ * clients' timeouts every 1000/hz ms), which would otherwise cost them their slot.
+ */
+export const DELAYED_WAKE_EARLY_MS = 200;
 
 /**
  * A slot this close is waited for inside the worker, holding its concurrency slot: punctual, one
