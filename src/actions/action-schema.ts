@@ -124,9 +124,7 @@ const retrySchema = z.strictObject({
       maxDelayMs: z.number().int().min(0).max(86_400_000).default(300_000),
     })
     .default({ type: 'exponential', delayMs: 1000, maxDelayMs: 300_000 }),
-  retryOn: z
-    .array(z.number().int().min(100).max(599))
-    .default([408, 425, 429, 500, 502, 503, 504]),
+  retryOn: z.array(z.number().int().min(100).max(599)).default([408, 425, 429, 500, 502, 503, 504]),
 });
 
 const rateLimitSchema = z.strictObject({
@@ -166,10 +164,7 @@ export const actionDefinitionSchema = z.strictObject({
   allowNulls: z.boolean().default(false),
   response: z
     .strictObject({
-      fields: z.record(
-        z.string().min(1).max(200),
-        z.strictObject({ type: z.enum(scalarParamTypes), path: z.string().min(1).optional() }),
-      ),
+      fields: z.record(z.string().min(1).max(200), z.strictObject({ type: z.enum(scalarParamTypes), path: z.string().min(1).optional() })),
     })
     .optional(),
   retry: retrySchema.default({
@@ -179,9 +174,7 @@ export const actionDefinitionSchema = z.strictObject({
   }),
   rateLimit: rateLimitSchema.optional(),
   circuitBreaker: circuitBreakerSchema.optional(),
-  signing: z
-    .strictObject({ secrets: z.array(secretRefSchema).min(1).max(2) })
-    .optional(),
+  signing: z.strictObject({ secrets: z.array(secretRefSchema).min(1).max(2) }).optional(),
   tls: z
     .strictObject({
       cert: secretRefSchema.optional(),

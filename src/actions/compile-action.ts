@@ -1,4 +1,3 @@
-
 import { actionDefinitionSchema, type ActionDefinition } from './action-schema.js';
 import { compileJson, compileString, MISSING, stringify, type CompileContext, type RenderScope } from './template.js';
 import { compileParamValidator, formatIssues, typeSchema, type ParamValidator } from './param-validator.js';
@@ -64,9 +63,7 @@ function buildRenderers(def: ActionDefinition, problems: FieldProblem[]) {
     problems.push({ path: 'endpoint.path', message: 'must start with /' });
   }
   const path = compileString(endpoint.path ?? '', 'endpoint.path', cx);
-  const query = Object.entries(endpoint.query ?? {}).map(
-    ([k, v]) => [k, compileString(v, `endpoint.query.${k}`, cx)] as const,
-  );
+  const query = Object.entries(endpoint.query ?? {}).map(([k, v]) => [k, compileString(v, `endpoint.query.${k}`, cx)] as const);
   const headers = Object.entries(endpoint.headers ?? {}).map(
     ([k, v]) => [k.toLowerCase(), k, compileString(v, `endpoint.headers.${k}`, cx)] as const,
   );
@@ -170,4 +167,3 @@ export function checkParams(action: CompiledAction, params: unknown): Record<str
   if (!result.ok) throw new InvalidParamsError(result.problems);
   return result.value;
 }
-

@@ -115,9 +115,7 @@ export function compileJson(node: unknown, path: string, cx: CompileContext, all
     };
   }
   if (node !== null && typeof node === 'object') {
-    const entries = Object.entries(node).map(
-      ([key, value]) => [key, compileJson(value, `${path}.${key}`, cx, allowNulls)] as const,
-    );
+    const entries = Object.entries(node).map(([key, value]) => [key, compileJson(value, `${path}.${key}`, cx, allowNulls)] as const);
     return (s) => {
       const out: [string, unknown][] = [];
       for (const [key, render] of entries) {

@@ -48,7 +48,14 @@ export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, se
 
   app.get('/v1/actions', async () => {
     const all = await store.list();
-    return { items: all.map((a) => ({ id: a.definition.id, version: a.version, updatedAt: new Date(a.updatedAt).toISOString(), definition: a.definition })) };
+    return {
+      items: all.map((a) => ({
+        id: a.definition.id,
+        version: a.version,
+        updatedAt: new Date(a.updatedAt).toISOString(),
+        definition: a.definition,
+      })),
+    };
   });
 
   app.get<{ Params: { id: string } }>('/v1/actions/:id', async (req, reply) => {
@@ -93,15 +100,26 @@ export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, se
     const request = describeRequest(r.prepared, ctx.secrets.redact);
     const started = Date.now();
     try {
-      const res = await sender.send(r.prepared.req, { timeoutMs: r.action.definition.endpoint.timeoutMs, readLimit: ctx.config.RESPONSE_MAX_BYTES });
+      const res = await sender.send(r.prepared.req, {
+        timeoutMs: r.action.definition.endpoint.timeoutMs,
+        readLimit: ctx.config.RESPONSE_MAX_BYTES,
+      });
       return {
         request,
-        response: { status: res.status, headers: res.headers, body: decodeBody(res.body, res.headers, ctx.secrets.redact), truncated: res.truncated },
+        response: {
+          status: res.status,
+          headers: res.headers,
+          body: decodeBody(res.body, res.headers, ctx.secrets.redact),
+          truncated: res.truncated,
+        },
         durationMs: Date.now() - started,
       };
     } catch (err: unknown) {
       const e = err instanceof RelayError ? err : null;
-      return sendError(reply, 502, e?.reason ?? 'network', ctx.secrets.redact(e?.message ?? String(err)), { request, durationMs: Date.now() - started });
+      return sendError(reply, 502, e?.reason ?? 'network', ctx.secrets.redact(e?.message ?? String(err)), {
+        request,
+        durationMs: Date.now() - started,
+      });
     }
   });
 }

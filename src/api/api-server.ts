@@ -49,7 +49,10 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
     if (err instanceof ValidationError) return sendError(reply, 400, err.code, err.message, err.problems);
     const e = err as { statusCode?: number; code?: string; message?: string };
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
-      const code = e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'invalid_json' : (e.code ?? 'bad_request').toLowerCase();
+      const code =
+        e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
+          ? 'invalid_json'
+          : (e.code ?? 'bad_request').toLowerCase();
       return sendError(reply, e.statusCode, code, e.message ?? 'bad request');
     }
     ctx.logger.error({ err: ctx.secrets.redact(coerceError(err).message), url: req.url }, 'api error');

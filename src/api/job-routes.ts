@@ -22,7 +22,13 @@ export function registerJobRoutes(app: FastifyInstance, ctx: RelayContext): void
 
   app.get<{ Params: { jobId: string } }>('/v1/jobs/:jobId', async (req, reply) => {
     const status = await getJobStatus(ctx.queue, ctx.redis, ctx.keys, req.params.jobId);
-    if (!status) return sendError(reply, 404, 'not_found', `job "${req.params.jobId}" is not known (finished jobs are kept ${ctx.config.JOB_RETENTION_SECONDS} s)`);
+    if (!status)
+      return sendError(
+        reply,
+        404,
+        'not_found',
+        `job "${req.params.jobId}" is not known (finished jobs are kept ${ctx.config.JOB_RETENTION_SECONDS} s)`,
+      );
     return status;
   });
 

@@ -28,7 +28,8 @@ function jsonOption(name: string) {
     } catch {
       throw new InvalidArgumentError(`${name} is not valid JSON`);
     }
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new InvalidArgumentError(`${name} must be a JSON object`);
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+      throw new InvalidArgumentError(`${name} must be a JSON object`);
     return parsed as Record<string, unknown>;
   };
 }
@@ -123,7 +124,9 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .action(() =>
       withContext(async (ctx) => {
         for (const a of await ctx.store.list()) {
-          io.out(`${a.definition.id}\tv${a.version}\t${a.definition.endpoint.method} ${a.definition.endpoint.url}${a.definition.endpoint.path ?? ''}\t${a.definition.name}`);
+          io.out(
+            `${a.definition.id}\tv${a.version}\t${a.definition.endpoint.method} ${a.definition.endpoint.url}${a.definition.endpoint.path ?? ''}\t${a.definition.name}`,
+          );
         }
       }),
     );
@@ -138,7 +141,9 @@ export function buildCli(io: CliIo = defaultIo): Command {
           process.exitCode = 1;
           return;
         }
-        io.out(JSON.stringify({ id, version: a.version, updatedAt: new Date(a.updatedAt).toISOString(), definition: a.definition }, null, 2));
+        io.out(
+          JSON.stringify({ id, version: a.version, updatedAt: new Date(a.updatedAt).toISOString(), definition: a.definition }, null, 2),
+        );
       }),
     );
   actions
@@ -161,17 +166,21 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .option('--context <json>', 'the journey context, a JSON object', jsonOption('--context'))
     .option('--idempotency-key <key>', 'the same key enqueued twice is one job')
     .option('--delay-ms <ms>', 'wait before the first attempt', positiveInt)
-    .action((actionId: string, opts: { params: Record<string, unknown>; context?: Record<string, unknown>; idempotencyKey?: string; delayMs?: number }) =>
-      withContext(async (ctx) => {
-        const result = await ctx.producer.enqueue({
-          actionId,
-          params: opts.params,
-          context: opts.context ?? {},
-          ...(opts.idempotencyKey !== undefined ? { idempotencyKey: opts.idempotencyKey } : {}),
-          ...(opts.delayMs !== undefined ? { delayMs: opts.delayMs } : {}),
-        });
-        io.out(JSON.stringify(result));
-      }),
+    .action(
+      (
+        actionId: string,
+        opts: { params: Record<string, unknown>; context?: Record<string, unknown>; idempotencyKey?: string; delayMs?: number },
+      ) =>
+        withContext(async (ctx) => {
+          const result = await ctx.producer.enqueue({
+            actionId,
+            params: opts.params,
+            context: opts.context ?? {},
+            ...(opts.idempotencyKey !== undefined ? { idempotencyKey: opts.idempotencyKey } : {}),
+            ...(opts.delayMs !== undefined ? { delayMs: opts.delayMs } : {}),
+          });
+          io.out(JSON.stringify(result));
+        }),
     );
 
   program

@@ -49,7 +49,11 @@ function progress(io: CliIo, verb: string, total: number) {
   };
 }
 
-export function registerDlqCommands(program: Command, withContext: (fn: (ctx: RelayContext) => Promise<void>) => Promise<void>, io: CliIo): void {
+export function registerDlqCommands(
+  program: Command,
+  withContext: (fn: (ctx: RelayContext) => Promise<void>) => Promise<void>,
+  io: CliIo,
+): void {
   const dlq = program.command('dlq').description('inspect, replay and purge dead-lettered jobs');
 
   withFilterOptions(dlq.command('list').description('list dead letters, newest first'))
@@ -57,7 +61,8 @@ export function registerDlqCommands(program: Command, withContext: (fn: (ctx: Re
     .action((o: FilterOpts & { limit: number }) =>
       withContext(async (ctx) => {
         const page = await ctx.deadLetters.list(toFilter(o), o.limit);
-        for (const i of page.items) io.out(`${i.jobId}\t${i.actionId}\t${i.reason}\t${i.status ?? '-'}\t${i.attempts} attempt(s)\t${i.failedAt}`);
+        for (const i of page.items)
+          io.out(`${i.jobId}\t${i.actionId}\t${i.reason}\t${i.status ?? '-'}\t${i.attempts} attempt(s)\t${i.failedAt}`);
         if (page.nextCursor) io.err(`(more: raise --limit)`);
       }),
     );

@@ -43,7 +43,9 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
   const trimTimer = setInterval(() => void trim(), 60_000);
   trimTimer.unref();
   const metricsServer =
-    config.METRICS_PORT > 0 ? await startMetricsServer(context.metrics.registry, config.METRICS_PORT, config.HOST, () => !stopping) : undefined;
+    config.METRICS_PORT > 0
+      ? await startMetricsServer(context.metrics.registry, config.METRICS_PORT, config.HOST, () => !stopping)
+      : undefined;
   context.logger.info({ concurrency: config.WORKER_CONCURRENCY, metricsPort: config.METRICS_PORT }, 'worker started');
   return {
     ctx: context,

@@ -1,17 +1,13 @@
 import { z } from 'zod';
 
 const port = z.coerce.number().int().min(0).max(65535);
-const bool = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-const commaList = z
-  .string()
-  .transform((v) =>
-    v
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s.length > 0),
-  );
+const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
+const commaList = z.string().transform((v) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0),
+);
 
 /** Every environment variable action-relay reads, with its default. */
 export const envSchema = z.object({
@@ -32,7 +28,12 @@ export const envSchema = z.object({
   EGRESS_ALLOW_HOSTS: commaList.optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Largest response body read, in bytes; the rest is discarded. @defaultValue 1 MiB */
-  RESPONSE_MAX_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+  RESPONSE_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(64 * 1024 * 1024)
+    .default(1024 * 1024),
   /** Approximate length kept on the results stream. @defaultValue 1000000 */
   RESULTS_MAXLEN: z.coerce.number().int().min(1000).default(1_000_000),
   /** How long a finished job stays readable by GET /v1/jobs/:id, in seconds. @defaultValue 86400 */

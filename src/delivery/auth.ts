@@ -13,12 +13,7 @@ export interface AuthApplied {
  * Adds the action's credentials to a built request. With `mask`, secrets are replaced by "***"
  * (preview) and nothing is resolved.
  */
-export async function applyAuth(
-  auth: AuthConfig,
-  req: BuiltRequest,
-  secrets: SecretResolver,
-  mask = false,
-): Promise<AuthApplied> {
+export async function applyAuth(auth: AuthConfig, req: BuiltRequest, secrets: SecretResolver, mask = false): Promise<AuthApplied> {
   const value = async (ref: Parameters<SecretResolver['resolve']>[0]) => (mask ? MASK : secrets.resolve(ref));
   switch (auth.type) {
     case 'none':
@@ -35,9 +30,7 @@ export async function applyAuth(
     }
     case 'basic': {
       const password = await value(auth.password);
-      req.headers.authorization = mask
-        ? `Basic ${MASK}`
-        : `Basic ${Buffer.from(`${auth.username}:${password}`).toString('base64')}`;
+      req.headers.authorization = mask ? `Basic ${MASK}` : `Basic ${Buffer.from(`${auth.username}:${password}`).toString('base64')}`;
       return { secretHeaders: ['authorization'], secretQuery: [] };
     }
     case 'bearer':

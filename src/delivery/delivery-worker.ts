@@ -144,7 +144,9 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       } finally {
         if (maxConcurrent && deps.rateLimiter) {
           const limiter = deps.rateLimiter;
-          await limiter.release(action.limitKey, jobId).catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'permit release failed'));
+          await limiter
+            .release(action.limitKey, jobId)
+            .catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'permit release failed'));
         }
         const seconds = (now() - sendStart) / 1000;
         const a = action.id;
@@ -200,7 +202,9 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       if (err instanceof HttpStatusError && err.retryAfterMs !== undefined && action?.definition.rateLimit && deps.rateLimiter) {
         const key = action.limitKey;
         const until = now() + err.retryAfterMs;
-        await deps.rateLimiter.pushBack(key, until, now()).catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'rate-limit push-back failed'));
+        await deps.rateLimiter
+          .pushBack(key, until, now())
+          .catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'rate-limit push-back failed'));
       }
 
       if (err.retryable && attempt < maxAttempts) {
@@ -209,7 +213,10 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         const delayMs = nextAttemptDelay(attempt, backoff, retryAfterMs, random);
         await outcomes.recordAttempt(jobId, record);
         safely(() => metrics.retries.inc({ action: label(), reason: err.reason }));
-        log.info({ status, durationMs, reason: err.reason, err: record.error?.message, retryInMs: delayMs }, `attempt ${attempt} of ${maxAttempts} failed, retrying`);
+        log.info(
+          { status, durationMs, reason: err.reason, err: record.error?.message, retryInMs: delayMs },
+          `attempt ${attempt} of ${maxAttempts} failed, retrying`,
+        );
         throw new RetryScheduled(err, delayMs);
       }
 
@@ -244,7 +251,10 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         },
       });
       safely(() => metrics.jobs.inc({ action: label(), outcome: 'dead' }));
-      log.info({ status, durationMs, reason: err.reason, err: record.error?.message, outcome: 'dead' }, `attempt ${attempt} of ${maxAttempts} failed, dead-lettered`);
+      log.info(
+        { status, durationMs, reason: err.reason, err: record.error?.message, outcome: 'dead' },
+        `attempt ${attempt} of ${maxAttempts} failed, dead-lettered`,
+      );
       return { outcome: 'dead', status, reason: err.reason, attempts: attempt, error: record.error?.message ?? `HTTP ${status}` };
     }
   }
@@ -253,7 +263,13 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
    * Returns when this job may send under its key's rate limit. A near slot is waited for here;
    * a far one (or a pause asked by the third party) defers the job with DelayedError, using no attempt.
    */
-  async function awaitSlot(action: CompiledAction, limiter: RateLimiter, job: Job, token: string | undefined, startedAt: number): Promise<void> {
+  async function awaitSlot(
+    action: CompiledAction,
+    limiter: RateLimiter,
+    job: Job,
+    token: string | undefined,
+    startedAt: number,
+  ): Promise<void> {
     const limit = action.definition.rateLimit;
     if (!limit) return;
     const spec = { key: action.limitKey, max: limit.max, perMs: limit.perMs, maxWaitMs: limit.maxWaitMs };

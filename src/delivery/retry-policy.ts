@@ -65,11 +65,7 @@ export function isRetryableStatus(status: number, retryOn: readonly number[]): b
  * Delay before the next attempt. Exponential uses full jitter (a random share of the capped
  * exponential step); fixed waits `delayMs` exactly. `attemptsMade` counts failed attempts so far (1+).
  */
-export function backoffDelay(
-  attemptsMade: number,
-  backoff: ActionDefinition['retry']['backoff'],
-  random: () => number,
-): number {
+export function backoffDelay(attemptsMade: number, backoff: ActionDefinition['retry']['backoff'], random: () => number): number {
   if (backoff.type === 'fixed') return Math.min(backoff.delayMs, backoff.maxDelayMs);
   const step = Math.min(backoff.maxDelayMs, backoff.delayMs * 2 ** Math.max(0, attemptsMade - 1));
   return Math.floor(random() * step);

@@ -28,11 +28,22 @@ function sampleJob(n: number): JobInput {
     case 0:
       return {
         actionId: 'acme_sms',
-        params: { region: 'eu west', phone: '+33600000000', firstName: 'Ada', orderId: `o-${n}`, amount: 12.5, items: [{ sku: 'A1', qty: 2 }] },
+        params: {
+          region: 'eu west',
+          phone: '+33600000000',
+          firstName: 'Ada',
+          orderId: `o-${n}`,
+          amount: 12.5,
+          items: [{ sku: 'A1', qty: 2 }],
+        },
         context,
       };
     case 1:
-      return { actionId: 'crm_upsert', params: { contactId: `c/${n}`, email: `user${n}@example.test`, tags: ['vip'], score: n % 100 }, context };
+      return {
+        actionId: 'crm_upsert',
+        params: { contactId: `c/${n}`, email: `user${n}@example.test`, tags: ['vip'], score: n % 100 },
+        context,
+      };
     default:
       return { actionId: 'audit_ping', params: { at: new Date().toISOString() }, context };
   }
@@ -70,7 +81,9 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   print(`Metrics        ${api.url}/metrics  and worker http://${cfg.HOST}:${cfg.METRICS_PORT}/metrics`);
   print(`Mock receiver  ${receiver.url}  (answers 503 to 5% of requests, to show retries)`);
   print(`Results stream XREAD STREAMS ${ctx.keys.results} $   on ${redis.url}`);
-  print(`Try:           curl -s ${api.url}/v1/actions/acme_sms/preview -H 'content-type: application/json' -d '{"params":{"region":"eu","phone":"+331","orderId":"o1"}}'`);
+  print(
+    `Try:           curl -s ${api.url}/v1/actions/acme_sms/preview -H 'content-type: application/json' -d '{"params":{"region":"eu","phone":"+331","orderId":"o1"}}'`,
+  );
   print('');
 
   let n = 0;
@@ -88,8 +101,7 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   const readLoop = (async () => {
     while (running) {
       const res = (await reader.xread('COUNT', 1000, 'BLOCK', 500, 'STREAMS', ctx.keys.results, lastId).catch(() => null)) as
-        | [string, [string, string[]][]][]
-        | null;
+        [string, [string, string[]][]][] | null;
       for (const [, entries] of res ?? []) {
         for (const [id, fields] of entries) {
           lastId = id;

@@ -131,7 +131,10 @@ export class CappedError extends RelayError {
   readonly code = 'capped';
   readonly retryable = false;
   readonly reason = 'capped' as const;
-  constructor(readonly waitMs: number, maxWaitMs: number) {
+  constructor(
+    readonly waitMs: number,
+    maxWaitMs: number,
+  ) {
     super(`the next rate-limit slot is ${waitMs} ms away, beyond maxWaitMs ${maxWaitMs}`);
   }
 }

@@ -46,7 +46,14 @@ function matches(rec: DeadLetterRecord, f: DlqFilter): boolean {
 }
 
 export function summarize(rec: DeadLetterRecord): DlqSummary {
-  return { jobId: rec.jobId, actionId: rec.actionId, reason: rec.reason, status: rec.status, attempts: rec.attempts.length, failedAt: rec.failedAt };
+  return {
+    jobId: rec.jobId,
+    actionId: rec.actionId,
+    reason: rec.reason,
+    status: rec.status,
+    attempts: rec.attempts.length,
+    failedAt: rec.failedAt,
+  };
 }
 
 export interface DeadLetters {
@@ -154,7 +161,11 @@ export function createDeadLetters(redis: RedisClient, keys: RelayKeys, queue: Qu
     },
     async remove(jobIds) {
       if (jobIds.length === 0) return 0;
-      const [[, removed]] = (await redis.multi().zrem(keys.dlq, ...jobIds).hdel(keys.dlqRecords, ...jobIds).exec()) as [[null, number], [null, number]];
+      const [[, removed]] = (await redis
+        .multi()
+        .zrem(keys.dlq, ...jobIds)
+        .hdel(keys.dlqRecords, ...jobIds)
+        .exec()) as [[null, number], [null, number]];
       return removed;
     },
   };

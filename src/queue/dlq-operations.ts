@@ -45,7 +45,12 @@ export async function replayDeadLetters(
 }
 
 /** Removes the selected dead letters; reports progress per page. */
-export async function purgeDeadLetters(dl: DeadLetters, jobIds: string[] | undefined, filter: DlqFilter, onProgress: (done: number) => void = () => undefined): Promise<number> {
+export async function purgeDeadLetters(
+  dl: DeadLetters,
+  jobIds: string[] | undefined,
+  filter: DlqFilter,
+  onProgress: (done: number) => void = () => undefined,
+): Promise<number> {
   let purged = 0;
   for await (const page of selectRecords(dl, jobIds, filter)) {
     purged += await dl.remove(page.map((r) => r.jobId));

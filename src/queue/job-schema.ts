@@ -9,7 +9,12 @@ export const jobInputSchema = z.strictObject({
   context: jsonObject.default({}),
   idempotencyKey: z.string().min(1).max(256).optional(),
   /** Wait this long before the first attempt. @defaultValue 0 */
-  delayMs: z.number().int().min(0).max(30 * 86_400_000).optional(),
+  delayMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(30 * 86_400_000)
+    .optional(),
 });
 export type JobInput = z.input<typeof jobInputSchema>;
 export type ParsedJobInput = z.infer<typeof jobInputSchema>;

@@ -14,7 +14,14 @@ export interface AttemptRecord {
 export interface DeadLetterRecord {
   jobId: string;
   actionId: string;
-  job: { actionId: string; params: Record<string, unknown>; context: Record<string, unknown>; idempotencyKey?: string; enqueuedAt: string; replayOf?: string };
+  job: {
+    actionId: string;
+    params: Record<string, unknown>;
+    context: Record<string, unknown>;
+    idempotencyKey?: string;
+    enqueuedAt: string;
+    replayOf?: string;
+  };
   reason: DeadReason;
   status: number | null;
   failedAt: string;

@@ -39,7 +39,9 @@ export function createProducer(deps: ProducerDeps): Producer {
     const input = parsed.data;
     const action = await store.getCompiled(input.actionId);
     if (!action) {
-      throw new ValidationError('invalid job', [{ path: `${root ? `${root}.` : ''}actionId`, message: `action "${input.actionId}" is not defined` }]);
+      throw new ValidationError('invalid job', [
+        { path: `${root ? `${root}.` : ''}actionId`, message: `action "${input.actionId}" is not defined` },
+      ]);
     }
     const checked = action.validateParams(input.params);
     if (!checked.ok) {
@@ -69,7 +71,12 @@ export function createProducer(deps: ProducerDeps): Producer {
         throw new ValidationError('invalid batch', [{ path: 'jobs', message: `at most ${MAX_BATCH} jobs per batch` }]);
       }
       const prepared = await Promise.all(
-        inputs.map((raw, i) => prepare(raw, `jobs[${i}]`).then((job) => ({ job }), (err: unknown) => ({ err }))),
+        inputs.map((raw, i) =>
+          prepare(raw, `jobs[${i}]`).then(
+            (job) => ({ job }),
+            (err: unknown) => ({ err }),
+          ),
+        ),
       );
       const valid = prepared.flatMap((p) => ('job' in p ? [p.job] : []));
       const added = valid.length > 0 ? await queue.addBulk(valid) : [];

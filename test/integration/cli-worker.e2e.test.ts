@@ -75,7 +75,16 @@ describe('the action-relay CLI and a real worker process', () => {
     const logs: string[] = [];
     worker.stdout?.on('data', (d: Buffer) => logs.push(d.toString()));
 
-    const enq = await cli('enqueue', 'notify', '--params', '{"user":"a b","count":3}', '--context', '{"journeyId":"j9"}', '--idempotency-key', 'k-1');
+    const enq = await cli(
+      'enqueue',
+      'notify',
+      '--params',
+      '{"user":"a b","count":3}',
+      '--context',
+      '{"journeyId":"j9"}',
+      '--idempotency-key',
+      'k-1',
+    );
     const { jobId } = JSON.parse(enq.stdout) as { jobId: string };
     const result = await waitFor(async () => (await readResults(ctx)).find((r) => r.jobId === jobId), 20_000, 'delivery');
     expect(result).toMatchObject({ outcome: 'delivered', status: '200' });
@@ -108,7 +117,9 @@ describe('the action-relay CLI and a real worker process', () => {
   });
 
   it('stops with a message naming a bad environment variable', async () => {
-    const err = await run(process.execPath, [...ENTRY, 'stats'], { env: { ...env, PORT: 'eighty' } }).catch((e: { stderr: string; code: number }) => e);
+    const err = await run(process.execPath, [...ENTRY, 'stats'], { env: { ...env, PORT: 'eighty' } }).catch(
+      (e: { stderr: string; code: number }) => e,
+    );
     expect(err).toMatchObject({ code: 1 });
     expect((err as { stderr: string }).stderr).toMatch(/PORT/);
   });

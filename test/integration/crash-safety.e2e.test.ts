@@ -6,7 +6,17 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/config.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import { freePort, redisAnswers } from '../../src/redis/embedded-redis.js';
-import { kill, readResults, removePrefixKeys, spawnWorker, startReceiver, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
+import {
+  kill,
+  readResults,
+  removePrefixKeys,
+  spawnWorker,
+  startReceiver,
+  testConfig,
+  testContext,
+  waitFor,
+  type Receiver,
+} from '../support/harness.js';
 
 const CONCURRENCY = 32;
 const children: ChildProcess[] = [];
@@ -68,10 +78,14 @@ describe('crash safety', () => {
       await kill(victim, 'SIGKILL');
       victim = startWorker(config);
     }
-    const counts = await waitFor(async () => {
-      const c = await terminalCounts(ctx);
-      return c.size >= 5000 ? c : undefined;
-    }, 90_000, 'every job to end');
+    const counts = await waitFor(
+      async () => {
+        const c = await terminalCounts(ctx);
+        return c.size >= 5000 ? c : undefined;
+      },
+      90_000,
+      'every job to end',
+    );
 
     const entriesPerJob = ids.map((id) => counts.get(id) ?? 0);
     expect(entriesPerJob.filter((n) => n !== 1)).toEqual([]);
@@ -79,7 +93,9 @@ describe('crash safety', () => {
     const missing = Array.from({ length: 5000 }, (_, i) => `key-${i}`).filter((k) => !keys.has(k));
     expect(missing).toEqual([]);
     const duplicates = [...keys.values()].reduce((sum, n) => sum + n - 1, 0);
-    console.log(`kill test: 5000 jobs, 2 SIGKILLs, ${receiver.requests.length} requests, ${duplicates} duplicate deliveries (at most ${2 * CONCURRENCY} in flight at the kills)`);
+    console.log(
+      `kill test: 5000 jobs, 2 SIGKILLs, ${receiver.requests.length} requests, ${duplicates} duplicate deliveries (at most ${2 * CONCURRENCY} in flight at the kills)`,
+    );
     expect(duplicates).toBeLessThanOrEqual(2 * CONCURRENCY);
   }, 150_000);
 
@@ -108,9 +124,13 @@ describe('crash safety', () => {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'ar-restart-'));
     const startRedis = () =>
-      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''], {
-        stdio: 'ignore',
-      });
+      spawn(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''],
+        {
+          stdio: 'ignore',
+        },
+      );
     let redis = startRedis();
     const url = `redis://127.0.0.1:${port}`;
     await waitFor(() => redisAnswers(url, 200), 10_000, 'private redis');
@@ -138,10 +158,14 @@ describe('crash safety', () => {
     redis = startRedis();
     await waitFor(() => redisAnswers(url, 200), 10_000, 'redis back');
 
-    const counts = await waitFor(async () => {
-      const c = await terminalCounts(ctx).catch(() => new Map<string, number>());
-      return ids.every((id) => c.has(id)) ? c : undefined;
-    }, 90_000, 'every job to end after the restart');
+    const counts = await waitFor(
+      async () => {
+        const c = await terminalCounts(ctx).catch(() => new Map<string, number>());
+        return ids.every((id) => c.has(id)) ? c : undefined;
+      },
+      90_000,
+      'every job to end after the restart',
+    );
     const outcomes = (await readResults(ctx)).filter((r) => ids.includes(r.jobId as string)).map((r) => r.outcome);
     expect(outcomes.every((o) => o === 'delivered' || o === 'dead')).toBe(true);
     console.log(

@@ -6,7 +6,16 @@ import { createApiServer } from '../../src/api/api-server.js';
 import { createHttpSender } from '../../src/delivery/http-sender.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import type { Config } from '../../src/config/config.js';
-import { readResults, removePrefixKeys, startReceiver, startTestWorker, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
+import {
+  readResults,
+  removePrefixKeys,
+  startReceiver,
+  startTestWorker,
+  testConfig,
+  testContext,
+  waitFor,
+  type Receiver,
+} from '../support/harness.js';
 
 const run = promisify(execFile);
 const SECRET = 'dlq-secret-Zq81';
@@ -49,7 +58,10 @@ beforeAll(async () => {
   receiver.handler = (r, res) => {
     const path = r.url.split('/')[1] ?? '';
     if (healthy.has(path)) res.writeHead(200).end('{}');
-    else res.writeHead(404, { 'content-type': 'text/plain', 'x-echo-auth': String(r.headers.authorization) }).end(`nothing here for ${r.headers.authorization}`);
+    else
+      res
+        .writeHead(404, { 'content-type': 'text/plain', 'x-echo-auth': String(r.headers.authorization) })
+        .end(`nothing here for ${r.headers.authorization}`);
   };
   config = testConfig();
   ctx = await testContext(config, env);
@@ -72,7 +84,11 @@ describe('dead letters', () => {
     const rec = await api.inject({ method: 'GET', url: `/v1/dlq/${ids[0]}` });
     expect(rec.statusCode).toBe(200);
     expect(rec.json()).toMatchObject({ jobId: ids[0], actionId: 'dl_a', reason: 'http_status', status: 404, job: { params: { n: 0 } } });
-    expect(rec.json().attempts[0]).toMatchObject({ attempt: 1, request: { method: 'POST', headers: { authorization: '***' } }, response: { status: 404 } });
+    expect(rec.json().attempts[0]).toMatchObject({
+      attempt: 1,
+      request: { method: 'POST', headers: { authorization: '***' } },
+      response: { status: 404 },
+    });
     // The receiver echoed the token in a header and the body: the record must not keep it.
     expect(rec.body).not.toContain(SECRET);
     expect(JSON.stringify(await readResults(ctx))).not.toContain(SECRET);
@@ -81,7 +97,10 @@ describe('dead letters', () => {
 
     const page1 = await api.inject({ method: 'GET', url: '/v1/dlq?actionId=dl_a&limit=2' });
     expect(page1.json().items).toHaveLength(2);
-    const page2 = await api.inject({ method: 'GET', url: `/v1/dlq?actionId=dl_a&limit=2&cursor=${encodeURIComponent(page1.json().nextCursor)}` });
+    const page2 = await api.inject({
+      method: 'GET',
+      url: `/v1/dlq?actionId=dl_a&limit=2&cursor=${encodeURIComponent(page1.json().nextCursor)}`,
+    });
     expect(page2.json()).toMatchObject({ nextCursor: null });
     const listed = [...page1.json().items, ...page2.json().items].map((i: { jobId: string }) => i.jobId).sort();
     expect(listed).toEqual([...ids].sort());
@@ -115,12 +134,20 @@ describe('dead letters', () => {
 
     healthy.add('dl_a');
     const cliEnv = { ...env, REDIS_URL: config.REDIS_URL, ACTION_RELAY_PREFIX: config.ACTION_RELAY_PREFIX, LOG_LEVEL: 'silent' };
-    const dry = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--dry-run'], { env: cliEnv });
+    const dry = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--dry-run'], {
+      env: cliEnv,
+    });
     expect(dry.stdout).toMatch(/would replay 3 job\(s\)/);
-    const out = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--rate', '100/s'], { env: cliEnv });
+    const out = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--rate', '100/s'], {
+      env: cliEnv,
+    });
     expect(out.stdout).toMatch(/replayed 3 job\(s\) spread at 100\/s/);
     expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(0);
-    await waitFor(async () => (await deliveredReplays()).filter((r) => r.actionId === 'dl_a').length === 3, 10_000, 'three replayed deliveries');
+    await waitFor(
+      async () => (await deliveredReplays()).filter((r) => r.actionId === 'dl_a').length === 3,
+      10_000,
+      'three replayed deliveries',
+    );
   });
 
   it('filters by time window and trims by age and by count', async () => {

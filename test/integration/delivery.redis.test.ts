@@ -90,7 +90,8 @@ describe('delivery through a real worker and receiver', () => {
 
   it('captures response fields onto the results stream and GET /v1/jobs/:id', async () => {
     await ctx.store.put(action('capture', { response: { fields: { messageId: { type: 'string' }, segments: { type: 'integer' } } } }));
-    receiver.handler = (_r, res) => res.writeHead(201, { 'content-type': 'application/json' }).end('{"messageId":"m-1","segments":2,"other":true}');
+    receiver.handler = (_r, res) =>
+      res.writeHead(201, { 'content-type': 'application/json' }).end('{"messageId":"m-1","segments":2,"other":true}');
     const { jobId } = await ctx.producer.enqueue({ actionId: 'capture', params: { n: 2 }, context: { journeyId: 'j1', profileId: 'p1' } });
     const result = await resultOf(jobId);
     expect(result).toMatchObject({ outcome: 'delivered', status: '201', attempts: '1', actionId: 'capture' });
@@ -98,7 +99,13 @@ describe('delivery through a real worker and receiver', () => {
     expect(JSON.parse(result.context ?? '')).toEqual({ journeyId: 'j1', profileId: 'p1' });
     const res = await api.inject({ method: 'GET', url: `/v1/jobs/${jobId}` });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual({ jobId, actionId: 'capture', state: 'delivered', attempts: 1, result: { status: 201, response: { messageId: 'm-1', segments: 2 } } });
+    expect(res.json()).toEqual({
+      jobId,
+      actionId: 'capture',
+      state: 'delivered',
+      attempts: 1,
+      result: { status: 201, response: { messageId: 'm-1', segments: 2 } },
+    });
     expect(receiver.requests[0]?.headers['idempotency-key']).toBe(jobId);
   });
 
@@ -118,18 +125,26 @@ describe('delivery through a real worker and receiver', () => {
   });
 
   it('lets a running worker see an action update within one second', async () => {
-    await ctx.store.put(action('update', { endpoint: { url: receiver.url, path: '/update', method: 'POST', headers: { 'X-Version': 'one' } } }));
+    await ctx.store.put(
+      action('update', { endpoint: { url: receiver.url, path: '/update', method: 'POST', headers: { 'X-Version': 'one' } } }),
+    );
     const a = await ctx.producer.enqueue({ actionId: 'update', params: { n: 1 } });
     await resultOf(a.jobId);
     expect(receiver.requests.at(-1)?.headers['x-version']).toBe('one');
-    await ctx.store.put(action('update', { endpoint: { url: receiver.url, path: '/update', method: 'POST', headers: { 'X-Version': 'two' } } }));
+    await ctx.store.put(
+      action('update', { endpoint: { url: receiver.url, path: '/update', method: 'POST', headers: { 'X-Version': 'two' } } }),
+    );
     const changedAt = Date.now();
     // Poll with fresh jobs until the worker uses the new version.
-    const seen = await waitFor(async () => {
-      const { jobId } = await ctx.producer.enqueue({ actionId: 'update', params: { n: 2 } });
-      await resultOf(jobId);
-      return receiver.requests.at(-1)?.headers['x-version'] === 'two' ? Date.now() : undefined;
-    }, 5000, 'the new version');
+    const seen = await waitFor(
+      async () => {
+        const { jobId } = await ctx.producer.enqueue({ actionId: 'update', params: { n: 2 } });
+        await resultOf(jobId);
+        return receiver.requests.at(-1)?.headers['x-version'] === 'two' ? Date.now() : undefined;
+      },
+      5000,
+      'the new version',
+    );
     expect(seen - changedAt).toBeLessThan(1000);
   });
 
@@ -239,20 +254,35 @@ describe('HTTP API', () => {
 
   it('answers 400 naming every bad field of a malformed job, and per item in a batch', async () => {
     await ctx.store.put(action('typed', { parameters: { n: { type: 'integer', required: true }, s: { type: 'string' } } }));
-    const res = await api.inject({ method: 'POST', url: '/v1/jobs', payload: { actionId: 'typed', params: { n: 'one', s: 2, extra: true } } });
+    const res = await api.inject({
+      method: 'POST',
+      url: '/v1/jobs',
+      payload: { actionId: 'typed', params: { n: 'one', s: 2, extra: true } },
+    });
     expect(res.statusCode).toBe(400);
     expect((res.json().error.details as { path: string }[]).map((d) => d.path).sort()).toEqual(['params.extra', 'params.n', 'params.s']);
     const batch = await api.inject({
       method: 'POST',
       url: '/v1/jobs/batch',
-      payload: { jobs: [{ actionId: 'typed', params: { n: 1 } }, { actionId: 'nope', params: {} }, { actionId: 'typed', params: {} }] },
+      payload: {
+        jobs: [
+          { actionId: 'typed', params: { n: 1 } },
+          { actionId: 'nope', params: {} },
+          { actionId: 'typed', params: {} },
+        ],
+      },
     });
     expect(batch.statusCode).toBe(202);
     const results = batch.json().results as Record<string, unknown>[];
     expect(results[0]).toHaveProperty('jobId');
     expect(results[1]).toMatchObject({ error: { details: [{ path: 'jobs[1].actionId' }] } });
     expect(results[2]).toMatchObject({ error: { details: [{ path: 'jobs[2].params.n', message: 'required' }] } });
-    const garbage = await api.inject({ method: 'POST', url: '/v1/jobs', headers: { 'content-type': 'application/json' }, payload: '{oops' });
+    const garbage = await api.inject({
+      method: 'POST',
+      url: '/v1/jobs',
+      headers: { 'content-type': 'application/json' },
+      payload: '{oops',
+    });
     expect(garbage.statusCode).toBe(400);
     expect(garbage.json().error.code).toBe('invalid_json');
   });

@@ -67,7 +67,9 @@ describe('rate limits across worker processes', () => {
     const buckets: number[] = [];
     for (const t of times) if (t - t0 < 2000) buckets[Math.floor((t - t0) / 50)] = (buckets[Math.floor((t - t0) / 50)] ?? 0) + 1;
     console.log('first 2 s per 50 ms', buckets.join(','));
-    console.log(`rate limit test: 4000 jobs, 2 workers, peak ${peak} requests in any 1 s window (from +${at} ms), achieved ${rate.toFixed(1)}/s of 200/s allowed`);
+    console.log(
+      `rate limit test: 4000 jobs, 2 workers, peak ${peak} requests in any 1 s window (from +${at} ms), achieved ${rate.toFixed(1)}/s of 200/s allowed`,
+    );
     expect(receiver.requests).toHaveLength(4000);
     expect(peak).toBeLessThanOrEqual(210);
     expect(rate).toBeGreaterThanOrEqual(190);
@@ -154,7 +156,9 @@ describe('budgets per key', () => {
     const shared = receiver.requests.map((r) => r.at);
     const alone = other.requests.map((r) => r.at);
     const span = (t: number[]) => (Math.max(...t) - Math.min(...t)) / 1000;
-    console.log(`shared host: 60 requests over ${span(shared).toFixed(2)} s, peak ${maxInWindow(shared, 1000).peak}/s; other host: 30 over ${span(alone).toFixed(2)} s`);
+    console.log(
+      `shared host: 60 requests over ${span(shared).toFixed(2)} s, peak ${maxInWindow(shared, 1000).peak}/s; other host: 30 over ${span(alone).toFixed(2)} s`,
+    );
     // 60 requests at 20/s on the shared key take at least 3 s; both hosts together go faster than one budget.
     expect(maxInWindow(shared, 1000).peak).toBeLessThanOrEqual(21);
     expect(span(shared)).toBeGreaterThanOrEqual(2.8);
@@ -167,7 +171,13 @@ describe('budgets per key', () => {
     const { receiver, config, ctx } = await setup();
     const fast = await startReceiver();
     cleanups.push(() => fast.close());
-    await ctx.store.put({ id: 'slow_a', name: 'a', endpoint: { url: receiver.url, path: '/a', method: 'POST' }, body: { a: 1 }, rateLimit: { max: 10, perMs: 1000 } });
+    await ctx.store.put({
+      id: 'slow_a',
+      name: 'a',
+      endpoint: { url: receiver.url, path: '/a', method: 'POST' },
+      body: { a: 1 },
+      rateLimit: { max: 10, perMs: 1000 },
+    });
     await ctx.store.put({ id: 'fast_b', name: 'b', endpoint: { url: fast.url, path: '/b', method: 'POST' }, body: { b: 1 } });
     for (let i = 0; i < 5; i++) await ctx.producer.enqueueMany(Array.from({ length: 1000 }, () => ({ actionId: 'slow_a', params: {} })));
     const b = await ctx.producer.enqueueMany(Array.from({ length: 1000 }, () => ({ actionId: 'fast_b', params: {} })));
