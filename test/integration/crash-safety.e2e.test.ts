@@ -9,7 +9,7 @@ import { freePort, redisAnswers } from '../../src/redis/embedded-redis.js';
 import {
   kill,
   readResults,
-  removePrefixKeys,
+  setupRun,
   spawnWorker,
   startReceiver,
   testConfig,
@@ -58,15 +58,8 @@ describe('crash safety', () => {
   });
 
   it('loses nothing when a worker is SIGKILLed twice during 5,000 deliveries', async () => {
-    const receiver = await startReceiver();
+    const { receiver, config, ctx } = await setupRun(cleanups);
     receiver.handler = (_r, res) => setTimeout(() => res.writeHead(200).end('{}'), 2);
-    const config = testConfig();
-    const ctx = await testContext(config);
-    cleanups.push(async () => {
-      await ctx.close();
-      await receiver.close();
-      await removePrefixKeys(config);
-    });
     await ctx.store.put({ id: 'kill', name: 'kill', endpoint: { url: receiver.url, path: '/k', method: 'POST' }, body: { a: 1 } });
     const ids = await enqueueN(ctx, 'kill', 5000);
     expect(ids).toHaveLength(5000);
@@ -100,15 +93,8 @@ describe('crash safety', () => {
   }, 150_000);
 
   it('on SIGTERM stops taking jobs and lets in-flight requests finish', async () => {
-    const receiver = await startReceiver();
+    const { receiver, config, ctx } = await setupRun(cleanups);
     receiver.handler = (_r, res) => setTimeout(() => res.writeHead(200).end('{}'), 1500);
-    const config = testConfig();
-    const ctx = await testContext(config);
-    cleanups.push(async () => {
-      await ctx.close();
-      await receiver.close();
-      await removePrefixKeys(config);
-    });
     await ctx.store.put({ id: 'term', name: 'term', endpoint: { url: receiver.url, path: '/t', method: 'POST' }, body: { a: 1 } });
     const ids = await enqueueN(ctx, 'term', 10);
     const worker = startWorker(config);

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { kill, readResults, removePrefixKeys, spawnWorker, startReceiver, testConfig, testContext, waitFor } from '../support/harness.js';
+import { kill, readResults, setupRun, spawnWorker, startReceiver, waitFor } from '../support/harness.js';
 
 const children: ChildProcess[] = [];
 const cleanups: (() => Promise<void>)[] = [];
@@ -12,17 +12,7 @@ afterAll(async () => {
   for (const c of cleanups) await c();
 });
 
-async function setup() {
-  const receiver = await startReceiver();
-  const config = testConfig();
-  const ctx = await testContext(config);
-  cleanups.push(async () => {
-    await ctx.close();
-    await receiver.close();
-    await removePrefixKeys(config);
-  });
-  return { receiver, config, ctx };
-}
+const setup = () => setupRun(cleanups);
 
 /** Most requests seen in any window of `ms` (sliding over request times). */
 function maxInWindow(times: number[], ms: number): { peak: number; at: number } {

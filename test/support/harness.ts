@@ -167,3 +167,16 @@ export function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<numbe
     child.kill(signal);
   });
 }
+
+/** A receiver, a config with its own prefix and a context; `cleanups` gets what undoes them. */
+export async function setupRun(cleanups: (() => Promise<void>)[]) {
+  const receiver = await startReceiver();
+  const config = testConfig();
+  const ctx = await testContext(config);
+  cleanups.push(async () => {
+    await ctx.close();
+    await receiver.close();
+    await removePrefixKeys(config);
+  });
+  return { receiver, config, ctx };
+}
