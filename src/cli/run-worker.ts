@@ -5,6 +5,7 @@ import { createDeliveryWorker, type DeliveryWorker } from '../delivery/delivery-
 import { createHttpSender } from '../delivery/http-sender.js';
 import { startMetricsServer } from '../metrics/metrics-server.js';
 import { createRateLimiter } from '../delivery/rate-limiter.js';
+import { createCircuitBreaker } from '../delivery/circuit-breaker.js';
 
 export interface RunningWorker {
   ctx: RelayContext;
@@ -26,6 +27,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     secrets: context.secrets,
     outcomes: context.outcomes,
     rateLimiter: createRateLimiter(context.redis, context.keys),
+    circuitBreaker: createCircuitBreaker(context.redis, context.keys),
     metrics: context.metrics,
     logger: context.logger,
     concurrency: config.WORKER_CONCURRENCY,

@@ -24,6 +24,7 @@ import { prepareRequest } from './prepare-request.js';
 import type { HttpSender, SentResponse } from './http-sender.js';
 import { RETRY_AFTER_STATUSES, isRetryableStatus, nextAttemptDelay, parseRetryAfter } from './retry-policy.js';
 import type { SecretResolver } from './secret-resolver.js';
+import type { CircuitBreaker, CircuitConfig } from './circuit-breaker.js';
 import { DELAYED_WAKE_EARLY_MS, IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from './rate-limiter.js';
 
 /** Bytes of a response body kept in an attempt record. */
@@ -52,6 +53,8 @@ export interface DeliveryWorkerDeps {
   outcomes: OutcomeWriter;
   /** Per-key rate limits; without it, rateLimit settings are not enforced. */
   rateLimiter?: RateLimiter;
+  /** Per-key circuit breakers; without it, circuitBreaker settings are not enforced. */
+  circuitBreaker?: CircuitBreaker;
   metrics: RelayMetrics;
   logger: Logger;
   /** Jobs in flight in this process. @defaultValue 64 */
@@ -105,6 +108,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     let applied: AuthApplied = { secretHeaders: [], secretQuery: [] };
     let res: SentResponse | undefined;
     let sent = false;
+    let probe = false;
     const label = () => (action ? action.id : 'unknown');
 
     try {
@@ -129,6 +133,8 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       };
       ({ req, applied } = await prepareRequest(action, scope, secrets));
 
+      const breaker = action.definition.circuitBreaker && deps.circuitBreaker ? deps.circuitBreaker : undefined;
+      if (breaker) probe = await checkCircuit(action, breaker, job, token);
       if (action.definition.rateLimit && deps.rateLimiter) await awaitSlot(action, deps.rateLimiter, job, token, startedAt);
 
       const timeoutMs = Math.min(action.definition.endpoint.timeoutMs, timeoutCap);
@@ -142,6 +148,12 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
           readLimit: action.capturesResponse ? maxResponseBytes : RECORD_BODY_BYTES,
         });
       } finally {
+        const cfg = action.definition.circuitBreaker;
+        if (cfg && deps.circuitBreaker) {
+          // The third party's health: 5xx, 429 and no answer count as failures, other 4xx do not.
+          const failed = !res || res.status >= 500 || res.status === 429;
+          await recordCircuit(action, deps.circuitBreaker, cfg, failed, probe, log);
+        }
         if (maxConcurrent && deps.rateLimiter) {
           const limiter = deps.rateLimiter;
           await limiter
@@ -323,6 +335,47 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     safely(() => metrics.rateLimitWait.observe({ action: a }, (deferTo - startedAt) / 1000));
     await job.moveToDelayed(deferTo, token);
     throw new DelayedError();
+  }
+
+  /** Defers the job while its key's circuit is open; returns true when this attempt is the half-open probe. */
+  async function checkCircuit(action: CompiledAction, breaker: CircuitBreaker, job: Job, token: string | undefined): Promise<boolean> {
+    const key = action.limitKey;
+    const d = await breaker.check(key, now(), Math.min(action.definition.endpoint.timeoutMs, timeoutCap) + 5000);
+    if (d.kind === 'closed') return false;
+    if (d.kind === 'probe') {
+      safely(() => metrics.circuitState.set({ key }, 2));
+      return true;
+    }
+    safely(() => {
+      metrics.circuitState.set({ key }, d.state === 'open' ? 1 : 2);
+      metrics.rateLimited.inc({ action: action.id });
+    });
+    await job.moveToDelayed(d.until, token);
+    throw new DelayedError();
+  }
+
+  async function recordCircuit(
+    action: CompiledAction,
+    breaker: CircuitBreaker,
+    cfg: CircuitConfig,
+    failed: boolean,
+    probe: boolean,
+    log: Logger,
+  ) {
+    const key = action.limitKey;
+    try {
+      const t = await breaker.record(key, failed, probe, now(), cfg);
+      if (t === 'opened' || (probe && failed)) {
+        safely(() => metrics.circuitState.set({ key }, 1));
+        // Logged by the one request that opened it, not per deferred job.
+        if (t === 'opened') log.warn({ key, openMs: cfg.openMs }, 'circuit opened');
+      } else if (t === 'closed') {
+        safely(() => metrics.circuitState.set({ key }, 0));
+        log.info({ key }, 'circuit closed');
+      }
+    } catch (err: unknown) {
+      log.warn({ err: coerceError(err).message }, 'circuit record failed');
+    }
   }
 
   function toRelayError(caught: unknown, log: Logger): RelayError {

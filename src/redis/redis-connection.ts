@@ -44,6 +44,8 @@ export interface RelayKeys {
   rateLimitPause(key: string): string;
   /** In-flight permits of a rate-limit key (maxConcurrent). */
   rateLimitLeases(key: string): string;
+  /** The circuit breaker state of a rate-limit key. */
+  circuit(key: string): string;
   jobKey(jobId: string): string;
 }
 
@@ -62,6 +64,7 @@ export function relayKeys(taggedPrefix: string): RelayKeys {
     rateLimit: (key) => `${taggedPrefix}:rl:${key}`,
     rateLimitPause: (key) => `${taggedPrefix}:rl:${key}:pause`,
     rateLimitLeases: (key) => `${taggedPrefix}:rl:${key}:leases`,
+    circuit: (key) => `${taggedPrefix}:cb:${key}`,
     jobKey: (jobId) => `${taggedPrefix}:${QUEUE_NAME}:${jobId}`,
   };
 }

@@ -124,6 +124,7 @@ export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = p
     secrets: ctx.secrets,
     outcomes: ctx.outcomes,
     rateLimiter: (await import('../../src/delivery/rate-limiter.js')).createRateLimiter(ctx.redis, ctx.keys),
+    circuitBreaker: (await import('../../src/delivery/circuit-breaker.js')).createCircuitBreaker(ctx.redis, ctx.keys),
     metrics: ctx.metrics,
     logger: ctx.logger,
     concurrency: 8,
