@@ -8,6 +8,7 @@ import { createDeliveryQueue } from '../queue/delivery-queue.js';
 import { createProducer, type Producer } from '../queue/producer.js';
 import { createOutcomeWriter, type OutcomeWriter } from '../queue/outcome-writer.js';
 import { createRelayMetrics, type RelayMetrics } from '../metrics/relay-metrics.js';
+import { createOldestWaitingProbe } from '../metrics/oldest-waiting.js';
 import { createSecretResolver, type SecretResolver } from '../delivery/secret-resolver.js';
 import { createLogger } from '../logger.js';
 import { USER_AGENT } from '../version.js';
@@ -69,6 +70,7 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
         dlq,
       };
     },
+    oldestWaitingSeconds: createOldestWaitingProbe(redis, keys),
   });
 
   if (config.ACTIONS_DIR) {

@@ -263,6 +263,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         },
       });
       safely(() => metrics.jobs.inc({ action: label(), outcome: 'dead' }));
+      safely(() => metrics.deadLetters.inc({ action: label(), reason: err.reason }));
       log.info(
         { status, durationMs, reason: err.reason, err: record.error?.message, outcome: 'dead' },
         `attempt ${attempt} of ${maxAttempts} failed, dead-lettered`,

@@ -12,6 +12,10 @@ export interface RelayMetrics {
   deliveryLatency: Histogram<'action'>;
   queueJobs: Gauge<'state'>;
   circuitState: Gauge<'key'>;
+  /** Jobs dead-lettered, by action and reason (a bounded enum): shows capping, auth failures... */
+  deadLetters: Counter<'action' | 'reason'>;
+  /** How long the job next in line has been ready to run. */
+  oldestWaiting: Gauge;
 }
 
 export function statusClass(status: number): '2xx' | '3xx' | '4xx' | '5xx' {
@@ -28,10 +32,13 @@ export interface RelayMetricsOptions {
   defaults?: boolean;
   /** Reads the queue counts at scrape time (a few O(1) Redis calls). */
   queueCounts?: () => Promise<Record<QueueState, number>>;
+  /** Reads the age in seconds of the job next in line at scrape time (O(1) Redis calls). */
+  oldestWaitingSeconds?: () => Promise<number>;
 }
 
 export function createRelayMetrics(registry: Registry = new Registry(), opts: RelayMetricsOptions = {}): RelayMetrics {
   const queueCounts = opts.queueCounts;
+  const oldestWaitingSeconds = opts.oldestWaitingSeconds;
   if (opts.defaults !== false) collectDefaultMetrics({ register: registry });
   return {
     registry,
@@ -100,6 +107,25 @@ export function createRelayMetrics(registry: Registry = new Registry(), opts: Re
       help: 'Circuit breaker state per rate-limit key: 0 closed, 1 open, 2 half-open',
       labelNames: ['key'],
       registers: [registry],
+    }),
+    deadLetters: new Counter({
+      name: 'action_relay_dead_letters_total',
+      help: 'Jobs dead-lettered, by action and reason',
+      labelNames: ['action', 'reason'],
+      registers: [registry],
+    }),
+    oldestWaiting: new Gauge({
+      name: 'action_relay_oldest_waiting_seconds',
+      help: 'Seconds the job next in line has been ready to run (0 when none waits), read from Redis at scrape time',
+      registers: [registry],
+      async collect() {
+        if (!oldestWaitingSeconds) return;
+        try {
+          this.set(await oldestWaitingSeconds());
+        } catch {
+          // Redis down: keep the last value rather than fail the scrape.
+        }
+      },
     }),
   };
 }
