@@ -7,6 +7,7 @@ import { getStats } from '../queue/stats.js';
 import { runApi } from './run-api.js';
 import { runWorker } from './run-worker.js';
 import { runDemo } from '../demo/run-demo.js';
+import { startMockReceiver } from '../demo/mock-receiver.js';
 import { createLogger } from '../logger.js';
 import { VERSION } from '../version.js';
 import { registerDlqCommands } from './dlq-commands.js';
@@ -37,6 +38,12 @@ function jsonOption(name: string) {
 export function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function shareOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('expected a number from 0 to 1');
   return n;
 }
 
@@ -94,6 +101,18 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .action(async (opts: { rate: number; duration?: number; receiverPort: number }) => {
       const cfg = { ...config(), LOG_LEVEL: 'warn' as const };
       await runDemo(cfg, { rate: opts.rate, durationSeconds: opts.duration ?? 0, receiverPort: opts.receiverPort, print: io.out });
+    });
+
+  program
+    .command('receiver')
+    .description("run only the demo's mock third party (SMS at /sms, CRM at /crm, anything else 204)")
+    .option('--port <port>', 'listen port', positiveInt, 4010)
+    .option('--host <host>', 'bind address (0.0.0.0 in a container)', '127.0.0.1')
+    .option('--failure-rate <share>', 'share of requests answered 503, to show retries', shareOption, 0.05)
+    .action(async (opts: { port: number; host: string; failureRate: number }) => {
+      const receiver = await startMockReceiver({ port: opts.port, host: opts.host, failureRate: opts.failureRate });
+      io.out(`mock receiver listening on ${opts.host}:${opts.port} (${receiver.url})`);
+      await untilSignal(() => receiver.close(), io);
     });
 
   const actions = program.command('actions').description('manage action definitions');

@@ -11,6 +11,8 @@ export interface MockReceiver {
 
 export interface MockReceiverOptions {
   port?: number;
+  /** Bind address; a container sets 0.0.0.0. @defaultValue 127.0.0.1 */
+  host?: string;
   /** Share of requests answered 503, to show retries. @defaultValue 0.05 */
   failureRate?: number;
   random?: () => number;
@@ -51,13 +53,14 @@ export async function startMockReceiver(opts: MockReceiverOptions = {}): Promise
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;
+  const host = !opts.host || opts.host === '0.0.0.0' || opts.host === '::' ? '127.0.0.1' : opts.host;
   return {
     server,
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
     counts,
     close: () => new Promise((r) => server.close(() => r())),
   };
