@@ -7,6 +7,11 @@ export const secretRefSchema = z.union([
 ]);
 export type SecretRef = z.infer<typeof secretRefSchema>;
 
+/** True for a `{ env }` or `{ file }` object: a place where a secret's value goes. */
+export function isSecretRef(value: unknown): value is SecretRef {
+  return secretRefSchema.safeParse(value).success;
+}
+
 export const scalarParamTypes = [
   'string',
   'integer',
@@ -94,23 +99,58 @@ const authSchema = z.discriminatedUnion('type', [
     tokenUrl: httpUrl,
     clientId: z.string().min(1),
     clientSecret: secretRefSchema,
-    scope: z.string().optional(),
-    audience: z.string().optional(),
+    scope: z.string().max(2048).optional(),
+    audience: z.string().max(2048).optional(),
+    /**
+     * How the client authenticates to the token endpoint (RFC 6749 section 2.3.1): HTTP Basic, or
+     * client_id and client_secret in the form body. @defaultValue basic
+     */
+    clientAuth: z.enum(['basic', 'body']).default('basic'),
   }),
-  z.strictObject({
-    type: z.literal('customToken'),
-    request: z.strictObject({
-      url: httpUrl,
-      method: z.enum(['GET', 'POST']),
-      headers: z.record(headerName, headerValue).optional(),
-      bodyType: z.enum(['json', 'form']).optional(),
-      body: z.unknown().optional(),
+  z
+    .strictObject({
+      type: z.literal('customToken'),
+      request: z
+        .strictObject({
+          url: httpUrl,
+          method: z.enum(['GET', 'POST']),
+          /** Literal values, or secret references resolved at call time. */
+          headers: z.record(headerName, z.union([headerValue, secretRefSchema])).optional(),
+          /** @defaultValue json */
+          bodyType: z.enum(['json', 'form']).default('json'),
+          /** A JSON document; any `{ env }` or `{ file }` object in it is replaced by the secret's value. */
+          body: z.unknown().optional(),
+        })
+        .superRefine((req, ctx) => {
+          if (req.method === 'GET' && req.body !== undefined) {
+            ctx.addIssue({ code: 'custom', path: ['body'], message: 'a GET token request has no body' });
+          }
+          const body = req.body;
+          if (req.bodyType === 'form' && body !== undefined) {
+            const flat =
+              typeof body === 'object' &&
+              body !== null &&
+              !Array.isArray(body) &&
+              Object.values(body).every((v) => v === null || typeof v !== 'object' || isSecretRef(v));
+            if (!flat) ctx.addIssue({ code: 'custom', path: ['body'], message: 'a form body is one object of scalar values' });
+          }
+        }),
+      /** A dotted path into the JSON answer (`access_token`, `data.token`), or `$response` for the whole body. */
+      tokenPath: z.string().min(1).max(256),
+      /** A dotted path to the lifetime in seconds. */
+      expiresInPath: z.string().min(1).max(256).optional(),
+      /** How long a token is used when the answer gives no lifetime. @defaultValue 300000 */
+      cacheTtlMs: z.number().int().positive().max(86_400_000).optional(),
+      inject: z.strictObject({ as: z.enum(['bearer', 'header', 'query']), name: z.string().min(1).max(256).optional() }),
+    })
+    .superRefine((auth, ctx) => {
+      if (auth.inject.as !== 'bearer' && !auth.inject.name) {
+        ctx.addIssue({ code: 'custom', path: ['inject', 'name'], message: `inject as ${auth.inject.as} needs a name` });
+      }
+      if (auth.inject.as === 'header' && auth.inject.name && !/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/.test(auth.inject.name)) {
+        ctx.addIssue({ code: 'custom', path: ['inject', 'name'], message: 'not a valid header name' });
+      }
     }),
-    tokenPath: z.string().min(1),
-    expiresInPath: z.string().min(1).optional(),
-    cacheTtlMs: z.number().int().positive().optional(),
-    inject: z.strictObject({ as: z.enum(['bearer', 'header', 'query']), name: z.string().min(1).optional() }),
-  }),
 ]);
 export type AuthConfig = z.infer<typeof authSchema>;
 

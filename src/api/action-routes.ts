@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { RelayContext } from '../context/relay-context.js';
 import type { HttpSender } from '../delivery/http-sender.js';
+import type { TokenProvider } from '../delivery/token-provider.js';
 import { describeRequest, prepareRequest } from '../delivery/prepare-request.js';
 import { ValidationError, RelayError } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
@@ -31,7 +32,7 @@ function decodeBody(buf: Buffer, headers: Record<string, string | string[]>, red
   return text;
 }
 
-export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, sender: HttpSender): void {
+export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, sender: HttpSender, tokens?: TokenProvider): void {
   const { store } = ctx;
 
   app.put<{ Params: { id: string } }>('/v1/actions/:id', async (req, reply) => {
@@ -79,7 +80,7 @@ export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, se
     if (!checked.ok) throw new ValidationError('invalid params', checked.problems);
     const jobId = mask ? 'preview' : `test-${Date.now()}`;
     const scope = { params: checked.value, context: input.context, job: { id: jobId, attempt: 1, idempotencyKey: jobId } };
-    return { action, prepared: await prepareRequest(action, scope, ctx.secrets, mask) };
+    return { action, prepared: await prepareRequest(action, scope, { secrets: ctx.secrets, tokens, mask }) };
   }
 
   app.post<{ Params: { id: string } }>('/v1/actions/:id/preview', async (req, reply) => {
@@ -103,12 +104,16 @@ export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, se
       const res = await sender.send(r.prepared.req, {
         timeoutMs: r.action.definition.endpoint.timeoutMs,
         readLimit: ctx.config.RESPONSE_MAX_BYTES,
+        ...(r.prepared.tls ? { tls: r.prepared.tls } : {}),
       });
       return {
         request,
         response: {
           status: res.status,
-          headers: res.headers,
+          // A third party may echo a credential back: mask it as the request is masked.
+          headers: Object.fromEntries(
+            Object.entries(res.headers).map(([k, v]) => [k, Array.isArray(v) ? v.map(ctx.secrets.redact) : ctx.secrets.redact(v)]),
+          ),
           body: decodeBody(res.body, res.headers, ctx.secrets.redact),
           truncated: res.truncated,
         },

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { RelayContext } from '../context/relay-context.js';
+import { createContextTokens, type RelayContext } from '../context/relay-context.js';
 import type { HttpSender } from '../delivery/http-sender.js';
 import { ValidationError, coerceError } from '../errors/errors.js';
 import { sendError } from './api-errors.js';
@@ -74,7 +74,7 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
     return ctx.metrics.registry.metrics();
   });
 
-  registerActionRoutes(app, ctx, deps.sender);
+  registerActionRoutes(app, ctx, deps.sender, createContextTokens(ctx, deps.sender));
   registerJobRoutes(app, ctx);
   registerDlqRoutes(app, ctx);
   return app;

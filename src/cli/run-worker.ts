@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import type { Config } from '../config/config.js';
-import { createRelayContext, type RelayContext } from '../context/relay-context.js';
+import { createContextTokens, createRelayContext, type RelayContext } from '../context/relay-context.js';
 import { createDeliveryWorker, type DeliveryWorker } from '../delivery/delivery-worker.js';
 import { createHttpSender } from '../delivery/http-sender.js';
 import { startMetricsServer } from '../metrics/metrics-server.js';
@@ -25,6 +25,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     store: context.store,
     sender,
     secrets: context.secrets,
+    tokens: createContextTokens(context, sender),
     outcomes: context.outcomes,
     rateLimiter: createRateLimiter(context.redis, context.keys),
     circuitBreaker: createCircuitBreaker(context.redis, context.keys),

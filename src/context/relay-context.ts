@@ -14,6 +14,9 @@ import { createLogger } from '../logger.js';
 import { USER_AGENT } from '../version.js';
 import { loadActionFiles } from '../actions/action-files.js';
 import { createDeadLetters, type DeadLetters } from '../queue/dead-letters.js';
+import { createTokenProvider, type TokenProvider } from '../delivery/token-provider.js';
+import type { HttpSender } from '../delivery/http-sender.js';
+import { safely } from '../metrics/relay-metrics.js';
 
 /** Everything a process shares, built once at start and passed down. */
 export interface RelayContext {
@@ -99,4 +102,17 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
       await Promise.all([redis, bullConnection, subscriber].map((c) => c?.quit().catch(() => undefined)));
     },
   };
+}
+
+/** The token provider of a process: tokens shared through Redis, requests sent by `sender`, counted in metrics. */
+export function createContextTokens(ctx: RelayContext, sender: HttpSender): TokenProvider {
+  return createTokenProvider({
+    redis: ctx.redis,
+    keys: ctx.keys,
+    sender,
+    secrets: ctx.secrets,
+    logger: ctx.logger,
+    userAgent: USER_AGENT,
+    onFetch: (action, ok) => safely(() => ctx.metrics.tokenRefreshes.inc({ action, outcome: ok ? 'ok' : 'error' })),
+  });
 }

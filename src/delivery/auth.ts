@@ -1,20 +1,41 @@
-import type { AuthConfig } from '../actions/action-schema.js';
+import type { AuthConfig, SecretRef } from '../actions/action-schema.js';
 import type { BuiltRequest } from '../actions/compile-action.js';
 import { AuthError } from '../errors/errors.js';
 import { MASK, type SecretResolver } from './secret-resolver.js';
+import type { TokenProvider } from './token-provider.js';
 
 /** Names of headers and query parameters that carry credentials, for redaction. */
 export interface AuthApplied {
   secretHeaders: string[];
   secretQuery: string[];
+  /** The access token sent, for token auth types: a 401 asks for a newer one than this. */
+  token?: string;
+}
+
+export interface ApplyAuthOptions {
+  secrets: SecretResolver;
+  /** Obtains access tokens; needed for oauth2ClientCredentials and customToken unless `mask`. */
+  tokens?: TokenProvider;
+  /** The action, for the token metric and messages. */
+  actionId: string;
+  /** Replace secrets by "***" and resolve nothing (preview). */
+  mask?: boolean;
+  /** A token the endpoint refused with 401: obtain a newer one. */
+  rejectedToken?: string;
+}
+
+function addQuery(req: BuiltRequest, name: string, value: string): void {
+  const sep = req.path.includes('?') ? '&' : '?';
+  req.path += `${sep}${encodeURIComponent(name)}=${encodeURIComponent(value)}`;
 }
 
 /**
  * Adds the action's credentials to a built request. With `mask`, secrets are replaced by "***"
- * (preview) and nothing is resolved.
+ * (preview) and nothing is resolved or fetched.
  */
-export async function applyAuth(auth: AuthConfig, req: BuiltRequest, secrets: SecretResolver, mask = false): Promise<AuthApplied> {
-  const value = async (ref: Parameters<SecretResolver['resolve']>[0]) => (mask ? MASK : secrets.resolve(ref));
+export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: ApplyAuthOptions): Promise<AuthApplied> {
+  const mask = opts.mask ?? false;
+  const value = async (ref: SecretRef) => (mask ? MASK : opts.secrets.resolve(ref));
   switch (auth.type) {
     case 'none':
       return { secretHeaders: [], secretQuery: [] };
@@ -24,8 +45,7 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, secrets: Se
         req.headers[auth.name.toLowerCase()] = key;
         return { secretHeaders: [auth.name.toLowerCase()], secretQuery: [] };
       }
-      const sep = req.path.includes('?') ? '&' : '?';
-      req.path += `${sep}${encodeURIComponent(auth.name)}=${mask ? MASK : encodeURIComponent(key)}`;
+      addQuery(req, auth.name, key);
       return { secretHeaders: [], secretQuery: [auth.name] };
     }
     case 'basic': {
@@ -37,12 +57,28 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, secrets: Se
       req.headers.authorization = `Bearer ${await value(auth.token)}`;
       return { secretHeaders: ['authorization'], secretQuery: [] };
     case 'oauth2ClientCredentials':
-    case 'customToken':
-      if (mask) {
-        req.headers.authorization = `Bearer ${MASK}`;
-        return { secretHeaders: ['authorization'], secretQuery: [] };
+    case 'customToken': {
+      let token = MASK;
+      if (!mask) {
+        if (!opts.tokens) throw new AuthError(`auth type ${auth.type} needs a token provider`);
+        token = await opts.tokens.get(auth, opts.actionId, opts.rejectedToken);
       }
-      throw new AuthError(`auth type ${auth.type} is accepted by the schema but not delivered by this version yet`);
+      const inject = auth.type === 'customToken' ? auth.inject : { as: 'bearer' as const, name: undefined };
+      const applied: AuthApplied = { secretHeaders: [], secretQuery: [], ...(mask ? {} : { token }) };
+      if (inject.as === 'query') {
+        const name = inject.name ?? 'access_token';
+        addQuery(req, name, token);
+        applied.secretQuery.push(name);
+      } else if (inject.as === 'header') {
+        const name = (inject.name ?? 'authorization').toLowerCase();
+        req.headers[name] = token;
+        applied.secretHeaders.push(name);
+      } else {
+        req.headers.authorization = `Bearer ${token}`;
+        applied.secretHeaders.push('authorization');
+      }
+      return applied;
+    }
   }
 }
 

@@ -24,6 +24,7 @@ import { prepareRequest } from './prepare-request.js';
 import type { HttpSender, SentResponse } from './http-sender.js';
 import { RETRY_AFTER_STATUSES, isRetryableStatus, nextAttemptDelay, parseRetryAfter } from './retry-policy.js';
 import type { SecretResolver } from './secret-resolver.js';
+import type { TokenProvider } from './token-provider.js';
 import type { CircuitBreaker, CircuitConfig } from './circuit-breaker.js';
 import { DELAYED_WAKE_EARLY_MS, IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from './rate-limiter.js';
 
@@ -50,6 +51,8 @@ export interface DeliveryWorkerDeps {
   store: ActionStore;
   sender: HttpSender;
   secrets: SecretResolver;
+  /** Access tokens of oauth2ClientCredentials and customToken actions. */
+  tokens?: TokenProvider;
   outcomes: OutcomeWriter;
   /** Per-key rate limits; without it, rateLimit settings are not enforced. */
   rateLimiter?: RateLimiter;
@@ -131,7 +134,9 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         context: data.context,
         job: { id: jobId, attempt, idempotencyKey: data.idempotencyKey ?? jobId },
       };
-      ({ req, applied } = await prepareRequest(action, scope, secrets));
+      const prepareOpts = { secrets, tokens: deps.tokens, now };
+      let prepared = await prepareRequest(action, scope, prepareOpts);
+      ({ req, applied } = prepared);
 
       const breaker = action.definition.circuitBreaker && deps.circuitBreaker ? deps.circuitBreaker : undefined;
       if (breaker) probe = await checkCircuit(action, breaker, job, token);
@@ -142,11 +147,17 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       if (maxConcurrent && deps.rateLimiter) await awaitPermit(action, deps.rateLimiter, maxConcurrent, job, token, timeoutMs, startedAt);
       const sendStart = now();
       sent = true;
+      const sendOpts = { timeoutMs, readLimit: action.capturesResponse ? maxResponseBytes : RECORD_BODY_BYTES };
       try {
-        res = await deps.sender.send(req, {
-          timeoutMs,
-          readLimit: action.capturesResponse ? maxResponseBytes : RECORD_BODY_BYTES,
-        });
+        res = await deps.sender.send(req, { ...sendOpts, ...(prepared.tls ? { tls: prepared.tls } : {}) });
+        if (res.status === 401 && applied.token !== undefined) {
+          // The token may have been revoked or expired early: one fresh token, one more request,
+          // before this attempt counts as failed.
+          log.info({ status: 401 }, 'access token refused, fetching a new one');
+          prepared = await prepareRequest(action, scope, { ...prepareOpts, rejectedToken: applied.token });
+          ({ req, applied } = prepared);
+          res = await deps.sender.send(req, { ...sendOpts, ...(prepared.tls ? { tls: prepared.tls } : {}) });
+        }
       } finally {
         const cfg = action.definition.circuitBreaker;
         if (cfg && deps.circuitBreaker) {

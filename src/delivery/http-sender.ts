@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Agent, type Dispatcher } from 'undici';
 import type { BuiltRequest } from '../actions/compile-action.js';
 import { classifyTransportError } from './retry-policy.js';
@@ -15,6 +16,15 @@ export interface SendOptions {
   timeoutMs: number;
   /** Bytes of body to keep; 0 discards it. */
   readLimit: number;
+  /** Client certificate and private CA of an mTLS action: sent through a pool of its own. */
+  tls?: TlsMaterial;
+}
+
+/** PEM texts, resolved from an action's `tls` secret references. */
+export interface TlsMaterial {
+  cert?: string;
+  key?: string;
+  ca?: string;
 }
 
 export interface HttpSender {
@@ -52,11 +62,49 @@ async function readBounded(body: Dispatcher.ResponseData['body'], limit: number)
   return { buf: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size), truncated: false };
 }
 
-export function createHttpSender(dispatcher: Dispatcher = createDefaultDispatcher()): HttpSender {
+/** A keep-alive pool that presents a client certificate and trusts the given CA. */
+export function createTlsDispatcher(tls: TlsMaterial): Dispatcher {
+  return new Agent({
+    connections: 64,
+    keepAliveTimeout: 30_000,
+    connect: { timeout: 10_000, ...tls },
+  });
+}
+
+export interface HttpSenderOptions {
+  /** Builds the pool of one set of TLS material. @defaultValue createTlsDispatcher */
+  tlsDispatcher?: (tls: TlsMaterial) => Dispatcher;
+}
+
+/** Pools per distinct TLS material kept at once; the least recently used is closed beyond it. */
+const MAX_TLS_POOLS = 64;
+
+export function createHttpSender(dispatcher: Dispatcher = createDefaultDispatcher(), senderOpts: HttpSenderOptions = {}): HttpSender {
+  const makeTls = senderOpts.tlsDispatcher ?? createTlsDispatcher;
+  const tlsPools = new Map<string, Dispatcher>();
+  const poolFor = (tls: TlsMaterial): Dispatcher => {
+    const id = createHash('sha256')
+      .update(JSON.stringify([tls.cert ?? '', tls.key ?? '', tls.ca ?? '']))
+      .digest('hex');
+    let pool = tlsPools.get(id);
+    if (pool) {
+      tlsPools.delete(id);
+    } else {
+      pool = makeTls(tls);
+      if (tlsPools.size >= MAX_TLS_POOLS) {
+        const [oldest, old] = tlsPools.entries().next().value as [string, Dispatcher];
+        tlsPools.delete(oldest);
+        void old.close().catch(() => undefined);
+      }
+    }
+    tlsPools.set(id, pool);
+    return pool;
+  };
   return {
     async send(req, opts) {
       try {
-        const res = await dispatcher.request({
+        const via = opts.tls ? poolFor(opts.tls) : dispatcher;
+        const res = await via.request({
           origin: req.origin,
           path: req.path,
           method: req.method as Dispatcher.HttpMethod,
@@ -77,6 +125,8 @@ export function createHttpSender(dispatcher: Dispatcher = createDefaultDispatche
         throw classifyTransportError(err);
       }
     },
-    close: () => dispatcher.close(),
+    close: async () => {
+      await Promise.all([dispatcher, ...tlsPools.values()].map((d) => d.close()));
+    },
   };
 }

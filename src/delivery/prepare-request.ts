@@ -1,23 +1,59 @@
 import type { BuiltRequest, CompiledAction } from '../actions/compile-action.js';
 import type { RenderScope } from '../actions/template.js';
 import { applyAuth, maskHeaders, maskPath, type AuthApplied } from './auth.js';
-import type { SecretResolver } from './secret-resolver.js';
+import { MASK, type SecretResolver } from './secret-resolver.js';
+import type { TlsMaterial } from './http-sender.js';
+import type { TokenProvider } from './token-provider.js';
+import { decodeSigningSecret, signatureHeaders } from './webhook-signer.js';
 
 export interface PreparedRequest {
   req: BuiltRequest;
   applied: AuthApplied;
+  /** Client certificate, key and CA of an mTLS action, resolved. */
+  tls?: TlsMaterial;
 }
 
-/** Renders an attempt's request and adds credentials (masked ones with `mask`, for a preview). */
-export async function prepareRequest(
-  action: CompiledAction,
-  scope: RenderScope,
-  secrets: SecretResolver,
-  mask = false,
-): Promise<PreparedRequest> {
+export interface PrepareOptions {
+  secrets: SecretResolver;
+  tokens?: TokenProvider;
+  /** Secrets shown as "***", nothing resolved or fetched (preview). @defaultValue false */
+  mask?: boolean;
+  /** A token the endpoint refused with 401: use a newer one. */
+  rejectedToken?: string;
+  /** @defaultValue Date.now */
+  now?: () => number;
+}
+
+/** Renders an attempt's request, adds credentials and, for a signing action, its signature headers. */
+export async function prepareRequest(action: CompiledAction, scope: RenderScope, opts: PrepareOptions): Promise<PreparedRequest> {
+  const def = action.definition;
   const req = action.buildRequest(scope);
-  const applied = await applyAuth(action.definition.auth, req, secrets, mask);
-  return { req, applied };
+  const applied = await applyAuth(def.auth, req, {
+    secrets: opts.secrets,
+    tokens: opts.tokens,
+    actionId: action.id,
+    mask: opts.mask ?? false,
+    ...(opts.rejectedToken !== undefined ? { rejectedToken: opts.rejectedToken } : {}),
+  });
+  if (def.signing) {
+    const timestamp = Math.floor((opts.now ?? Date.now)() / 1000);
+    const id = scope.job.idempotencyKey;
+    if (opts.mask) {
+      Object.assign(req.headers, { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': `v1,${MASK}` });
+    } else {
+      const keys = await Promise.all(
+        def.signing.secrets.map(async (ref, i) => decodeSigningSecret(await opts.secrets.resolve(ref), `signing.secrets.${i}`)),
+      );
+      Object.assign(req.headers, signatureHeaders(keys, id, timestamp, req.body ?? ''));
+    }
+  }
+  const prepared: PreparedRequest = { req, applied };
+  if (def.tls && !opts.mask) {
+    const { cert, key, ca } = def.tls;
+    const [c, k, a] = await Promise.all([cert, key, ca].map((ref) => (ref ? opts.secrets.resolve(ref) : undefined)));
+    prepared.tls = { ...(c ? { cert: c } : {}), ...(k ? { key: k } : {}), ...(a ? { ca: a } : {}) };
+  }
+  return prepared;
 }
 
 /** The request as an answer or a record may show it: credentials masked. */

@@ -7,6 +7,8 @@ export interface SecretResolver {
   resolve(ref: SecretRef): Promise<string>;
   /** Replaces every secret value resolved so far with "***". */
   redact(text: string): string;
+  /** Adds a value obtained at run time (an access token) to what `redact` masks. */
+  remember(value: string): void;
 }
 
 export interface SecretResolverOptions {
@@ -18,6 +20,7 @@ export interface SecretResolverOptions {
 }
 
 export const MASK = '***';
+const MAX_REMEMBERED = 2000;
 
 export function createSecretResolver(opts: SecretResolverOptions = {}): SecretResolver {
   const env = opts.env ?? process.env;
@@ -32,6 +35,8 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
   const remember = (value: string) => {
     if (value.length >= 4 && !seen.has(value)) {
       seen.add(value);
+      // Tokens rotate for as long as the process lives: keep the newest values, a bounded set.
+      if (seen.size > MAX_REMEMBERED) seen.delete(seen.values().next().value as string);
       ordered = [...seen].sort((a, b) => b.length - a.length);
     }
     return value;
@@ -55,6 +60,9 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
       }
       files.set(ref.file, { value, at: now() });
       return remember(value);
+    },
+    remember(value) {
+      remember(value);
     },
     redact(text) {
       let out = text;

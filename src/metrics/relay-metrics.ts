@@ -12,6 +12,8 @@ export interface RelayMetrics {
   deliveryLatency: Histogram<'action'>;
   queueJobs: Gauge<'state'>;
   circuitState: Gauge<'key'>;
+  /** Access-token requests sent, by the action that needed them and whether a token came back. */
+  tokenRefreshes: Counter<'action' | 'outcome'>;
   /** Jobs dead-lettered, by action and reason (a bounded enum): shows capping, auth failures... */
   deadLetters: Counter<'action' | 'reason'>;
   /** How long the job next in line has been ready to run. */
@@ -106,6 +108,12 @@ export function createRelayMetrics(registry: Registry = new Registry(), opts: Re
       name: 'action_relay_circuit_state',
       help: 'Circuit breaker state per rate-limit key: 0 closed, 1 open, 2 half-open',
       labelNames: ['key'],
+      registers: [registry],
+    }),
+    tokenRefreshes: new Counter({
+      name: 'action_relay_token_refreshes_total',
+      help: 'Access-token requests sent to token endpoints, by action and outcome (ok, error)',
+      labelNames: ['action', 'outcome'],
       registers: [registry],
     }),
     deadLetters: new Counter({

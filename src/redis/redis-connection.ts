@@ -46,6 +46,10 @@ export interface RelayKeys {
   rateLimitLeases(key: string): string;
   /** The circuit breaker state of a rate-limit key. */
   circuit(key: string): string;
+  /** A cached access token, by the hash of the auth settings that obtain it. */
+  token(id: string): string;
+  /** Held by the one caller fetching that token. */
+  tokenLock(id: string): string;
   jobKey(jobId: string): string;
 }
 
@@ -65,6 +69,8 @@ export function relayKeys(taggedPrefix: string): RelayKeys {
     rateLimitPause: (key) => `${taggedPrefix}:rl:${key}:pause`,
     rateLimitLeases: (key) => `${taggedPrefix}:rl:${key}:leases`,
     circuit: (key) => `${taggedPrefix}:cb:${key}`,
+    token: (id) => `${taggedPrefix}:tok:${id}`,
+    tokenLock: (id) => `${taggedPrefix}:tok:${id}:lock`,
     jobKey: (jobId) => `${taggedPrefix}:${QUEUE_NAME}:${jobId}`,
   };
 }

@@ -115,13 +115,16 @@ export async function readResults(ctx: RelayContext): Promise<Record<string, str
 export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = process.env, logLines?: string[]) {
   const { createDeliveryWorker } = await import('../../src/delivery/delivery-worker.js');
   const { createHttpSender } = await import('../../src/delivery/http-sender.js');
+  const { createContextTokens } = await import('../../src/context/relay-context.js');
   const ctx = await testContext(config, env, logLines);
+  const sender = createHttpSender();
   const delivery = createDeliveryWorker({
     connection: ctx.bullConnection,
     keys: ctx.keys,
     store: ctx.store,
-    sender: createHttpSender(),
+    sender,
     secrets: ctx.secrets,
+    tokens: createContextTokens(ctx, sender),
     outcomes: ctx.outcomes,
     rateLimiter: (await import('../../src/delivery/rate-limiter.js')).createRateLimiter(ctx.redis, ctx.keys),
     circuitBreaker: (await import('../../src/delivery/circuit-breaker.js')).createCircuitBreaker(ctx.redis, ctx.keys),

@@ -1,0 +1,255 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { isSecretRef, type AuthConfig } from '../actions/action-schema.js';
+import type { BuiltRequest } from '../actions/compile-action.js';
+import { AuthError, RelayError, coerceError } from '../errors/errors.js';
+import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { HttpSender } from './http-sender.js';
+import type { SecretResolver } from './secret-resolver.js';
+
+export type TokenAuth = Extract<AuthConfig, { type: 'oauth2ClientCredentials' | 'customToken' }>;
+
+/** Lifetime of a token whose answer gives none (no expires_in, no expiresInPath, no cacheTtlMs). */
+export const DEFAULT_TOKEN_TTL_MS = 300_000;
+/** Longest a token request may take. */
+export const TOKEN_TIMEOUT_MS = 10_000;
+/** Bytes of a token answer read. */
+const TOKEN_BODY_BYTES = 64 * 1024;
+/** How often a caller waiting for another worker's fetch looks again. */
+const WAIT_POLL_MS = 25;
+
+export interface TokenProvider {
+  /**
+   * The current token for these auth settings: from this process, else from Redis, else fetched by
+   * one caller across all workers while the others wait. `rejected` is a token the endpoint just
+   * answered 401 to: it is not returned again, a fresh one is fetched unless another caller already did.
+   */
+  get(auth: TokenAuth, actionId: string, rejected?: string): Promise<string>;
+}
+
+export interface TokenProviderDeps {
+  redis: RedisClient;
+  keys: RelayKeys;
+  /** Sends token requests; the egress guard applies to it as to deliveries. */
+  sender: HttpSender;
+  secrets: SecretResolver;
+  logger: Logger;
+  userAgent: string;
+  /** Called once per token request sent, for the token metric. */
+  onFetch?: (actionId: string, ok: boolean) => void;
+  now?: () => number;
+}
+
+interface CachedToken {
+  token: string;
+  /** When callers stop using it and fetch the next one: a safety margin before expiry. */
+  renewAt: number;
+}
+
+/** Identity of a token: everything that obtains it (secret references, not their values). */
+export function tokenId(auth: TokenAuth): string {
+  return createHash('sha256').update(JSON.stringify(auth)).digest('hex').slice(0, 32);
+}
+
+/** Renew at most a minute, and at least a tenth of the lifetime, before the token expires. */
+export function renewAt(fetchedAt: number, lifetimeMs: number): number {
+  return fetchedAt + lifetimeMs - Math.min(60_000, Math.ceil(lifetimeMs / 10));
+}
+
+function readPath(value: unknown, path: string): unknown {
+  let cur = value;
+  for (const part of path.split('.')) {
+    if (cur === null || typeof cur !== 'object' || !Object.prototype.hasOwnProperty.call(cur, part)) return undefined;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur;
+}
+
+// Deletes the lock only if this caller still holds it. KEYS[1] lock; ARGV[1] owner. Returns 1 when deleted.
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+
+export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
+  const now = deps.now ?? Date.now;
+  const local = new Map<string, CachedToken>();
+  const inflight = new Map<string, Promise<string>>();
+  const owner = randomUUID();
+
+  const usable = (c: CachedToken | undefined, rejected: string | undefined): c is CachedToken =>
+    c !== undefined && c.token !== rejected && now() < c.renewAt;
+
+  async function readShared(id: string): Promise<CachedToken | undefined> {
+    const raw = await deps.redis.get(deps.keys.token(id));
+    if (!raw) return undefined;
+    try {
+      const parsed = JSON.parse(raw) as CachedToken;
+      if (typeof parsed.token === 'string' && typeof parsed.renewAt === 'number') return parsed;
+    } catch {
+      // A garbled entry is refetched.
+    }
+    return undefined;
+  }
+
+  async function resolveBody(value: unknown): Promise<unknown> {
+    if (isSecretRef(value)) return deps.secrets.resolve(value);
+    if (Array.isArray(value)) return Promise.all(value.map(resolveBody));
+    if (value !== null && typeof value === 'object') {
+      const out: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+      for (const [k, v] of Object.entries(value)) out[k] = await resolveBody(v);
+      return out;
+    }
+    return value;
+  }
+
+  async function buildTokenRequest(auth: TokenAuth): Promise<BuiltRequest> {
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': deps.userAgent };
+    if (auth.type === 'oauth2ClientCredentials') {
+      const url = new URL(auth.tokenUrl);
+      const secret = await deps.secrets.resolve(auth.clientSecret);
+      const form = new URLSearchParams({ grant_type: 'client_credentials' });
+      if (auth.scope) form.set('scope', auth.scope);
+      if (auth.audience) form.set('audience', auth.audience);
+      if (auth.clientAuth === 'body') {
+        form.set('client_id', auth.clientId);
+        form.set('client_secret', secret);
+      } else {
+        // RFC 6749 2.3.1: each part form-encoded before base64.
+        const pair = `${encodeURIComponent(auth.clientId)}:${encodeURIComponent(secret)}`;
+        headers.authorization = `Basic ${Buffer.from(pair).toString('base64')}`;
+      }
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+      return { method: 'POST', origin: url.origin, path: url.pathname + url.search, headers, body: form.toString() };
+    }
+    const r = auth.request;
+    const url = new URL(r.url);
+    for (const [name, v] of Object.entries(r.headers ?? {})) {
+      const value = typeof v === 'string' ? v : await deps.secrets.resolve(v);
+      if (/[\r\n\0]/.test(value)) throw new AuthError(`auth.request.headers.${name}: the secret's value holds a line break`);
+      headers[name.toLowerCase()] = value;
+    }
+    let body: string | undefined;
+    if (r.body !== undefined && r.method === 'POST') {
+      const resolved = await resolveBody(r.body);
+      if (r.bodyType === 'form') {
+        const form = new URLSearchParams();
+        for (const [k, v] of Object.entries(resolved as Record<string, unknown>)) if (v !== null) form.set(k, String(v));
+        body = form.toString();
+        headers['content-type'] = 'application/x-www-form-urlencoded';
+      } else {
+        body = JSON.stringify(resolved);
+        headers['content-type'] = 'application/json';
+      }
+    }
+    return { method: r.method, origin: url.origin, path: url.pathname + url.search, headers, body };
+  }
+
+  /** Sends the token request and reads the token and its lifetime out of the answer. */
+  async function fetchToken(auth: TokenAuth, actionId: string): Promise<CachedToken> {
+    const req = await buildTokenRequest(auth);
+    const where = `token endpoint ${req.origin}${req.path.split('?')[0] ?? ''}`;
+    const fetchedAt = now();
+    let ok = false;
+    try {
+      let res;
+      try {
+        res = await deps.sender.send(req, { timeoutMs: TOKEN_TIMEOUT_MS, readLimit: TOKEN_BODY_BYTES });
+      } catch (err: unknown) {
+        if (err instanceof RelayError && !err.retryable) throw err;
+        throw new AuthError(`${where} did not answer: ${deps.secrets.redact(coerceError(err).message)}`, true);
+      }
+      if (res.status < 200 || res.status >= 300) {
+        // Credentials refused is final; the endpoint being down is worth another attempt.
+        const retryable = res.status >= 500 || res.status === 429 || res.status === 408;
+        throw new AuthError(`${where} answered HTTP ${res.status}`, retryable);
+      }
+      const text = res.body.toString('utf8');
+      let doc: unknown;
+      try {
+        doc = JSON.parse(text);
+      } catch {
+        doc = undefined;
+      }
+      let token: unknown;
+      let lifetimeMs: number | undefined;
+      if (auth.type === 'oauth2ClientCredentials') {
+        token = readPath(doc, 'access_token');
+        const expiresIn = Number(readPath(doc, 'expires_in'));
+        if (Number.isFinite(expiresIn) && expiresIn > 0) lifetimeMs = expiresIn * 1000;
+      } else {
+        token = auth.tokenPath === '$response' ? (typeof doc === 'string' ? doc : text.trim()) : readPath(doc, auth.tokenPath);
+        if (auth.expiresInPath) {
+          const expiresIn = Number(readPath(doc, auth.expiresInPath));
+          if (Number.isFinite(expiresIn) && expiresIn > 0) lifetimeMs = expiresIn * 1000;
+        }
+        lifetimeMs ??= auth.cacheTtlMs;
+      }
+      if (typeof token !== 'string' || token.length === 0 || token.length > 16_384 || /[\r\n\0]/.test(token)) {
+        const path = auth.type === 'oauth2ClientCredentials' ? 'access_token' : auth.tokenPath;
+        throw new AuthError(`${where}: no usable token at ${path}`);
+      }
+      deps.secrets.remember(token);
+      ok = true;
+      return { token, renewAt: renewAt(fetchedAt, lifetimeMs ?? DEFAULT_TOKEN_TTL_MS) };
+    } finally {
+      deps.onFetch?.(actionId, ok);
+    }
+  }
+
+  async function obtain(auth: TokenAuth, id: string, actionId: string, rejected: string | undefined): Promise<string> {
+    const tokenKey = deps.keys.token(id);
+    const lockKey = deps.keys.tokenLock(id);
+    const lockMs = TOKEN_TIMEOUT_MS + 5000;
+    const deadline = now() + lockMs * 2;
+    for (;;) {
+      const shared = await readShared(id);
+      if (usable(shared, rejected)) {
+        deps.secrets.remember(shared.token);
+        local.set(id, shared);
+        return shared.token;
+      }
+      const got = await deps.redis.set(lockKey, owner, 'PX', lockMs, 'NX');
+      if (got === 'OK') {
+        try {
+          // Another caller may have stored a fresh token between our read and our lock.
+          const again = await readShared(id);
+          if (usable(again, rejected)) {
+            local.set(id, again);
+            return again.token;
+          }
+          const fresh = await fetchToken(auth, actionId);
+          const ttl = Math.max(1, fresh.renewAt - now());
+          await deps.redis.set(tokenKey, JSON.stringify(fresh), 'PX', ttl);
+          local.set(id, fresh);
+          deps.logger.info({ actionId, auth: auth.type, renewInMs: ttl }, 'access token fetched');
+          return fresh.token;
+        } finally {
+          await deps.redis.eval(RELEASE, 1, lockKey, owner).catch(() => undefined);
+        }
+      }
+      if (now() > deadline) throw new AuthError(`waited ${lockMs * 2} ms for another worker's token request`, true);
+      await new Promise((r) => setTimeout(r, WAIT_POLL_MS));
+    }
+  }
+
+  function shared(auth: TokenAuth, id: string, actionId: string, rejected: string | undefined): { p: Promise<string>; mine: boolean } {
+    const running = inflight.get(id);
+    if (running) return { p: running, mine: false };
+    const p = obtain(auth, id, actionId, rejected).finally(() => inflight.delete(id));
+    inflight.set(id, p);
+    return { p, mine: true };
+  }
+
+  return {
+    async get(auth, actionId, rejected) {
+      const id = tokenId(auth);
+      const cached = local.get(id);
+      if (usable(cached, rejected)) return cached.token;
+      // One request per process at a time; across processes the Redis lock does the same.
+      const first = shared(auth, id, actionId, rejected);
+      const token = await first.p;
+      // Joined a fetch that began before this caller's 401: it may hand back the rejected token.
+      // Ask once more; an endpoint that issues the same token again gets the same answer.
+      if (token === rejected && !first.mine) return shared(auth, id, actionId, rejected).p;
+      return token;
+    },
+  };
+}
