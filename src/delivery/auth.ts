@@ -24,9 +24,12 @@ export interface ApplyAuthOptions {
   rejectedToken?: string;
 }
 
-function addQuery(req: BuiltRequest, name: string, value: string): void {
+function addQuery(req: BuiltRequest, name: string, value: string, secrets: SecretResolver): void {
   const sep = req.path.includes('?') ? '&' : '?';
-  req.path += `${sep}${encodeURIComponent(name)}=${encodeURIComponent(value)}`;
+  const encoded = encodeURIComponent(value);
+  // A third party that echoes the URL back echoes the encoded form: mask that too.
+  if (value !== MASK) secrets.remember(encoded);
+  req.path += `${sep}${encodeURIComponent(name)}=${encoded}`;
 }
 
 /**
@@ -45,12 +48,19 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: Apply
         req.headers[auth.name.toLowerCase()] = key;
         return { secretHeaders: [auth.name.toLowerCase()], secretQuery: [] };
       }
-      addQuery(req, auth.name, key);
+      addQuery(req, auth.name, key, opts.secrets);
       return { secretHeaders: [], secretQuery: [auth.name] };
     }
     case 'basic': {
       const password = await value(auth.password);
-      req.headers.authorization = mask ? `Basic ${MASK}` : `Basic ${Buffer.from(`${auth.username}:${password}`).toString('base64')}`;
+      if (mask) {
+        req.headers.authorization = `Basic ${MASK}`;
+      } else {
+        // The encoded pair is as secret as the password, and is what an echoing server sends back.
+        const credentials = Buffer.from(`${auth.username}:${password}`).toString('base64');
+        opts.secrets.remember(credentials);
+        req.headers.authorization = `Basic ${credentials}`;
+      }
       return { secretHeaders: ['authorization'], secretQuery: [] };
     }
     case 'bearer':
@@ -67,7 +77,7 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: Apply
       const applied: AuthApplied = { secretHeaders: [], secretQuery: [], ...(mask ? {} : { token }) };
       if (inject.as === 'query') {
         const name = inject.name ?? 'access_token';
-        addQuery(req, name, token);
+        addQuery(req, name, token, opts.secrets);
         applied.secretQuery.push(name);
       } else if (inject.as === 'header') {
         const name = (inject.name ?? 'authorization').toLowerCase();
