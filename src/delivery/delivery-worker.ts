@@ -153,7 +153,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         if (res.status === 401 && applied.token !== undefined) {
           // The token may have been revoked or expired early: one fresh token, one more request,
           // before this attempt counts as failed.
-          log.info({ status: 401 }, 'access token refused, fetching a new one');
+          log.debug({ status: 401 }, 'access token refused, fetching a new one');
           prepared = await prepareRequest(action, scope, { ...prepareOpts, rejectedToken: applied.token });
           ({ req, applied } = prepared);
           res = await deps.sender.send(req, { ...sendOpts, ...(prepared.tls ? { tls: prepared.tls } : {}) });
