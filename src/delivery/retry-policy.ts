@@ -38,6 +38,9 @@ export const NETWORK_CODES: ReadonlySet<string> = new Set([
 /** Maps an error thrown by the HTTP client to a timeout or network error (both retryable). */
 export function classifyTransportError(err: unknown): RelayError {
   if (err instanceof RelayError) return err;
+  // undici may wrap what a connector threw (an egress refusal): that decision stands.
+  const cause = (err as { cause?: unknown } | null)?.cause;
+  if (cause instanceof RelayError) return cause;
   const e = err as { code?: unknown; message?: unknown; name?: unknown; cause?: { code?: unknown } };
   const code = typeof e.code === 'string' ? e.code : typeof e.cause?.code === 'string' ? e.cause.code : 'UNKNOWN';
   const message = typeof e.message === 'string' ? e.message : String(err);

@@ -114,10 +114,20 @@ export class AuthError extends RelayError {
   }
 }
 
+/** The egress policy refused the destination's address (loopback, private, metadata...): never retried. */
 export class BlockedDestinationError extends RelayError {
   readonly code = 'blocked_destination';
   readonly retryable = false;
   readonly reason = 'blocked_destination' as const;
+  constructor(
+    message: string,
+    /** The host as the URL names it. */
+    readonly host?: string,
+    /** The address that was refused. */
+    readonly address?: string,
+  ) {
+    super(message);
+  }
 }
 
 /** Turns anything thrown into an Error, so `catch (err: unknown)` can read `message`. */
