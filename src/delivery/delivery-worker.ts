@@ -31,6 +31,8 @@ import { DELAYED_WAKE_EARLY_MS, IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type Rate
 /** Bytes of a response body kept in an attempt record. */
 export const RECORD_BODY_BYTES = 4096;
 const DEFAULT_MAX_ATTEMPTS = 4;
+/** How long a worker trusts what it last read of a key's back-pressure pause (no rateLimit). */
+const PAUSE_RECHECK_MS = 250;
 /** How often a job waiting for an in-flight permit asks again. */
 const PERMIT_POLL_MS = 20;
 
@@ -99,6 +101,8 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   }
 
   const redactText = (s: string) => secrets.redact(s);
+  /** Back-pressure pauses per rate-limit key as last read, for actions without a rateLimit. */
+  const pauses = new Map<string, { until: number; checkedAt: number }>();
 
   async function processJob(job: Job, token?: string): Promise<JobOutcome> {
     const jobId = job.id as string;
@@ -141,6 +145,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       const breaker = action.definition.circuitBreaker && deps.circuitBreaker ? deps.circuitBreaker : undefined;
       if (breaker) probe = await checkCircuit(action, breaker, job, token);
       if (action.definition.rateLimit && deps.rateLimiter) await awaitSlot(action, deps.rateLimiter, job, token, startedAt);
+      else if (deps.rateLimiter) await awaitPause(action, deps.rateLimiter, job, token, startedAt);
 
       const timeoutMs = Math.min(action.definition.endpoint.timeoutMs, timeoutCap);
       const maxConcurrent = action.definition.rateLimit?.maxConcurrent;
@@ -222,9 +227,12 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       const status = err instanceof HttpStatusError || err instanceof ResponseInvalidError ? err.status : null;
       const durationMs = now() - startedAt;
 
-      if (err instanceof HttpStatusError && err.retryAfterMs !== undefined && action?.definition.rateLimit && deps.rateLimiter) {
+      if (err instanceof HttpStatusError && err.retryAfterMs !== undefined && action && deps.rateLimiter) {
         const key = action.limitKey;
         const until = now() + err.retryAfterMs;
+        // Every worker sees the pause: through the limiter's script for actions with a rateLimit,
+        // through awaitPause (cached briefly) for the others.
+        pauses.set(key, { until, checkedAt: now() });
         await deps.rateLimiter
           .pushBack(key, until, now())
           .catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'rate-limit push-back failed'));
@@ -313,6 +321,31 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       else if (now() - decision.at <= LATE_TOLERANCE_MS) return;
     }
     if (deferTo === 0) deferTo = now();
+    const a = action.id;
+    safely(() => {
+      metrics.rateLimited.inc({ action: a });
+      metrics.rateLimitWait.observe({ action: a }, Math.max(0, deferTo - startedAt) / 1000);
+    });
+    await job.moveToDelayed(deferTo, token);
+    throw new DelayedError();
+  }
+
+  /**
+   * For an action without a rateLimit: defers the job, using no attempt, while the third party's
+   * Retry-After pauses its key. The pause is read from Redis at most every PAUSE_RECHECK_MS per
+   * key and process, so an unlimited action costs no Redis call per job.
+   */
+  async function awaitPause(action: CompiledAction, limiter: RateLimiter, job: Job, token: string | undefined, startedAt: number) {
+    const key = action.limitKey;
+    const t = now();
+    let known = pauses.get(key);
+    if (!known || t - known.checkedAt > PAUSE_RECHECK_MS) {
+      known = { until: await limiter.pausedUntil(key), checkedAt: t };
+      if (pauses.size > 10_000) pauses.clear();
+      pauses.set(key, known);
+    }
+    if (known.until <= t) return;
+    const deferTo = known.until;
     const a = action.id;
     safely(() => {
       metrics.rateLimited.inc({ action: a });

@@ -169,7 +169,7 @@ describe('secrets never leak', () => {
     await call('POST', '/v1/dlq/replay', { filter: { actionId: 'basic' }, dryRun: true });
 
     const records = await Promise.all(jobIds.map((id) => ctx.deadLetters.get(id)));
-    const haystacks: Record<string, string> = {
+    const haystacks = {
       'worker log': workerLog.join('\n'),
       'api log': apiLog.join('\n'),
       'results stream': JSON.stringify(results),
@@ -178,7 +178,7 @@ describe('secrets never leak', () => {
     };
     // The search can find things: the echoing receiver's answers were recorded (masked).
     expect(haystacks['dead-letter records']).toContain('x-echo');
-    expect(haystacks['worker log'].length).toBeGreaterThan(1000);
+    expect(workerLog.join('\n').length).toBeGreaterThan(1000);
     const found: string[] = [];
     for (const [where, text] of Object.entries(haystacks)) {
       for (const needle of NEEDLES) if (text.includes(needle)) found.push(`${needle} in ${where}`);
