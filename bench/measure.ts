@@ -1,0 +1,50 @@
+// One saturation run: jobs filled while held back, then released and timed until all are done,
+// with the CPU of the worker processes and of Redis read before and after.
+import type { Lab } from './lab.js';
+import { processCpuSeconds, processPeakRss, redisCpuSeconds } from './proc-stats.js';
+import type { Target } from './targets.js';
+
+export interface DrainFigures {
+  jobs: number;
+  seconds: number;
+  deliveriesPerSec: number;
+  /** Worker CPU (user + system, all worker processes) per delivery, in microseconds. */
+  workerCpuUs: number;
+  /** Redis server CPU per delivery, in microseconds. */
+  redisCpuUs: number;
+  /** Largest peak RSS of the worker processes so far, in MiB. */
+  peakRssMiB: number;
+  /** Requests the sink counted (HTTP targets), to check that every job was delivered. */
+  sinkCount: number | null;
+}
+
+export async function measureDrain(
+  lab: Lab,
+  target: Target,
+  n: number,
+  bytes: number,
+  opts: { fast?: boolean } = {},
+): Promise<DrainFigures> {
+  await target.fill(n, bytes, opts);
+  await lab.sink.reset();
+  const pids = target.pids();
+  const cpu0 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
+  const redis0 = await redisCpuSeconds(lab.admin);
+  const t0 = performance.now();
+  // Generous: a loaded 2-core machine may be ten times slower than the figures expected.
+  await target.release(n, Math.max(60_000, n * 2));
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu1 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
+  const redis1 = await redisCpuSeconds(lab.admin);
+  const sink = target.http ? await lab.sink.summary() : null;
+  if (sink && sink.count < n) throw new Error(`${target.label}: ${n} jobs ended but the sink counted only ${sink.count} requests`);
+  return {
+    jobs: n,
+    seconds,
+    deliveriesPerSec: n / seconds,
+    workerCpuUs: ((cpu1 - cpu0) / n) * 1e6,
+    redisCpuUs: ((redis1 - redis0) / n) * 1e6,
+    peakRssMiB: Math.max(...pids.map((p) => processPeakRss(p))) / 1024 / 1024,
+    sinkCount: sink ? sink.count : null,
+  };
+}

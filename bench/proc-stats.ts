@@ -1,0 +1,52 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+
+/** Kernel clock ticks per second, the unit of utime and stime in /proc/<pid>/stat. */
+const TICKS_PER_SECOND = (() => {
+  const out = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(out.stdout?.trim());
+  return Number.isFinite(n) && n > 0 ? n : 100;
+})();
+
+/** User + system CPU seconds a process has used so far (its own threads, not its children). */
+export function processCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name may hold spaces and parentheses: the fields start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // fields[0] is the state (field 3 in proc(5)), so utime (14) and stime (15) are at 11 and 12.
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** Peak resident set size of a process (VmHWM), in bytes. */
+export function processPeakRss(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(status);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+async function info(redis: Redis, section: string): Promise<Map<string, string>> {
+  const text = await redis.info(section);
+  const out = new Map<string, string>();
+  for (const line of text.split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out.set(line.slice(0, i), line.slice(i + 1));
+  }
+  return out;
+}
+
+/** CPU seconds (user + system) the Redis server has used since it started. */
+export async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const cpu = await info(redis, 'cpu');
+  return Number(cpu.get('used_cpu_user') ?? 0) + Number(cpu.get('used_cpu_sys') ?? 0);
+}
+
+/** Bytes the Redis server has allocated for data and overhead (INFO used_memory). */
+export async function redisUsedMemory(redis: Redis): Promise<number> {
+  const mem = await info(redis, 'memory');
+  return Number(mem.get('used_memory') ?? 0);
+}
+
+export async function redisVersion(redis: Redis): Promise<string> {
+  return (await info(redis, 'server')).get('redis_version') ?? 'unknown';
+}

@@ -1,0 +1,168 @@
+// The printed report: one markdown table of the variants with ratios to the Pool baseline, then
+// memory, growth, burst and profile figures, and the issue's targets checked against them.
+import type { BurstResult, CoreResult, GrowthResult, MemoryResult, ProfileResult, RunSet, Sizes } from './sections.js';
+import { CORE_TARGETS } from './sections.js';
+import { TARGET_LABELS, type TargetKey } from './targets.js';
+
+export interface BenchResults {
+  meta: {
+    startedAt: string;
+    finishedAt?: string;
+    node: string;
+    cpus: number;
+    redisVersion: string;
+    quick: boolean;
+    sections: string[];
+    sizes: Sizes;
+    logLevel: string;
+  };
+  core?: CoreResult;
+  memory?: MemoryResult;
+  growth?: GrowthResult;
+  burst?: BurstResult;
+  profile?: Omit<ProfileResult, 'relay' | 'pool'> & { relayTop: unknown; poolTop: unknown };
+}
+
+const BASELINE: TargetKey = 'pool';
+
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const ratio = (v: number | null | undefined, base: number | null | undefined) =>
+  typeof v === 'number' && typeof base === 'number' && base > 0 && Number.isFinite(v) ? ` (${(v / base).toFixed(2)}x)` : '';
+const orNa = (v: number | null | undefined, digits: number, unit = '') =>
+  typeof v === 'number' && Number.isFinite(v) ? `${v.toFixed(digits)}${unit}` : 'n/a';
+
+function coreTable(core: CoreResult): string {
+  const base = core.saturation[BASELINE]?.median;
+  const baseLat = core.latency[BASELINE];
+  const lines = [
+    '| variant | deliveries/s | worker CPU s per 1k deliveries | Redis CPU s per 1k | worker peak RSS MiB | p50 ms at 1,000/s | p99 ms at 1,000/s |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const key of CORE_TARGETS) {
+    const m = core.saturation[key]?.median;
+    const l = core.latency[key];
+    const cells = [
+      TARGET_LABELS[key],
+      m ? `${int(m.deliveriesPerSec)}${ratio(m.deliveriesPerSec, base?.deliveriesPerSec)}` : 'n/a',
+      m ? `${(m.workerCpuUs / 1000).toFixed(3)}${ratio(m.workerCpuUs, base?.workerCpuUs)}` : 'n/a',
+      m ? `${(m.redisCpuUs / 1000).toFixed(3)}${ratio(m.redisCpuUs, base?.redisCpuUs)}` : 'n/a',
+      m ? `${m.peakRssMiB.toFixed(0)}${ratio(m.peakRssMiB, base?.peakRssMiB)}` : 'n/a',
+      l ? `${orNa(l.p50Ms, 1)}${ratio(l.p50Ms, baseLat?.p50Ms)}${l.source === 'finishedOn' ? ' *' : ''}` : 'n/a',
+      l ? `${orNa(l.p99Ms, 1)}${ratio(l.p99Ms, baseLat?.p99Ms)}${l.source === 'finishedOn' ? ' *' : ''}` : 'n/a',
+    ];
+    lines.push(`| ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+function growthTable(g: GrowthResult): string {
+  const row = (what: string, a: RunSet, b: RunSet, la: string, lb: string) => {
+    const ma = a.median;
+    const mb = b.median;
+    return `| ${what} | ${la}: ${int(ma.deliveriesPerSec)}/s, ${ma.workerCpuUs.toFixed(0)} us | ${lb}: ${int(mb.deliveriesPerSec)}/s, ${mb.workerCpuUs.toFixed(0)} us | ${(mb.deliveriesPerSec / ma.deliveriesPerSec).toFixed(2)}x | ${(mb.workerCpuUs / ma.workerCpuUs).toFixed(2)}x |`;
+  };
+  const bs = g.backlog.small.drained;
+  const bb = g.backlog.big.drained;
+  return [
+    '| dimension | from | to | deliveries/s ratio | worker CPU per delivery ratio |',
+    '| --- | --- | --- | ---: | ---: |',
+    row('distinct actions (action-relay)', g.actions.one, g.actions.thousand, '1', '1,000'),
+    row('payload (action-relay)', g.payload.relaySmall, g.payload.relayBig, '500 B', `${g.payload.bigBytes / 1024} KB`),
+    row('payload (Pool baseline)', g.payload.poolSmall, g.payload.poolBig, '500 B', `${g.payload.bigBytes / 1024} KB`),
+    row('worker processes (action-relay; CPU summed)', g.processes.one, g.processes.two, '1', '2'),
+    `| waiting jobs (action-relay, first ${int(bb.jobs)} timed) | ${int(g.backlog.small.waiting)}: ${int(bs.deliveriesPerSec)}/s, ${bs.workerCpuUs.toFixed(0)} us, Redis ${bs.redisCpuUs.toFixed(0)} us | ${int(g.backlog.big.waiting)}: ${int(bb.deliveriesPerSec)}/s, ${bb.workerCpuUs.toFixed(0)} us, Redis ${bb.redisCpuUs.toFixed(0)} us | ${(bb.deliveriesPerSec / bs.deliveriesPerSec).toFixed(2)}x | ${(bb.workerCpuUs / bs.workerCpuUs).toFixed(2)}x |`,
+  ].join('\n');
+}
+
+/** The issue's targets, each with the measured figure and whether it is met (informative only). */
+function targetChecks(r: BenchResults): string[] {
+  const out: string[] = [];
+  const core = r.core;
+  const check = (ok: boolean | null, text: string) => out.push(`- [${ok === null ? '?' : ok ? 'x' : ' '}] ${text}`);
+  const sat = core?.saturation;
+  const relay = sat?.relay?.median;
+  const relayRl = sat?.relayRateLimited?.median;
+  const pool = sat?.pool?.median;
+  const global = sat?.global?.median;
+  if (relay)
+    check(relay.workerCpuUs <= 150, `action-relay at most 150 us worker CPU per delivery (goal 125): ${relay.workerCpuUs.toFixed(0)} us`);
+  if (relayRl) check(relayRl.workerCpuUs <= 175, `with a non-binding rate limit at most 175 us: ${relayRl.workerCpuUs.toFixed(0)} us`);
+  if (relay && pool) {
+    const eff = pool.workerCpuUs / relay.workerCpuUs;
+    check(eff >= 0.67, `deliveries per worker-CPU-second at least 0.67x the Pool loop's: ${eff.toFixed(2)}x`);
+  }
+  if (relay && global) {
+    const eff = global.workerCpuUs / relay.workerCpuUs;
+    check(eff >= 1.5, `... and at least 1.5x the global-request loop's: ${eff.toFixed(2)}x`);
+  }
+  const lat = core?.latency;
+  if (lat?.relay?.p99Ms != null && lat.pool?.p99Ms != null && lat.global?.p99Ms != null) {
+    const best = Math.min(lat.pool.p99Ms, lat.global.p99Ms);
+    check(
+      lat.relay.p99Ms <= best,
+      `p99 at 1,000 jobs/s at or below the baselines' (${best.toFixed(1)} ms): ${lat.relay.p99Ms.toFixed(1)} ms`,
+    );
+  }
+  if (relay) check(relay.peakRssMiB < 250, `worker RSS under 250 MiB: ${relay.peakRssMiB.toFixed(0)} MiB`);
+  if (r.memory) {
+    check(r.memory.ratio <= 1.3, `Redis memory per waiting job within 1.3x of bare BullMQ: ${r.memory.ratio.toFixed(2)}x`);
+  }
+  if (r.burst) check(r.burst.meanPicksAll <= 2, `burst: mean picks per job near one or two: ${r.burst.meanPicksAll.toFixed(2)}`);
+  return out;
+}
+
+export function formatReport(r: BenchResults): string {
+  const out: string[] = [];
+  const m = r.meta;
+  out.push(
+    `## action-relay bench (${m.quick ? 'quick' : 'full'}): node ${m.node}, ${m.cpus} cores, Redis ${m.redisVersion}, ${m.startedAt}`,
+    '',
+  );
+  if (r.core && Object.keys(r.core.saturation).length + Object.keys(r.core.latency).length > 0) {
+    out.push(
+      `Same jobs for every variant: ${m.sizes.jobs.toLocaleString('en-US')} jobs per saturation run (500 B JSON payload), concurrency 64, 1 worker process each, median of ${m.sizes.runs} run(s); ratios to the Pool baseline. action-relay workers log at ${m.logLevel}.`,
+      '',
+      coreTable(r.core),
+      '',
+      '\\* bare BullMQ sends no request: its latency is enqueue to the end of the empty processor (job finishedOn - timestamp). Raw undici has no queue, hence no latency at an offered rate.',
+      '',
+    );
+  }
+  if (r.memory) {
+    out.push(
+      `Redis memory per waiting job (marginal, ${r.memory.jobs.toLocaleString('en-US')} jobs): bare BullMQ ${int(r.memory.bareBytesPerJob)} B, action-relay producer ${int(r.memory.relayBytesPerJob)} B (${r.memory.ratio.toFixed(2)}x).`,
+      '',
+    );
+  }
+  if (r.growth) {
+    out.push('### How cost grows', '', growthTable(r.growth), '');
+    out.push(
+      `Backlog of ${int(r.growth.backlog.big.waiting)}: filled at ${int(r.growth.backlog.big.fillPerSec)} jobs/s with pipelined addBulk; Redis used_memory ${int(r.growth.backlog.big.redisUsedMemoryMiB)} MiB.`,
+      '',
+    );
+  }
+  if (r.burst) {
+    const b = r.burst;
+    out.push(
+      `### Burst: ${int(b.jobs)} jobs at once for a ${b.limitPerSec}/s endpoint, 2 worker processes, ${b.windowS} s window`,
+      '',
+      `- enqueued through the producer in ${b.enqueueSeconds.toFixed(1)} s`,
+      `- delivered in the window: ${int(b.deliveredInWindow)} (${b.achievedPerSec.toFixed(1)}/s of ${b.limitPerSec}/s allowed); most in any 1 s window: ${b.peakIn1s}`,
+      `- mean picks per job (BullMQ attemptsStarted): ${b.meanPicksAll.toFixed(3)} over all ${int(b.jobs)} jobs (${int(b.neverPicked)} never picked yet), ${b.meanPicksDelivered.toFixed(3)} over the delivered ones; picked more than twice: ${int(b.pickedMoreThanTwice)}`,
+      `- delivered jobs that used more than one attempt: ${int(b.deliveredWithExtraAttempts)}`,
+      `- finishing the burst would take ${int(b.secondsToFinish)} s at ${b.limitPerSec}/s: the window shows the steady state, not the end.`,
+      '',
+    );
+  }
+  if (r.profile) {
+    out.push(
+      `### Where the time goes (CPU profiles, ${int(r.profile.deliveries)} deliveries each, in ${r.profile.dir})`,
+      '',
+      r.profile.comparison,
+      '',
+    );
+  }
+  const checks = targetChecks(r);
+  if (checks.length > 0) out.push('### Targets of issue 7 (measured here, not asserted)', '', ...checks, '');
+  return out.join('\n');
+}

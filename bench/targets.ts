@@ -1,0 +1,357 @@
+// What the bench measures, behind one interface: each target owns its worker processes and can
+// take jobs while held back (`fill`), let them go and wait until they are all done (`release`),
+// or receive jobs at an offered rate (`offer`). Queue targets hold jobs back by pausing the queue.
+import { randomUUID } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { createRelayContext, loadConfig, type RelayContext } from '../src/index.js';
+import { scriptArgs, type Lab } from './lab.js';
+import { benchAction, buildContext, buildParams, wallClock, type JobContext, type JobParams } from './payload.js';
+import { percentile } from './stats.js';
+
+export type TargetKey = 'bare' | 'undici' | 'pool' | 'global' | 'relay' | 'relayRateLimited';
+
+export interface LatencyFigures {
+  offeredPerSec: number;
+  jobs: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  maxMs: number | null;
+  /** How the latency was taken. */
+  source: 'sink' | 'finishedOn';
+}
+
+export interface Target {
+  key: string;
+  label: string;
+  /** Whether each job ends in a request to the sink. */
+  http: boolean;
+  /** Worker processes whose CPU and memory are measured. */
+  pids(): number[];
+  /** Adds `n` jobs of a `bytes`-long payload, held back until `release`. */
+  fill(n: number, bytes: number, opts?: { fast?: boolean }): Promise<void>;
+  /** Lets the filled jobs go; resolves when `n` more jobs have ended. */
+  release(n: number, timeoutMs: number): Promise<void>;
+  /** Enqueues `ratePerSec` jobs per second for `seconds`, waits until they are done, and reports latency. */
+  offer?(ratePerSec: number, seconds: number, bytes: number): Promise<LatencyFigures>;
+  /** The queue, for the burst and backlog sections. */
+  queue?: Queue;
+  /** Ends the worker processes and keeps the rest (queue, Redis connections) for inspection. */
+  stopWorkers(): Promise<void>;
+  /** Ends the worker processes and closes everything else. */
+  stop(): Promise<void>;
+}
+
+export interface TargetOptions {
+  /** Worker processes. @defaultValue 1 */
+  processes?: number;
+  /** Jobs in flight per worker process. @defaultValue 64 */
+  concurrency?: number;
+  /** Extra node arguments of each worker process (e.g. --cpu-prof). */
+  nodeArgs?: string[];
+  /** Distinct actions the jobs are spread over (action-relay only). @defaultValue 1 */
+  actions?: number;
+  /** LOG_LEVEL of action-relay workers. @defaultValue info */
+  logLevel?: string;
+  rateLimit?: { max: number; perMs: number };
+}
+
+export interface JobSpec {
+  i: number;
+  params: JobParams;
+  context: JobContext;
+}
+
+/** How one queue target enqueues and runs its workers. */
+interface QueueDriver {
+  queue: Queue;
+  /** At most 1000 jobs, each its own BullMQ job. */
+  enqueue(batch: JobSpec[]): Promise<void>;
+  /** Same job shape, without validation: for filling big backlogs. */
+  enqueueFast(batch: JobSpec[]): Promise<void>;
+  spawn(): ChildProcess[];
+  close(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const BATCH = 1000;
+/** Enqueue calls in flight while filling: enough to keep Redis busy. */
+const FILL_LANES = 4;
+
+let jobCounter = 0;
+
+export async function fillJobs(n: number, bytes: number, add: (batch: JobSpec[]) => Promise<void>): Promise<void> {
+  let made = 0;
+  const template = buildParams(0, bytes);
+  const lane = async () => {
+    while (made < n) {
+      const size = Math.min(BATCH, n - made);
+      made += size;
+      const batch: JobSpec[] = [];
+      for (let k = 0; k < size; k++) {
+        const i = jobCounter++;
+        // Same size for every job: only the ids change (they have the same width).
+        const params = { ...template, t: wallClock(), profileId: `p-${String(i % 1e9).padStart(9, '0')}` };
+        batch.push({ i, params, context: buildContext(i % 1e9) });
+      }
+      await add(batch);
+    }
+  };
+  await Promise.all(Array.from({ length: FILL_LANES }, lane));
+}
+
+async function waitUntil(what: string, timeoutMs: number, check: () => Promise<boolean>, pollMs = 10): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(pollMs);
+  }
+}
+
+function assertAlive(children: ChildProcess[], label: string): void {
+  const dead = children.find((c) => c.exitCode !== null || c.signalCode !== null);
+  if (dead) throw new Error(`${label}: worker process ${dead.pid} exited (${dead.exitCode ?? dead.signalCode})`);
+}
+
+async function startQueueTarget(
+  lab: Lab,
+  key: string,
+  label: string,
+  http: boolean,
+  driver: QueueDriver,
+  processes: number,
+): Promise<Target> {
+  const { queue } = driver;
+  await queue.pause();
+  const children = driver.spawn();
+  await waitUntil(
+    `${label}: ${processes} worker(s) connected`,
+    60_000,
+    async () => {
+      assertAlive(children, label);
+      return (await queue.getWorkersCount()) >= processes;
+    },
+    50,
+  );
+  const ended = async () => (await queue.getCompletedCount()) + (await queue.getFailedCount());
+  let closed = false;
+
+  const target: Target = {
+    key,
+    label,
+    http,
+    queue,
+    pids: () => children.map((c) => c.pid as number),
+    async fill(n, bytes, opts = {}) {
+      await fillJobs(n, bytes, (b) => (opts.fast ? driver.enqueueFast(b) : driver.enqueue(b)));
+    },
+    async release(n, timeoutMs) {
+      const base = await ended();
+      await queue.resume();
+      await waitUntil(`${label}: ${n} jobs done`, timeoutMs, async () => {
+        assertAlive(children, label);
+        return (await ended()) - base >= n;
+      });
+      await queue.pause();
+    },
+    async offer(ratePerSec, seconds, bytes) {
+      const base = await ended();
+      await lab.sink.reset();
+      await queue.resume();
+      const template = buildParams(0, bytes);
+      const start = performance.now();
+      let sent = 0;
+      while (performance.now() - start < seconds * 1000) {
+        const due = Math.floor(((performance.now() - start) / 1000) * ratePerSec) - sent;
+        if (due > 0) {
+          const batch: JobSpec[] = [];
+          for (let k = 0; k < due; k++) {
+            const i = jobCounter++;
+            batch.push({ i, params: { ...template, t: wallClock() }, context: buildContext(i % 1e9) });
+          }
+          sent += due;
+          await driver.enqueue(batch);
+        }
+        await sleep(2);
+      }
+      await waitUntil(`${label}: ${sent} offered jobs done`, 60_000, async () => (await ended()) - base >= sent, 20);
+      await queue.pause();
+      if (http) {
+        const s = await lab.sink.summary();
+        return { offeredPerSec: ratePerSec, jobs: sent, p50Ms: s.latency.p50, p99Ms: s.latency.p99, maxMs: s.latency.max, source: 'sink' };
+      }
+      // No request to time: enqueue to the end of the (empty) processor, as BullMQ records them.
+      const jobs = await queue.getJobs(['completed'], 0, sent - 1);
+      const lat = jobs.map((j) => (j.finishedOn ?? 0) - j.timestamp).sort((a, b) => a - b);
+      return {
+        offeredPerSec: ratePerSec,
+        jobs: sent,
+        p50Ms: percentile(lat, 0.5),
+        p99Ms: percentile(lat, 0.99),
+        maxMs: lat[lat.length - 1] ?? null,
+        source: 'finishedOn',
+      };
+    },
+    async stopWorkers() {
+      await Promise.all(children.map((c) => lab.endChild(c)));
+    },
+    async stop() {
+      if (closed) return;
+      closed = true;
+      await target.stopWorkers();
+      await driver.close();
+    },
+  };
+  return target;
+}
+
+/** A bare BullMQ queue worked by one of the bench's own worker scripts. */
+async function scriptTarget(lab: Lab, key: TargetKey, label: string, script: string, opts: TargetOptions): Promise<Target> {
+  const prefix = `bench-${key}-${randomUUID().slice(0, 6)}`;
+  const connection = new Redis(lab.redisUrl, { maxRetriesPerRequest: null });
+  const queue = new Queue('deliveries', { connection, prefix });
+  const add = async (batch: JobSpec[]) => {
+    await queue.addBulk(batch.map((j) => ({ name: 'deliver', data: { params: j.params, context: j.context } })));
+  };
+  const driver: QueueDriver = {
+    queue,
+    enqueue: add,
+    enqueueFast: add,
+    spawn: () =>
+      Array.from({ length: opts.processes ?? 1 }, () =>
+        lab.spawnChild(
+          scriptArgs(script),
+          {
+            REDIS_URL: lab.redisUrl,
+            BENCH_PREFIX: prefix,
+            BENCH_QUEUE: 'deliveries',
+            SINK_URL: lab.sink.url,
+            CONCURRENCY: String(opts.concurrency ?? 64),
+          },
+          { nodeArgs: opts.nodeArgs ?? [] },
+        ),
+      ),
+    async close() {
+      await queue.close();
+      connection.disconnect();
+    },
+  };
+  return startQueueTarget(lab, key, label, key !== 'bare', driver, opts.processes ?? 1);
+}
+
+/** action-relay's real worker process(es), jobs enqueued through its producer. */
+export async function relayTarget(
+  lab: Lab,
+  key: string,
+  label: string,
+  opts: TargetOptions = {},
+): Promise<Target & { ctx: RelayContext; actionIds: string[] }> {
+  const prefix = `bench-${key}-${randomUUID().slice(0, 6)}`;
+  const config = loadConfig({ REDIS_URL: lab.redisUrl, ACTION_RELAY_PREFIX: prefix, LOG_LEVEL: 'silent' });
+  const ctx = await createRelayContext(config, { processMetrics: false });
+  const count = opts.actions ?? 1;
+  const actionIds = count === 1 ? ['bench'] : Array.from({ length: count }, (_, i) => `bench_${String(i).padStart(4, '0')}`);
+  for (const id of actionIds) await ctx.store.put(benchAction(id, lab.sink.url, opts.rateLimit));
+  const actionOf = (i: number) => actionIds[i % actionIds.length] as string;
+  const driver: QueueDriver = {
+    queue: ctx.queue,
+    async enqueue(batch) {
+      const results = await ctx.producer.enqueueMany(batch.map((j) => ({ actionId: actionOf(j.i), params: j.params, context: j.context })));
+      const bad = results.find((r) => 'error' in r);
+      if (bad) throw new Error(`${label}: the producer refused a job: ${JSON.stringify(bad)}`);
+    },
+    async enqueueFast(batch) {
+      // The shape the producer gives a job (name = action id, data = params + context, a UUID job id).
+      await ctx.queue.addBulk(
+        batch.map((j) => ({ name: actionOf(j.i), data: { params: j.params, context: j.context }, opts: { jobId: randomUUID() } })),
+      );
+    },
+    spawn: () =>
+      Array.from({ length: opts.processes ?? 1 }, () =>
+        lab.spawnChild(
+          [...scriptArgs('action-relay'), 'worker'],
+          {
+            REDIS_URL: lab.redisUrl,
+            ACTION_RELAY_PREFIX: prefix,
+            METRICS_PORT: '0',
+            WORKER_CONCURRENCY: String(opts.concurrency ?? 64),
+            // The sink is on loopback, which the egress guard refuses by default.
+            EGRESS_ALLOW_PRIVATE: 'true',
+            LOG_LEVEL: opts.logLevel ?? 'info',
+          },
+          { nodeArgs: opts.nodeArgs ?? [] },
+        ),
+      ),
+    close: () => ctx.close(),
+  };
+  const target = await startQueueTarget(lab, key, label, true, driver, opts.processes ?? 1);
+  return Object.assign(target, { ctx, actionIds });
+}
+
+/** Raw undici Pool requests to the sink from a process of their own: no queue at all. */
+async function undiciTarget(lab: Lab, opts: TargetOptions): Promise<Target> {
+  const child = lab.spawnChild(
+    scriptArgs('raw-undici'),
+    { SINK_URL: lab.sink.url, CONCURRENCY: String(opts.concurrency ?? 64) },
+    { ipc: true, nodeArgs: opts.nodeArgs ?? [] },
+  );
+  const message = () =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const onExit = (code: number | null) => reject(new Error(`raw undici process exited (${code})`));
+      child.once('exit', onExit);
+      child.once('message', (m) => {
+        child.off('exit', onExit);
+        resolve(m as Record<string, unknown>);
+      });
+    });
+  await message();
+  let pending = { n: 0, bytes: 0 };
+  return {
+    key: 'undici',
+    label: 'raw undici Pool (no queue)',
+    http: true,
+    pids: () => [child.pid as number],
+    async fill(n, bytes) {
+      pending = { n, bytes };
+    },
+    async release(n) {
+      const answer = message();
+      child.send({ n, bytes: pending.bytes });
+      const r = await answer;
+      if (r.failed) throw new Error(`raw undici: ${String(r.failed)} requests failed`);
+    },
+    stopWorkers: () => lab.endChild(child),
+    stop: () => lab.endChild(child),
+  };
+}
+
+export const TARGET_LABELS: Record<TargetKey, string> = {
+  bare: 'bare BullMQ, empty processor',
+  undici: 'raw undici Pool (no queue)',
+  pool: 'baseline: BullMQ + undici Pool (30 lines)',
+  global: 'baseline: BullMQ + undici global request',
+  relay: 'action-relay worker',
+  relayRateLimited: 'action-relay, non-binding rate limit',
+};
+
+/** Non-binding: far above what one machine can send. */
+export const NON_BINDING_LIMIT = { max: 1_000_000, perMs: 1000 };
+
+export async function startTarget(lab: Lab, key: TargetKey, opts: TargetOptions = {}): Promise<Target> {
+  const label = TARGET_LABELS[key];
+  switch (key) {
+    case 'bare':
+      return scriptTarget(lab, key, label, 'bare-worker', opts);
+    case 'pool':
+      return scriptTarget(lab, key, label, 'baseline-pool', opts);
+    case 'global':
+      return scriptTarget(lab, key, label, 'baseline-global', opts);
+    case 'undici':
+      return undiciTarget(lab, opts);
+    case 'relay':
+      return relayTarget(lab, key, label, opts);
+    case 'relayRateLimited':
+      return relayTarget(lab, key, label, { ...opts, rateLimit: NON_BINDING_LIMIT });
+  }
+}
