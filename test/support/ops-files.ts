@@ -1,0 +1,104 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
+
+/** The repository root. */
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export const DASHBOARD_FILE = 'grafana/dashboards/action-relay.json';
+export const PROMETHEUS_FILE = 'grafana/prometheus/prometheus.yml';
+export const ALERTS_FILE = 'grafana/prometheus/alerts.yml';
+
+export function readText(rel: string): string {
+  return readFileSync(join(ROOT, rel), 'utf8');
+}
+
+/** A YAML file of the repository; `<<` merge keys resolved as Docker Compose does. */
+export function readYaml<T = Record<string, unknown>>(rel: string): T {
+  return parse(readText(rel), { merge: true }) as T;
+}
+
+export interface PanelTarget {
+  refId: string;
+  expr: string;
+  legendFormat?: string;
+  datasource?: { type: string; uid: string };
+}
+
+export interface Panel {
+  id: number;
+  type: string;
+  title: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  datasource?: { type: string; uid: string };
+  targets?: PanelTarget[];
+  panels?: Panel[];
+}
+
+export interface Dashboard {
+  uid: string;
+  title: string;
+  panels: Panel[];
+  templating: { list: { name: string; type: string; query: unknown; datasource?: { uid: string }; allValue?: string }[] };
+}
+
+export function readDashboard(): Dashboard {
+  return JSON.parse(readText(DASHBOARD_FILE)) as Dashboard;
+}
+
+/** Every panel that holds queries, rows unfolded. */
+export function dashboardPanels(dashboard: Dashboard = readDashboard()): Panel[] {
+  return dashboard.panels.flatMap((p) => (p.type === 'row' ? (p.panels ?? []) : [p]));
+}
+
+export interface AlertRule {
+  alert: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+export function alertRules(): AlertRule[] {
+  const doc = readYaml<{ groups: { name: string; rules: AlertRule[] }[] }>(ALERTS_FILE);
+  return doc.groups.flatMap((g) => g.rules);
+}
+
+/** Series Prometheus makes itself (not exported by action-relay). */
+export const PROMETHEUS_SYNTHETIC = new Set(['up', 'scrape_duration_seconds', 'scrape_samples_scraped']);
+
+const NOT_METRICS = new Set([
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'inf',
+  'nan',
+]);
+
+/**
+ * The metric names a PromQL expression reads: what is left once strings, label matchers,
+ * ranges, grouping lists, functions, aggregations and keywords are taken out. Enough for the
+ * expressions of our dashboard and rules (and checked against them in ops-files.test.ts).
+ */
+export function metricNames(expr: string): string[] {
+  let s = expr.replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, ' ');
+  s = s.replace(/\{[^}]*\}/g, ' ').replace(/\[[^\]]*\]/g, ' ');
+  s = s.replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ');
+  const names = new Set<string>();
+  for (const m of s.matchAll(/(?<![A-Za-z0-9_:.$])[A-Za-z_:][A-Za-z0-9_:]*/g)) {
+    const word = m[0];
+    const rest = s.slice((m.index ?? 0) + word.length).trimStart();
+    if (rest.startsWith('(') || NOT_METRICS.has(word.toLowerCase())) continue;
+    names.add(word);
+  }
+  return [...names].sort();
+}
