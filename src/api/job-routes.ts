@@ -21,7 +21,7 @@ export function registerJobRoutes(app: FastifyInstance, ctx: RelayContext): void
   });
 
   app.get<{ Params: { jobId: string } }>('/v1/jobs/:jobId', async (req, reply) => {
-    const status = await getJobStatus(ctx.queue, ctx.redis, ctx.keys, req.params.jobId);
+    const status = await getJobStatus(ctx.queues, ctx.redis, req.params.jobId);
     if (!status)
       return sendError(
         reply,
@@ -32,5 +32,5 @@ export function registerJobRoutes(app: FastifyInstance, ctx: RelayContext): void
     return status;
   });
 
-  app.get('/v1/stats', async () => getStats(ctx.queue, ctx.redis, ctx.keys));
+  app.get('/v1/stats', async () => getStats(ctx.queues, ctx.redis));
 }

@@ -207,7 +207,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .description('queue counts per state and DLQ size')
     .action(() =>
       withContext(async (ctx) => {
-        io.out(JSON.stringify(await getStats(ctx.queue, ctx.redis, ctx.keys), null, 2));
+        io.out(JSON.stringify(await getStats(ctx.queues, ctx.redis), null, 2));
       }),
     );
 

@@ -49,7 +49,10 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     config.METRICS_PORT > 0
       ? await startMetricsServer(context.metrics.registry, config.METRICS_PORT, config.HOST, () => !stopping)
       : undefined;
-  context.logger.info({ concurrency: config.WORKER_CONCURRENCY, metricsPort: config.METRICS_PORT }, 'worker started');
+  context.logger.info(
+    { concurrency: config.WORKER_CONCURRENCY, partitions: config.QUEUE_PARTITIONS, metricsPort: config.METRICS_PORT },
+    'worker started',
+  );
   return {
     ctx: context,
     delivery,
@@ -65,7 +68,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
       clearTimeout(timer);
       if (outcome === 'timeout') {
         context.logger.warn({ graceMs: config.SHUTDOWN_GRACE_MS }, 'grace period over: leaving in-flight jobs to be taken over');
-        await delivery.worker.close(true);
+        await delivery.close(true);
       }
       await sender.close();
       await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));

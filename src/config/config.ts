@@ -16,12 +16,15 @@ export const envSchema = z.object({
   ACTION_RELAY_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.{}-]{1,64}$/, 'letters, digits, _ . - { } only, at most 64')
+    .regex(/^[^{}]*(\{[^{}]+\}[^{}]*)?$/, 'at most one {hash tag}, not empty')
     .default('action-relay'),
   PORT: port.default(8080),
   HOST: z.string().min(1).default('127.0.0.1'),
   METRICS_PORT: port.default(9464),
   /** Jobs in flight per worker process. @defaultValue 64 */
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10000).default(64),
+  /** BullMQ queues the jobs are spread over (by rate-limit key), each in its own Redis Cluster slot. @defaultValue 1 */
+  QUEUE_PARTITIONS: z.coerce.number().int().min(1).max(128).default(1),
   ACTIONS_DIR: z.string().min(1).optional(),
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   EGRESS_ALLOW_PRIVATE: bool.default(false),
@@ -83,7 +86,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return parsed.data;
 }
 
-/** The key prefix with a Redis Cluster hash tag, so all keys of one deployment share a slot. */
+/** The key prefix with a Redis Cluster hash tag; queue partitions and rate-limit keys derive tags of their own from it (relayKeys). */
 export function hashTaggedPrefix(prefix: string): string {
   return prefix.includes('{') ? prefix : `{${prefix}}`;
 }

@@ -4,7 +4,7 @@ import { Registry } from 'prom-client';
 import { hashTaggedPrefix, type Config } from '../config/config.js';
 import { createRedisConnection, relayKeys, type RedisClient, type RelayKeys } from '../redis/redis-connection.js';
 import { createActionStore, type ActionStore } from '../actions/action-store.js';
-import { createDeliveryQueue } from '../queue/delivery-queue.js';
+import { createDeliveryQueues, type DeliveryQueues, type QueuePartition } from '../queue/delivery-queue.js';
 import { createProducer, type Producer } from '../queue/producer.js';
 import { createOutcomeWriter, type OutcomeWriter } from '../queue/outcome-writer.js';
 import { createRelayMetrics, type RelayMetrics } from '../metrics/relay-metrics.js';
@@ -28,6 +28,9 @@ export interface RelayContext {
   /** BullMQ's connection (maxRetriesPerRequest: null). */
   bullConnection: RedisClient;
   store: ActionStore;
+  /** The delivery queue of every partition (QUEUE_PARTITIONS). */
+  queues: DeliveryQueues;
+  /** Partition 0's queue: the only one when QUEUE_PARTITIONS is 1. */
   queue: Queue;
   producer: Producer;
   outcomes: OutcomeWriter;
@@ -48,7 +51,7 @@ export interface RelayContextOptions {
 
 export async function createRelayContext(config: Config, opts: RelayContextOptions = {}): Promise<RelayContext> {
   const logger = opts.logger ?? createLogger(config.LOG_LEVEL);
-  const keys = relayKeys(hashTaggedPrefix(config.ACTION_RELAY_PREFIX));
+  const keys = relayKeys(hashTaggedPrefix(config.ACTION_RELAY_PREFIX), config.QUEUE_PARTITIONS);
   const redis = createRedisConnection(config, { name: 'action-relay' });
   const bullConnection = createRedisConnection(config, { forBullmq: true, name: 'action-relay-bull' });
   const subscriber = opts.watchActions ? createRedisConnection(config, { name: 'action-relay-sub' }) : undefined;
@@ -57,23 +60,31 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
   }
   const store = createActionStore({ redis, keys, userAgent: USER_AGENT, logger });
   if (subscriber) await store.watch(subscriber);
-  const queue = createDeliveryQueue({ connection: bullConnection, keys, retentionSeconds: config.JOB_RETENTION_SECONDS });
-  queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
-  const producer = createProducer({ queue, store, idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000 });
-  const outcomes = createOutcomeWriter(redis, keys, config.RESULTS_MAXLEN);
+  const queues = createDeliveryQueues({ connection: bullConnection, keys, retentionSeconds: config.JOB_RETENTION_SECONDS });
+  for (const p of queues.partitions) p.queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
+  const producer = createProducer({ queues, store, idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000 });
+  const outcomes = createOutcomeWriter(redis, config.RESULTS_MAXLEN);
+  const oldestWaiting = queues.partitions.map((p) => createOldestWaitingProbe(redis, p.keys));
   const secrets = createSecretResolver(opts.env ? { env: opts.env } : {});
   const metrics = createRelayMetrics(new Registry(), {
     defaults: opts.processMetrics ?? true,
+    // Summed over the partitions: one script and one ZCARD per partition at scrape time.
     queueCounts: async () => {
-      const [counts, dlq] = await Promise.all([queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized'), redis.zcard(keys.dlq)]);
-      return {
-        waiting: (counts.waiting ?? 0) + (counts.prioritized ?? 0),
-        active: counts.active ?? 0,
-        delayed: counts.delayed ?? 0,
-        dlq,
-      };
+      const parts = await Promise.all(
+        queues.partitions.map((p) =>
+          Promise.all([p.queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized'), redis.zcard(p.keys.dlq)]),
+        ),
+      );
+      const total = { waiting: 0, active: 0, delayed: 0, dlq: 0 };
+      for (const [counts, dlq] of parts) {
+        total.waiting += (counts.waiting ?? 0) + (counts.prioritized ?? 0);
+        total.active += counts.active ?? 0;
+        total.delayed += counts.delayed ?? 0;
+        total.dlq += dlq;
+      }
+      return total;
     },
-    oldestWaitingSeconds: createOldestWaitingProbe(redis, keys),
+    oldestWaitingSeconds: async () => Math.max(0, ...(await Promise.all(oldestWaiting.map((probe) => probe())))),
   });
 
   if (config.ACTIONS_DIR) {
@@ -91,14 +102,23 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     redis,
     bullConnection,
     store,
-    queue,
+    queues,
+    queue: (queues.partitions[0] as QueuePartition).queue,
     producer,
     outcomes,
     secrets,
     metrics,
-    deadLetters: createDeadLetters(redis, keys, queue),
+    deadLetters: createDeadLetters({
+      redis,
+      queues,
+      // A replay goes where new jobs of its action go; an action gone or broken dies in partition 0.
+      route: async (actionId) => {
+        const action = await store.getCompiled(actionId).catch(() => null);
+        return action ? queues.forLimitKey(action.limitKey) : (queues.partitions[0] as QueuePartition);
+      },
+    }),
     async close() {
-      await queue.close();
+      await queues.close();
       await Promise.all([redis, bullConnection, subscriber].map((c) => c?.quit().catch(() => undefined)));
     },
   };

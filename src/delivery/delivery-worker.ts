@@ -17,7 +17,7 @@ import {
 import { jobDataSchema, type JobData, type JobOutcome } from '../queue/job-schema.js';
 import type { AttemptRecord, OutcomeWriter } from '../queue/outcome-writer.js';
 import { BACKOFF_TYPE } from '../queue/delivery-queue.js';
-import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { PartitionKeys, RedisClient, RelayKeys } from '../redis/redis-connection.js';
 import { safely, statusClass, type RelayMetrics } from '../metrics/relay-metrics.js';
 import { maskHeaders, maskPath, type AuthApplied } from './auth.js';
 import { prepareRequest } from './prepare-request.js';
@@ -27,6 +27,7 @@ import type { SecretResolver } from './secret-resolver.js';
 import type { TokenProvider } from './token-provider.js';
 import type { CircuitBreaker, CircuitConfig } from './circuit-breaker.js';
 import { DELAYED_WAKE_EARLY_MS, IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from './rate-limiter.js';
+import { createSharedConcurrency } from './shared-concurrency.js';
 
 /** Bytes of a response body kept in an attempt record. */
 export const RECORD_BODY_BYTES = 4096;
@@ -62,7 +63,7 @@ export interface DeliveryWorkerDeps {
   circuitBreaker?: CircuitBreaker;
   metrics: RelayMetrics;
   logger: Logger;
-  /** Jobs in flight in this process. @defaultValue 64 */
+  /** Jobs in flight in this process, shared by the partitions' workers (see createSharedConcurrency). @defaultValue 64 */
   concurrency?: number;
   /** Most bytes of a 2xx body read to capture response fields. @defaultValue 1 MiB */
   maxResponseBytes?: number;
@@ -76,9 +77,12 @@ export interface DeliveryWorkerDeps {
 }
 
 export interface DeliveryWorker {
+  /** Partition 0's worker: the only one when QUEUE_PARTITIONS is 1. */
   worker: Worker;
-  /** Stops taking jobs and waits for the ones in flight. */
-  close(): Promise<void>;
+  /** One BullMQ worker per partition (keys.partitions), in partition order. */
+  workers: Worker[];
+  /** Stops taking jobs and waits for the ones in flight; `force` leaves them to be taken over. */
+  close(force?: boolean): Promise<void>;
 }
 
 /** Response headers as a record keeps them: any secret value echoed back is masked. */
@@ -104,7 +108,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   /** Back-pressure pauses per rate-limit key as last read, for actions without a rateLimit. */
   const pauses = new Map<string, { until: number; checkedAt: number }>();
 
-  async function processJob(job: Job, token?: string): Promise<JobOutcome> {
+  async function processJob(job: Job, partition: PartitionKeys, token?: string): Promise<JobOutcome> {
     const jobId = job.id as string;
     const attempt = job.attemptsMade + 1;
     const startedAt = now();
@@ -199,7 +203,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         response = action.captureResponse(body, status);
       }
       const end = now();
-      await outcomes.finish({
+      await outcomes.finish(partition, {
         jobId,
         actionId: job.name,
         outcome: 'delivered',
@@ -242,7 +246,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         const backoff = action?.definition.retry.backoff ?? { type: 'exponential' as const, delayMs: 1000, maxDelayMs: 300_000 };
         const retryAfterMs = err instanceof HttpStatusError ? err.retryAfterMs : undefined;
         const delayMs = nextAttemptDelay(attempt, backoff, retryAfterMs, random);
-        await outcomes.recordAttempt(jobId, record);
+        await outcomes.recordAttempt(partition, jobId, record);
         safely(() => metrics.retries.inc({ action: label(), reason: err.reason }));
         log.info(
           { status, durationMs, reason: err.reason, err: record.error?.message, retryInMs: delayMs },
@@ -251,10 +255,10 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         throw new RetryScheduled(err, delayMs);
       }
 
-      const history = [...(await outcomes.attemptsOf(jobId, attempt - 1)), record];
+      const history = [...(await outcomes.attemptsOf(partition, jobId, attempt - 1)), record];
       const failedAt = new Date(now()).toISOString();
       const context = data?.context ?? {};
-      await outcomes.finish({
+      await outcomes.finish(partition, {
         jobId,
         actionId: job.name,
         outcome: 'dead',
@@ -459,24 +463,36 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     return record;
   }
 
-  const worker = new Worker(deps.keys.queueName, processJob, {
-    connection: deps.connection,
-    prefix: deps.keys.bullPrefix,
-    concurrency: deps.concurrency ?? 64,
-    autorun: deps.autorun ?? true,
-    lockDuration: lockDuration,
-    // A killed worker's jobs are found within lockDuration + stalledInterval.
-    stalledInterval: Math.min(30_000, Math.max(1000, Math.floor(lockDuration / 2))),
-    maxStalledCount: 10,
-    settings: {
-      backoffStrategy: (_attemptsMade: number, type?: string, err?: Error) =>
-        type === BACKOFF_TYPE && err instanceof RetryScheduled ? err.delayMs : 1000,
-    },
+  // One worker per partition in this process; with several, they share the concurrency budget.
+  const budget = deps.concurrency ?? 64;
+  const partitions = deps.keys.partitions;
+  const shared = partitions.length > 1 ? createSharedConcurrency(budget, partitions.length) : undefined;
+  const workers = partitions.map((partition) => {
+    const processor = (job: Job, token?: string) => processJob(job, partition, token);
+    const worker = new Worker(partition.queueName, shared ? shared.track(partition.index, processor) : processor, {
+      connection: deps.connection,
+      prefix: partition.bullPrefix,
+      concurrency: shared ? shared.initial(partition.index) : budget,
+      autorun: deps.autorun ?? true,
+      lockDuration: lockDuration,
+      // A killed worker's jobs are found within lockDuration + stalledInterval.
+      stalledInterval: Math.min(30_000, Math.max(1000, Math.floor(lockDuration / 2))),
+      maxStalledCount: 10,
+      settings: {
+        backoffStrategy: (_attemptsMade: number, type?: string, err?: Error) =>
+          type === BACKOFF_TYPE && err instanceof RetryScheduled ? err.delayMs : 1000,
+      },
+    });
+    shared?.attach(partition.index, worker);
+    worker.on('error', (err: unknown) => deps.logger.error({ err: redactText(coerceError(err).message) }, 'worker error'));
+    return worker;
   });
-  worker.on('error', (err: unknown) => deps.logger.error({ err: redactText(coerceError(err).message) }, 'worker error'));
 
   return {
-    worker,
-    close: () => worker.close(),
+    worker: workers[0] as Worker,
+    workers,
+    close: async (force) => {
+      await Promise.all(workers.map((w) => w.close(force)));
+    },
   };
 }

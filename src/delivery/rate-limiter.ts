@@ -18,25 +18,29 @@ export interface RateLimitSpec {
 
 /*
  * GCRA with reservations, exact across every worker.
- * KEYS[1] the key's theoretical arrival time (TAT, ms), KEYS[2] the job hash, KEYS[3] the key's pause
+ * KEYS[1] the key's theoretical arrival time (TAT, ms), KEYS[2] the key's reserved slots (zset
+ * member jobId, score slot ms), KEYS[3] the key's pause: all under the rate-limit key's hash tag,
+ * so the script stays in one slot of a Redis Cluster whatever partition the job is in.
  * ARGV[1] now ms, ARGV[2] emission interval T = perMs / max, ARGV[3] burst tolerance in ms,
  * ARGV[4] maxWaitMs, ARGV[5] how late (ms) a job may use its reserved slot,
- * ARGV[6] waits up to this long are spent in the worker (no mark is left on the job)
+ * ARGV[6] waits up to this long are spent in the worker (no slot is kept for the job), ARGV[7] jobId
  * Returns { 0 } go, { 1, at } wait for the slot reserved at `at`, { 2, waitMs } capped.
- * A job that comes back for its reserved slot (field arSlot on its hash) goes without taking
- * another, so a deferred job is picked twice at most.
+ * A job that comes back for its reserved slot goes without taking another, so a deferred job is
+ * picked twice at most. A reservation more than ARGV[5] in the past would be refused anyway (the
+ * job queues again like a new request), so those are pruned on every call: the set holds only
+ * slots still to come, and expires with the last of them.
  */
 const GCRA_SCRIPT = `
 local now = tonumber(ARGV[1])
-local slot = redis.call('HGET', KEYS[2], 'arSlot')
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[5])))
+local slot = redis.call('ZSCORE', KEYS[2], ARGV[7])
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
-if slot and paused > now then
+if slot then
+  redis.call('ZREM', KEYS[2], ARGV[7])
   -- The third party asked the key to back off since this slot was reserved: queue again.
-  redis.call('HDEL', KEYS[2], 'arSlot')
-  slot = nil
+  if paused > now then slot = nil end
 end
 if slot then
-  redis.call('HDEL', KEYS[2], 'arSlot')
   local late = now - tonumber(slot)
   -- Back early (it is woken ahead of its slot on purpose): wait in the worker until the slot.
   if late < 0 then return { 1, tonumber(slot) } end
@@ -58,8 +62,10 @@ end
 local wait = math.ceil(allowAt - now)
 if wait > tonumber(ARGV[4]) then return { 2, wait } end
 redis.call('SET', KEYS[1], string.format('%.3f', newTat), 'PX', ttl)
-if wait > tonumber(ARGV[6]) and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'arSlot', tostring(math.ceil(allowAt)))
+if wait > tonumber(ARGV[6]) then
+  redis.call('ZADD', KEYS[2], math.ceil(allowAt), ARGV[7])
+  -- Slots only move forward, so this one is the last: the set lives until it is past.
+  redis.call('PEXPIRE', KEYS[2], wait + 60000)
 end
 return { 1, math.ceil(allowAt) }
 `;
@@ -137,7 +143,7 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
         GCRA_SCRIPT,
         3,
         keys.rateLimit(spec.key),
-        keys.jobKey(jobId),
+        keys.rateLimitSlots(spec.key),
         keys.rateLimitPause(spec.key),
         String(now),
         String(t),
@@ -146,6 +152,7 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
         String(spec.maxWaitMs),
         String(LATE_TOLERANCE_MS),
         String(IN_PROCESS_WAIT_MS),
+        jobId,
       )) as [number, number | undefined];
       if (code === 0) return { kind: 'go' };
       if (code === 1) return { kind: 'wait', at: value ?? now, waitMs: Math.max(0, (value ?? now) - now) };

@@ -1,4 +1,4 @@
-import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 
 /**
  * Reads, at scrape time, how long the job next in line has been ready to run, in seconds (0 when
@@ -11,7 +11,7 @@ import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
  * job the age counts from the first scrape of this process that found it next in line, so it
  * still grows without bound when no worker takes it.
  */
-export function createOldestWaitingProbe(redis: RedisClient, keys: RelayKeys, now: () => number = Date.now): () => Promise<number> {
+export function createOldestWaitingProbe(redis: RedisClient, keys: PartitionKeys, now: () => number = Date.now): () => Promise<number> {
   const waitKey = `${keys.bullPrefix}:${keys.queueName}:wait`;
   const prioritizedKey = `${keys.bullPrefix}:${keys.queueName}:prioritized`;
   // At most two entries (the two heads): when each was first seen next in line.

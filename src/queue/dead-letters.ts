@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { Queue } from 'bullmq';
+import type { JobsOptions } from 'bullmq';
 import { z } from 'zod';
-import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadLetterRecord } from './outcome-writer.js';
 import type { JobData } from './job-schema.js';
+import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
 
 export const dlqFilterSchema = z.strictObject({
   actionId: z.string().optional(),
@@ -72,15 +73,44 @@ export interface DeadLetters {
   trim(maxAgeMs: number, maxCount: number, now?: number): Promise<number>;
 }
 
-export function createDeadLetters(redis: RedisClient, keys: RelayKeys, queue: Queue): DeadLetters {
-  async function records(ids: string[]): Promise<DeadLetterRecord[]> {
+export interface DeadLettersDeps {
+  redis: RedisClient;
+  /** Every partition holds dead letters of its own jobs; reads merge them. */
+  queues: DeliveryQueues;
+  /** The partition a replayed job goes to (its action's current rate-limit key). */
+  route(actionId: string): Promise<QueuePartition>;
+}
+
+interface Scored {
+  rec: DeadLetterRecord;
+  score: number;
+}
+
+/** Newest first; same-score members in reverse id order, as ZREVRANGEBYSCORE gives them. */
+const newestFirst = (a: { score: number; id: string }, b: { score: number; id: string }) =>
+  b.score - a.score || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+
+export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
+  const { redis, queues } = deps;
+  const partitions = queues.partitions.map((p) => p.keys);
+
+  async function recordsIn(keys: PartitionKeys, ids: string[]): Promise<(DeadLetterRecord | null)[]> {
     if (ids.length === 0) return [];
     const raw = await redis.hmget(keys.dlqRecords, ...ids);
-    return raw.flatMap((r) => (r === null ? [] : [JSON.parse(r) as DeadLetterRecord]));
+    return raw.map((r) => (r === null ? null : (JSON.parse(r) as DeadLetterRecord)));
   }
 
-  /** Pages of matching records, newest first, over a fixed score range (stable while nothing is removed). */
-  async function* pages(filter: DlqFilter, startAfter?: { score: number; id: string }) {
+  /** The records of these ids, from whichever partition holds each, in the order given. */
+  async function records(ids: string[]): Promise<DeadLetterRecord[]> {
+    const found = await Promise.all(partitions.map((keys) => recordsIn(keys, ids)));
+    return ids.flatMap((_, i) => {
+      for (const f of found) if (f[i]) return [f[i]];
+      return [];
+    });
+  }
+
+  /** One partition's pages of matching records, newest first, over a fixed score range (stable while nothing is removed). */
+  async function* pages(keys: PartitionKeys, filter: DlqFilter, startAfter?: { score: number; id: string }): AsyncGenerator<Scored[]> {
     const min = toMs(filter.since, 0);
     const max = startAfter?.score ?? toMs(filter.until, Number.MAX_SAFE_INTEGER);
     for (let offset = 0; ; offset += PAGE) {
@@ -93,10 +123,31 @@ export function createDeadLetters(redis: RedisClient, keys: RelayKeys, queue: Qu
         if (startAfter && score === startAfter.score && id >= startAfter.id) continue;
         scores.set(id, score);
       }
-      const recs = (await records([...scores.keys()])).filter((r) => matches(r, filter));
+      const recs = (await recordsIn(keys, [...scores.keys()])).filter((r): r is DeadLetterRecord => r !== null && matches(r, filter));
       yield recs.map((rec) => ({ rec, score: scores.get(rec.jobId) ?? 0 }));
       if (flat.length < PAGE * 2) return;
     }
+  }
+
+  /** Up to `limit` matching records of one partition after the cursor. */
+  async function firstOf(keys: PartitionKeys, filter: DlqFilter, limit: number, startAfter?: { score: number; id: string }) {
+    const items: Scored[] = [];
+    for await (const page of pages(keys, filter, startAfter)) {
+      items.push(...page);
+      if (items.length >= limit) break;
+    }
+    return items.slice(0, limit);
+  }
+
+  async function removeIn(keys: PartitionKeys, jobIds: string[]): Promise<number> {
+    if (jobIds.length === 0) return 0;
+    // Both keys share the partition's hash tag: one slot, so MULTI works on a Redis Cluster.
+    const [[, removed]] = (await redis
+      .multi()
+      .zrem(keys.dlq, ...jobIds)
+      .hdel(keys.dlqRecords, ...jobIds)
+      .exec()) as [[null, number], [null, number]];
+    return removed;
   }
 
   return {
@@ -110,11 +161,11 @@ export function createDeadLetters(redis: RedisClient, keys: RelayKeys, queue: Qu
         const i = cursor.indexOf(':');
         startAfter = { score: Number(cursor.slice(0, i)), id: cursor.slice(i + 1) };
       }
-      const items: { rec: DeadLetterRecord; score: number }[] = [];
-      for await (const page of pages(filter, startAfter)) {
-        items.push(...page);
-        if (items.length > limit) break;
-      }
+      // limit + 1 from each partition, merged: the first limit + 1 overall are among them.
+      const perPartition = await Promise.all(partitions.map((keys) => firstOf(keys, filter, limit + 1, startAfter)));
+      const items = perPartition
+        .flat()
+        .sort((a, b) => newestFirst({ score: a.score, id: a.rec.jobId }, { score: b.score, id: b.rec.jobId }));
       const shown = items.slice(0, limit);
       const last = shown.at(-1);
       return {
@@ -124,49 +175,112 @@ export function createDeadLetters(redis: RedisClient, keys: RelayKeys, queue: Qu
     },
     async *scan(filter) {
       // Ids first, so that replaying or purging while scanning cannot shift a page.
-      const ids = await redis.zrevrangebyscore(keys.dlq, toMs(filter.until, Number.MAX_SAFE_INTEGER), toMs(filter.since, 0));
+      const max = toMs(filter.until, Number.MAX_SAFE_INTEGER);
+      const min = toMs(filter.since, 0);
+      const ids = (
+        await Promise.all(
+          partitions.map(async (keys) => {
+            const flat = await redis.zrevrangebyscore(keys.dlq, max, min, 'WITHSCORES');
+            const out: { id: string; score: number; keys: PartitionKeys }[] = [];
+            for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i] as string, score: Number(flat[i + 1]), keys });
+            return out;
+          }),
+        )
+      )
+        .flat()
+        .sort(newestFirst);
       for (let i = 0; i < ids.length; i += PAGE) {
-        const recs = (await records(ids.slice(i, i + PAGE))).filter((r) => matches(r, filter));
+        const page = ids.slice(i, i + PAGE);
+        const found = await Promise.all(
+          partitions.map((keys) =>
+            recordsIn(
+              keys,
+              page.filter((e) => e.keys === keys).map((e) => e.id),
+            ),
+          ),
+        );
+        const byId = new Map(found.flat().flatMap((r) => (r ? [[r.jobId, r] as const] : [])));
+        const recs = page.flatMap((e) => {
+          const r = byId.get(e.id);
+          return r && matches(r, filter) ? [r] : [];
+        });
         if (recs.length > 0) yield recs;
       }
     },
     async replay(recs, opts) {
       const spacing = opts.ratePerSecond ? 1000 / opts.ratePerSecond : 0;
       const start = opts.startIndex ?? 0;
-      const jobs = recs.map((rec, i) => {
+      if (recs.length === 0) return [];
+      const routes = new Map<string, Promise<QueuePartition>>();
+      const targets = await Promise.all(
+        recs.map((rec) => {
+          let route = routes.get(rec.actionId);
+          if (!route) routes.set(rec.actionId, (route = deps.route(rec.actionId)));
+          return route;
+        }),
+      );
+      const byPartition = new Map<QueuePartition, { index: number; job: { name: string; data: JobData; opts: JobsOptions } }[]>();
+      recs.forEach((rec, i) => {
         const data: JobData = { params: rec.job.params, context: rec.job.context, replayOf: rec.jobId };
         if (rec.job.idempotencyKey !== undefined) data.idempotencyKey = rec.job.idempotencyKey;
         const delay = Math.round((start + i) * spacing);
-        return { name: rec.actionId, data, opts: { jobId: randomUUID(), priority: REPLAY_PRIORITY, ...(delay > 0 ? { delay } : {}) } };
+        const job = { name: rec.actionId, data, opts: { jobId: randomUUID(), priority: REPLAY_PRIORITY, ...(delay > 0 ? { delay } : {}) } };
+        const target = targets[i] as QueuePartition;
+        const list = byPartition.get(target);
+        if (list) list.push({ index: i, job });
+        else byPartition.set(target, [{ index: i, job }]);
       });
-      if (jobs.length === 0) return [];
-      const added = await queue.addBulk(jobs);
+      const ids: string[] = new Array<string>(recs.length);
+      await Promise.all(
+        [...byPartition].map(async ([partition, jobs]) => {
+          const added = await partition.queue.addBulk(jobs.map((j) => j.job));
+          added.forEach((a, k) => (ids[jobs[k]?.index as number] = a.id as string));
+        }),
+      );
       // Removed only once the new jobs exist: a crash in between leaves a record to replay again, never none.
       await this.remove(recs.map((r) => r.jobId));
-      return added.map((j) => j.id as string);
+      return ids;
     },
     async trim(maxAgeMs, maxCount, now = Date.now()) {
       let removed = 0;
-      for (;;) {
-        const old = await redis.zrangebyscore(keys.dlq, 0, now - maxAgeMs, 'LIMIT', 0, PAGE);
-        if (old.length === 0) break;
-        removed += await this.remove(old);
+      for (const keys of partitions) {
+        for (;;) {
+          const old = await redis.zrangebyscore(keys.dlq, 0, now - maxAgeMs, 'LIMIT', 0, PAGE);
+          if (old.length === 0) break;
+          removed += await removeIn(keys, old);
+        }
       }
+      // maxCount bounds all partitions together: the oldest overall go first.
       for (;;) {
-        const excess = (await redis.zcard(keys.dlq)) - maxCount;
+        const sizes = await Promise.all(partitions.map((keys) => redis.zcard(keys.dlq)));
+        const excess = sizes.reduce((a, b) => a + b, 0) - maxCount;
         if (excess <= 0) break;
-        removed += await this.remove(await redis.zrange(keys.dlq, 0, Math.min(excess, PAGE) - 1));
+        const n = Math.min(excess, PAGE);
+        const oldest = (
+          await Promise.all(
+            partitions.map(async (keys) => {
+              const flat = await redis.zrange(keys.dlq, 0, n - 1, 'WITHSCORES');
+              const out: { id: string; score: number; keys: PartitionKeys }[] = [];
+              for (let i = 0; i < flat.length; i += 2) out.push({ id: flat[i] as string, score: Number(flat[i + 1]), keys });
+              return out;
+            }),
+          )
+        )
+          .flat()
+          .sort((a, b) => newestFirst(b, a))
+          .slice(0, n);
+        for (const keys of partitions) {
+          removed += await removeIn(
+            keys,
+            oldest.filter((e) => e.keys === keys).map((e) => e.id),
+          );
+        }
       }
       return removed;
     },
     async remove(jobIds) {
-      if (jobIds.length === 0) return 0;
-      const [[, removed]] = (await redis
-        .multi()
-        .zrem(keys.dlq, ...jobIds)
-        .hdel(keys.dlqRecords, ...jobIds)
-        .exec()) as [[null, number], [null, number]];
-      return removed;
+      const counts = await Promise.all(partitions.map((keys) => removeIn(keys, jobIds)));
+      return counts.reduce((a, b) => a + b, 0);
     },
   };
 }

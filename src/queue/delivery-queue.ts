@@ -1,5 +1,5 @@
-import { Queue } from 'bullmq';
-import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import { Queue, type Job } from 'bullmq';
+import type { PartitionKeys, RedisClient, RelayKeys } from '../redis/redis-connection.js';
 
 /** Name of the custom backoff strategy: the processor computes each delay itself. */
 export const BACKOFF_TYPE = 'relay';
@@ -11,7 +11,7 @@ export const BULL_ATTEMPTS = 1000;
 
 export interface DeliveryQueueOptions {
   connection: RedisClient;
-  keys: RelayKeys;
+  keys: PartitionKeys;
   /** Seconds a finished job stays readable. */
   retentionSeconds: number;
 }
@@ -27,4 +27,46 @@ export function createDeliveryQueue(opts: DeliveryQueueOptions): Queue {
       removeOnFail: { age: opts.retentionSeconds * 7 },
     },
   });
+}
+
+/** One partition's BullMQ queue with its keys. */
+export interface QueuePartition {
+  keys: PartitionKeys;
+  queue: Queue;
+}
+
+/** The delivery queue of every partition (QUEUE_PARTITIONS), and where a job goes or is. */
+export interface DeliveryQueues {
+  readonly partitions: readonly QueuePartition[];
+  /** Where jobs of this rate-limit key go: always the same partition. */
+  forLimitKey(limitKey: string): QueuePartition;
+  /** Finds a job in whichever partition holds it (one lookup per partition, in parallel). */
+  findJob(jobId: string): Promise<{ job: Job; partition: QueuePartition } | null>;
+  close(): Promise<void>;
+}
+
+export interface DeliveryQueuesOptions {
+  connection: RedisClient;
+  keys: RelayKeys;
+  retentionSeconds: number;
+}
+
+export function createDeliveryQueues(opts: DeliveryQueuesOptions): DeliveryQueues {
+  const partitions = opts.keys.partitions.map((keys) => ({
+    keys,
+    queue: createDeliveryQueue({ connection: opts.connection, keys, retentionSeconds: opts.retentionSeconds }),
+  }));
+  return {
+    partitions,
+    forLimitKey: (limitKey) => partitions[opts.keys.partitionFor(limitKey).index] as QueuePartition,
+    async findJob(jobId) {
+      const found = await Promise.all(partitions.map((p) => p.queue.getJob(jobId)));
+      const i = found.findIndex((j) => j !== undefined && j !== null);
+      const job = found[i];
+      return job ? { job, partition: partitions[i] as QueuePartition } : null;
+    },
+    async close() {
+      await Promise.all(partitions.map((p) => p.queue.close()));
+    },
+  };
 }

@@ -1,7 +1,7 @@
-import type { Queue } from 'bullmq';
 import type { JobOutcome } from './job-schema.js';
-import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { RedisClient } from '../redis/redis-connection.js';
 import type { DeadLetterRecord } from './outcome-writer.js';
+import type { DeliveryQueues } from './delivery-queue.js';
 
 export type PublicJobState = 'waiting' | 'delayed' | 'active' | 'delivered' | 'dead';
 
@@ -14,10 +14,11 @@ export interface JobStatus {
   error?: { reason: string; status: number | null; message: string };
 }
 
-/** Reads a job's public state: from the queue while it lives there, else from the dead letters. */
-export async function getJobStatus(queue: Queue, redis: RedisClient, keys: RelayKeys, jobId: string): Promise<JobStatus | null> {
-  const job = await queue.getJob(jobId);
-  if (job) {
+/** Reads a job's public state: from its partition's queue while it lives there, else from the dead letters. */
+export async function getJobStatus(queues: DeliveryQueues, redis: RedisClient, jobId: string): Promise<JobStatus | null> {
+  const found = await queues.findJob(jobId);
+  if (found) {
+    const { job } = found;
     const bullState = await job.getState();
     const base = { jobId, actionId: job.name };
     if (bullState === 'completed') {
@@ -40,7 +41,8 @@ export async function getJobStatus(queue: Queue, redis: RedisClient, keys: Relay
     if (job.failedReason) status.error = { reason: 'retrying', status: null, message: job.failedReason };
     return status;
   }
-  const raw = await redis.hget(keys.dlqRecords, jobId);
+  const records = await Promise.all(queues.partitions.map((p) => redis.hget(p.keys.dlqRecords, jobId)));
+  const raw = records.find((r) => r !== null);
   if (!raw) return null;
   const rec = JSON.parse(raw) as DeadLetterRecord;
   const last = rec.attempts.at(-1);

@@ -1,4 +1,4 @@
-import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadReason } from '../errors/errors.js';
 
 /** One attempt as the dead-letter record keeps it (secrets already redacted). */
@@ -44,6 +44,7 @@ export interface Outcome {
 /*
  * Ends a job exactly once: marks its BullMQ hash, appends the results entry and, for a dead
  * job, stores the dead-letter record, all in one step. A rerun after a crash finds the mark.
+ * Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
  * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash)
  * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
  *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON
@@ -66,18 +67,19 @@ return 1
 /** Field of the job hash that keeps the record of failed attempt n. */
 export const attemptField = (n: number) => `arAttempt:${n}`;
 
+/** Each call names the partition the job lives in: its results stream and dead letters are that partition's. */
 export interface OutcomeWriter {
   /** Writes the terminal outcome; false when the job had already ended (a rerun after a crash). */
-  finish(o: Outcome): Promise<boolean>;
+  finish(keys: PartitionKeys, o: Outcome): Promise<boolean>;
   /** Keeps a failed attempt's record on the job until it ends. */
-  recordAttempt(jobId: string, record: AttemptRecord): Promise<void>;
+  recordAttempt(keys: PartitionKeys, jobId: string, record: AttemptRecord): Promise<void>;
   /** The failed attempts recorded so far, in order. */
-  attemptsOf(jobId: string, count: number): Promise<AttemptRecord[]>;
+  attemptsOf(keys: PartitionKeys, jobId: string, count: number): Promise<AttemptRecord[]>;
 }
 
-export function createOutcomeWriter(redis: RedisClient, keys: RelayKeys, maxLen: number): OutcomeWriter {
+export function createOutcomeWriter(redis: RedisClient, maxLen: number): OutcomeWriter {
   return {
-    async finish(o) {
+    async finish(keys, o) {
       const written = await redis.eval(
         FINISH_SCRIPT,
         4,
@@ -100,10 +102,10 @@ export function createOutcomeWriter(redis: RedisClient, keys: RelayKeys, maxLen:
       );
       return written === 1;
     },
-    async recordAttempt(jobId, record) {
+    async recordAttempt(keys, jobId, record) {
       await redis.hset(keys.jobKey(jobId), attemptField(record.attempt), JSON.stringify(record));
     },
-    async attemptsOf(jobId, count) {
+    async attemptsOf(keys, jobId, count) {
       if (count <= 0) return [];
       const fields = Array.from({ length: count }, (_, i) => attemptField(i + 1));
       const raw = await redis.hmget(keys.jobKey(jobId), ...fields);

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { Queue, JobsOptions } from 'bullmq';
+import type { JobsOptions } from 'bullmq';
 import type { ActionStore } from '../actions/action-store.js';
 import { ValidationError, type FieldProblem } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
 import { jobInputSchema, type JobData, type JobInput } from './job-schema.js';
+import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
 
 export interface EnqueueResult {
   jobId: string;
@@ -21,19 +22,27 @@ export interface Producer {
 }
 
 export interface ProducerDeps {
-  queue: Queue;
+  /** Each job goes to the partition of its action's rate-limit key. */
+  queues: DeliveryQueues;
   store: ActionStore;
   /** How long an idempotency key deduplicates. */
   idempotencyTtlMs: number;
+}
+
+interface PreparedJob {
+  name: string;
+  data: JobData;
+  opts: JobsOptions;
+  partition: QueuePartition;
 }
 
 /** Most jobs one enqueueMany call accepts. */
 export const MAX_BATCH = 1000;
 
 export function createProducer(deps: ProducerDeps): Producer {
-  const { queue, store } = deps;
+  const { queues, store } = deps;
 
-  async function prepare(raw: unknown, root: string): Promise<{ name: string; data: JobData; opts: JobsOptions }> {
+  async function prepare(raw: unknown, root: string): Promise<PreparedJob> {
     const parsed = jobInputSchema.safeParse(raw);
     if (!parsed.success) throw new ValidationError('invalid job', formatIssues(parsed.error, root, raw));
     const input = parsed.data;
@@ -57,13 +66,14 @@ export function createProducer(deps: ProducerDeps): Producer {
       opts.deduplication = { id: input.idempotencyKey, ttl: deps.idempotencyTtlMs };
     }
     if (input.delayMs) opts.delay = input.delayMs;
-    return { name: input.actionId, data, opts };
+    // An idempotency key deduplicates within the partition, that is among jobs of one rate-limit key.
+    return { name: input.actionId, data, opts, partition: queues.forLimitKey(action.limitKey) };
   }
 
   return {
     async enqueue(input) {
       const job = await prepare(input, '');
-      const added = await queue.add(job.name, job.data, job.opts);
+      const added = await job.partition.queue.add(job.name, job.data, job.opts);
       return { jobId: added.id as string, deduplicated: added.id !== job.opts.jobId };
     },
     async enqueueMany(inputs) {
@@ -78,13 +88,25 @@ export function createProducer(deps: ProducerDeps): Producer {
           ),
         ),
       );
-      const valid = prepared.flatMap((p) => ('job' in p ? [p.job] : []));
-      const added = valid.length > 0 ? await queue.addBulk(valid) : [];
-      let next = 0;
+      // One addBulk per partition (each is one slot of a Redis Cluster), all at once.
+      const byPartition = new Map<QueuePartition, PreparedJob[]>();
+      for (const p of prepared) {
+        if (!('job' in p)) continue;
+        const list = byPartition.get(p.job.partition);
+        if (list) list.push(p.job);
+        else byPartition.set(p.job.partition, [p.job]);
+      }
+      const addedIds = new Map<string, string>();
+      await Promise.all(
+        [...byPartition].map(async ([partition, jobs]) => {
+          const added = await partition.queue.addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
+          added.forEach((a, i) => addedIds.set(jobs[i]?.opts.jobId as string, a.id as string));
+        }),
+      );
       return prepared.map((p): EnqueueManyItem => {
         if ('job' in p) {
-          const a = added[next++];
-          return { jobId: a?.id as string, deduplicated: a?.id !== p.job.opts.jobId };
+          const id = addedIds.get(p.job.opts.jobId as string) as string;
+          return { jobId: id, deduplicated: id !== p.job.opts.jobId };
         }
         const err = p.err;
         if (err instanceof ValidationError) {

@@ -27,19 +27,40 @@ export function createRedisConnection(
   return new Redis(config.REDIS_URL, common);
 }
 
-/** Every key name of one deployment, under its hash-tagged prefix. */
-export interface RelayKeys {
-  /** BullMQ prefix of the delivery queue. */
+/**
+ * The keys of one queue partition: its BullMQ queue, results stream and dead letters share one
+ * hash tag, so that ending a job (job hash + results + dead letter, one script) stays in one slot.
+ */
+export interface PartitionKeys {
+  /** 0 to QUEUE_PARTITIONS - 1. */
+  index: number;
+  /** BullMQ prefix of this partition's queue (its hash tag). */
   bullPrefix: string;
   queueName: string;
-  actions: string;
-  actionVersions: string;
-  actionsChannel: string;
+  /** The results stream the journey engine reads. */
   results: string;
   dlq: string;
   dlqRecords: string;
+  jobKey(jobId: string): string;
+}
+
+/**
+ * Every key name of one deployment, under its hash-tagged prefix. The queue, results and
+ * dead-letter names at the top level are partition 0's: the only partition when QUEUE_PARTITIONS
+ * is 1 (then the results stream is `{prefix}:results`, as the contract fixes). With more, use
+ * `partitions` and `partitionFor`.
+ */
+export interface RelayKeys extends PartitionKeys {
+  partitions: readonly PartitionKeys[];
+  /** The partition of a rate-limit key's jobs (stable: see `partitionIndex`). */
+  partitionFor(limitKey: string): PartitionKeys;
+  actions: string;
+  actionVersions: string;
+  actionsChannel: string;
   /** The GCRA state of one rate-limit key. */
   rateLimit(key: string): string;
+  /** Slots reserved by deferred jobs of a rate-limit key (zset member jobId, score slot ms). */
+  rateLimitSlots(key: string): string;
   /** Until when back-pressure pauses a rate-limit key. */
   rateLimitPause(key: string): string;
   /** In-flight permits of a rate-limit key (maxConcurrent). */
@@ -50,27 +71,67 @@ export interface RelayKeys {
   token(id: string): string;
   /** Held by the one caller fetching that token. */
   tokenLock(id: string): string;
-  jobKey(jobId: string): string;
 }
 
 export const QUEUE_NAME = 'deliveries';
 
-export function relayKeys(taggedPrefix: string): RelayKeys {
+/**
+ * The partition of a rate-limit key: FNV-1a (32 bit) of its UTF-8 bytes, modulo the partition
+ * count. The same key lands in the same partition in every process and release, so one key's jobs
+ * stay together.
+ */
+export function partitionIndex(limitKey: string, partitions: number): number {
+  let h = 0x811c9dc5;
+  for (const byte of Buffer.from(limitKey, 'utf8')) {
+    h ^= byte;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % partitions;
+}
+
+/** `{tag}rest` with a tag of its own: `{tag:suffix}rest`, so its keys hash to another slot. */
+function subTag(taggedPrefix: string, suffix: string): string {
+  const close = taggedPrefix.indexOf('}');
+  return `${taggedPrefix.slice(0, close)}:${suffix}${taggedPrefix.slice(close)}`;
+}
+
+/**
+ * With one partition every key shares the deployment's hash tag, as before partitions existed.
+ * With several, each partition's queue gets its own tag (`{prefix:p0}`, `{prefix:p1}`, ...) and so
+ * does each rate-limit key (`{prefix:rl:<key>}`) and circuit (`{prefix:cb:<key>}`), so that they
+ * spread over the shards of a Redis Cluster. Action definitions and tokens keep the deployment's
+ * tag: read-mostly, and cached in each process.
+ */
+export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
+  const partition = (index: number): PartitionKeys => {
+    const tag = partitionCount === 1 ? taggedPrefix : subTag(taggedPrefix, `p${index}`);
+    return {
+      index,
+      bullPrefix: tag,
+      queueName: QUEUE_NAME,
+      results: `${tag}:results`,
+      dlq: `${tag}:dlq`,
+      dlqRecords: `${tag}:dlq:records`,
+      jobKey: (jobId) => `${tag}:${QUEUE_NAME}:${jobId}`,
+    };
+  };
+  const partitions = Array.from({ length: partitionCount }, (_, i) => partition(i));
+  const first = partitions[0] as PartitionKeys;
+  const limit = (key: string) => (partitionCount === 1 ? `${taggedPrefix}:rl:${key}` : subTag(taggedPrefix, `rl:${key}`));
+  const circuit = (key: string) => (partitionCount === 1 ? `${taggedPrefix}:cb:${key}` : subTag(taggedPrefix, `cb:${key}`));
   return {
-    bullPrefix: taggedPrefix,
-    queueName: QUEUE_NAME,
+    ...first,
+    partitions,
+    partitionFor: (limitKey) => partitions[partitionIndex(limitKey, partitionCount)] as PartitionKeys,
     actions: `${taggedPrefix}:actions`,
     actionVersions: `${taggedPrefix}:actions:versions`,
     actionsChannel: `${taggedPrefix}:actions:changed`,
-    results: `${taggedPrefix}:results`,
-    dlq: `${taggedPrefix}:dlq`,
-    dlqRecords: `${taggedPrefix}:dlq:records`,
-    rateLimit: (key) => `${taggedPrefix}:rl:${key}`,
-    rateLimitPause: (key) => `${taggedPrefix}:rl:${key}:pause`,
-    rateLimitLeases: (key) => `${taggedPrefix}:rl:${key}:leases`,
-    circuit: (key) => `${taggedPrefix}:cb:${key}`,
+    rateLimit: limit,
+    rateLimitSlots: (key) => `${limit(key)}:slots`,
+    rateLimitPause: (key) => `${limit(key)}:pause`,
+    rateLimitLeases: (key) => `${limit(key)}:leases`,
+    circuit,
     token: (id) => `${taggedPrefix}:tok:${id}`,
     tokenLock: (id) => `${taggedPrefix}:tok:${id}:lock`,
-    jobKey: (jobId) => `${taggedPrefix}:${QUEUE_NAME}:${jobId}`,
   };
 }

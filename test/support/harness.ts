@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { inject } from 'vitest';
-import { Redis } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { createRelayContext, type RelayContext } from '../../src/context/relay-context.js';
 import { createLogger } from '../../src/logger.js';
+import { createRedisConnection } from '../../src/redis/redis-connection.js';
 
 export interface ReceivedRequest {
   method: string;
@@ -74,17 +75,27 @@ export async function testContext(config: Config, env: NodeJS.ProcessEnv = proce
   return createRelayContext(config, { logger, watchActions: true, processMetrics: false, env });
 }
 
-/** Removes every key under this test's prefix, and nothing else. */
+/**
+ * Removes every key under this test's prefix, and nothing else: `{prefix}:...` and the tags derived
+ * from it (`{prefix:p0}:...`, `{prefix:rl:<key>}`...). On a Redis Cluster, each master is scanned.
+ */
 export async function removePrefixKeys(config: Config): Promise<void> {
-  const r = new Redis(config.REDIS_URL);
-  const pattern = `{${config.ACTION_RELAY_PREFIX}}:*`;
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await r.del(...keys);
-  } while (cursor !== '0');
-  await r.quit();
+  const pattern = `{${config.ACTION_RELAY_PREFIX}[:}]*`;
+  const clusterNodes = config.REDIS_CLUSTER_NODES ?? [];
+  const cluster = clusterNodes.length > 0 ? (createRedisConnection(config) as Cluster) : undefined;
+  if (cluster && cluster.status !== 'ready') await new Promise((resolve) => cluster.once('ready', resolve));
+  const nodes: Redis[] = cluster ? cluster.nodes('master') : [new Redis(config.REDIS_URL)];
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      // One key per command: on a cluster node, keys of different slots cannot share a DEL.
+      if (keys.length > 0) await Promise.all(keys.map((k) => node.unlink(k)));
+    } while (cursor !== '0');
+  }
+  if (cluster) await cluster.quit();
+  else await nodes[0]?.quit();
 }
 
 export async function waitFor<T>(
