@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
 import { parseActionDefinition, compileAction, type CompiledAction } from './compile-action.js';
 import type { ActionDefinition } from './action-schema.js';
-import { coerceError } from '../errors/errors.js';
+import { ValidationError, coerceError, type FieldProblem } from '../errors/errors.js';
 
 export interface StoredAction {
   version: number;
@@ -35,12 +35,35 @@ redis.call('PUBLISH', ARGV[4], ARGV[1])
 return { v, existed }
 `;
 
+/** Largest action definition accepted, serialized as JSON. */
+export const MAX_DEFINITION_BYTES = 256 * 1024;
+
 export interface ActionStoreDeps {
   redis: RedisClient;
   keys: RelayKeys;
   userAgent: string;
   logger: Logger;
+  /** Checks a parsed definition before it is saved (the egress policy of its URLs); problems refuse the save. */
+  vet?: (def: ActionDefinition) => Promise<FieldProblem[]>;
   now?: () => number;
+}
+
+/** Refuses a definition too large to keep, naming its largest top-level field. */
+function checkSize(input: unknown): void {
+  const size = Buffer.byteLength(JSON.stringify(input) ?? '');
+  if (size <= MAX_DEFINITION_BYTES) return;
+  let path = '';
+  let largest = 0;
+  if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
+    for (const [key, value] of Object.entries(input)) {
+      const bytes = Buffer.byteLength(JSON.stringify(value) ?? '');
+      if (bytes > largest) [path, largest] = [key, bytes];
+    }
+  }
+  const what = path ? ` (${path}: ${largest} bytes)` : '';
+  throw new ValidationError('invalid action definition', [
+    { path, message: `the definition is ${size} bytes${what}; at most ${MAX_DEFINITION_BYTES} bytes serialized` },
+  ]);
 }
 
 export function createActionStore(deps: ActionStoreDeps): ActionStore {
@@ -63,7 +86,10 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
 
   return {
     async put(input) {
+      checkSize(input);
       const def = parseActionDefinition(input);
+      const refused = (await deps.vet?.(def)) ?? [];
+      if (refused.length > 0) throw new ValidationError('invalid action definition', refused);
       const [version, existed] = (await redis.eval(
         PUT_SCRIPT,
         2,

@@ -15,7 +15,7 @@ export interface RunningApi {
 export async function runApi(config: Config, ctx?: RelayContext): Promise<RunningApi> {
   assertSafeBind(config.HOST, config.ADMIN_TOKEN);
   const context = ctx ?? (await createRelayContext(config, { watchActions: true }));
-  const sender = createHttpSender();
+  const sender = createHttpSender({ guard: context.egress });
   const app = await createApiServer({ ctx: context, sender });
   const url = await app.listen({ port: config.PORT, host: config.HOST });
   context.logger.info({ url }, 'api listening');

@@ -10,6 +10,7 @@ import { createOutcomeWriter, type OutcomeWriter } from '../queue/outcome-writer
 import { createRelayMetrics, type RelayMetrics } from '../metrics/relay-metrics.js';
 import { createOldestWaitingProbe } from '../metrics/oldest-waiting.js';
 import { createSecretResolver, type SecretResolver } from '../delivery/secret-resolver.js';
+import { createEgressGuard, destinationProblems, type EgressGuard, type EgressLookup } from '../delivery/egress-guard.js';
 import { createLogger } from '../logger.js';
 import { USER_AGENT } from '../version.js';
 import { loadActionFiles } from '../actions/action-files.js';
@@ -35,6 +36,8 @@ export interface RelayContext {
   producer: Producer;
   outcomes: OutcomeWriter;
   secrets: SecretResolver;
+  /** The egress policy (EGRESS_ALLOW_PRIVATE, EGRESS_ALLOW_HOSTS): of every connection, and of actions being saved. */
+  egress: EgressGuard;
   metrics: RelayMetrics;
   deadLetters: DeadLetters;
   close(): Promise<void>;
@@ -47,10 +50,17 @@ export interface RelayContextOptions {
   /** Register process metrics. @defaultValue true */
   processMetrics?: boolean;
   env?: NodeJS.ProcessEnv;
+  /** The egress guard's DNS lookup; tests inject one so that no DNS server is asked. @defaultValue dns.lookup */
+  lookup?: EgressLookup;
 }
 
 export async function createRelayContext(config: Config, opts: RelayContextOptions = {}): Promise<RelayContext> {
   const logger = opts.logger ?? createLogger(config.LOG_LEVEL);
+  const egress = createEgressGuard({
+    allowPrivate: config.EGRESS_ALLOW_PRIVATE,
+    allowHosts: config.EGRESS_ALLOW_HOSTS,
+    lookup: opts.lookup,
+  });
   const keys = relayKeys(hashTaggedPrefix(config.ACTION_RELAY_PREFIX), config.QUEUE_PARTITIONS);
   const redis = createRedisConnection(config, { name: 'action-relay' });
   const bullConnection = createRedisConnection(config, { forBullmq: true, name: 'action-relay-bull' });
@@ -58,7 +68,7 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
   for (const c of [redis, bullConnection, subscriber]) {
     c?.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis connection error'));
   }
-  const store = createActionStore({ redis, keys, userAgent: USER_AGENT, logger });
+  const store = createActionStore({ redis, keys, userAgent: USER_AGENT, logger, vet: (def) => destinationProblems(def, egress) });
   if (subscriber) await store.watch(subscriber);
   const queues = createDeliveryQueues({ connection: bullConnection, keys, retentionSeconds: config.JOB_RETENTION_SECONDS });
   for (const p of queues.partitions) p.queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
@@ -107,6 +117,7 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     producer,
     outcomes,
     secrets,
+    egress,
     metrics,
     deadLetters: createDeadLetters({
       redis,

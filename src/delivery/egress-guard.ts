@@ -1,7 +1,8 @@
 import { BlockList, isIP, type LookupFunction } from 'node:net';
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { buildConnector } from 'undici';
-import { BlockedDestinationError } from '../errors/errors.js';
+import type { ActionDefinition } from '../actions/action-schema.js';
+import { BlockedDestinationError, type FieldProblem } from '../errors/errors.js';
 
 /** One resolved address, as `dns.lookup(..., { all: true })` gives it. */
 export interface LookupAddress {
@@ -311,4 +312,42 @@ export function createEgressGuard(policy: EgressPolicy): EgressGuard {
       };
     },
   };
+}
+
+/** Every URL an action sends requests to, with the path of its field: the endpoint and a token endpoint. */
+export function actionDestinations(def: ActionDefinition): { path: string; url: string }[] {
+  const out = [{ path: 'endpoint.url', url: def.endpoint.url }];
+  if (def.auth.type === 'oauth2ClientCredentials') out.push({ path: 'auth.tokenUrl', url: def.auth.tokenUrl });
+  if (def.auth.type === 'customToken') out.push({ path: 'auth.request.url', url: def.auth.request.url });
+  return out;
+}
+
+/** How long saving an action waits for DNS before accepting a host it could not resolve. */
+export const SAVE_LOOKUP_TIMEOUT_MS = 3000;
+
+/**
+ * The egress check of an action being saved: a forbidden IP literal, or a host that resolves to a
+ * forbidden address, is a problem naming the field. A host that does not resolve (yet), or not in
+ * time, does not block saving: the connector checks again at every connection.
+ */
+export async function destinationProblems(
+  def: ActionDefinition,
+  guard: EgressGuard,
+  timeoutMs = SAVE_LOOKUP_TIMEOUT_MS,
+): Promise<FieldProblem[]> {
+  const checks = actionDestinations(def).map(async ({ path, url }): Promise<FieldProblem | undefined> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), timeoutMs);
+    });
+    try {
+      await Promise.race([guard.checkUrl(url), late]);
+      return undefined;
+    } catch (err: unknown) {
+      return err instanceof BlockedDestinationError ? { path, message: err.message } : undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  });
+  return (await Promise.all(checks)).filter((p): p is FieldProblem => p !== undefined);
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Agent, type Dispatcher } from 'undici';
 import type { BuiltRequest } from '../actions/compile-action.js';
 import { classifyTransportError } from './retry-policy.js';
+import { createEgressGuard, type EgressGuard } from './egress-guard.js';
 
 export interface SentResponse {
   status: number;
@@ -33,12 +34,15 @@ export interface HttpSender {
   close(): Promise<void>;
 }
 
-/** Keep-alive pools per origin, shared by every job of the process. */
-export function createDefaultDispatcher(): Dispatcher {
+/**
+ * Keep-alive pools per origin, shared by every job of the process. Every connection goes through
+ * the egress guard's connector: the address connected to is the address checked.
+ */
+export function createDefaultDispatcher(guard: EgressGuard): Dispatcher {
   return new Agent({
     connections: 256,
     keepAliveTimeout: 30_000,
-    connect: { timeout: 10_000 },
+    connect: guard.connector({}, { timeoutMs: 10_000 }),
   });
 }
 
@@ -62,25 +66,35 @@ async function readBounded(body: Dispatcher.ResponseData['body'], limit: number)
   return { buf: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size), truncated: false };
 }
 
-/** A keep-alive pool that presents a client certificate and trusts the given CA. */
-export function createTlsDispatcher(tls: TlsMaterial): Dispatcher {
+/** A keep-alive pool that presents a client certificate and trusts the given CA, behind the egress guard. */
+export function createTlsDispatcher(tls: TlsMaterial, guard: EgressGuard): Dispatcher {
   return new Agent({
     connections: 64,
     keepAliveTimeout: 30_000,
-    connect: { timeout: 10_000, ...tls },
+    connect: guard.connector(tls, { timeoutMs: 10_000 }),
   });
 }
 
 export interface HttpSenderOptions {
-  /** Builds the pool of one set of TLS material. @defaultValue createTlsDispatcher */
+  /**
+   * The egress policy of every connection: deliveries, token requests and mTLS pools.
+   * @defaultValue public addresses only (no allow list, no private addresses)
+   */
+  guard?: EgressGuard;
+  /** The pool of requests without TLS material. @defaultValue createDefaultDispatcher(guard) */
+  dispatcher?: Dispatcher;
+  /** Builds the pool of one set of TLS material. @defaultValue createTlsDispatcher(tls, guard) */
   tlsDispatcher?: (tls: TlsMaterial) => Dispatcher;
 }
 
 /** Pools per distinct TLS material kept at once; the least recently used is closed beyond it. */
 const MAX_TLS_POOLS = 64;
 
-export function createHttpSender(dispatcher: Dispatcher = createDefaultDispatcher(), senderOpts: HttpSenderOptions = {}): HttpSender {
-  const makeTls = senderOpts.tlsDispatcher ?? createTlsDispatcher;
+/** Sends requests with undici; redirects are not followed (a 3xx is an answer like any other). */
+export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender {
+  const guard = senderOpts.guard ?? createEgressGuard({ allowPrivate: false });
+  const dispatcher = senderOpts.dispatcher ?? createDefaultDispatcher(guard);
+  const makeTls = senderOpts.tlsDispatcher ?? ((tls: TlsMaterial) => createTlsDispatcher(tls, guard));
   const tlsPools = new Map<string, Dispatcher>();
   const poolFor = (tls: TlsMaterial): Dispatcher => {
     const id = createHash('sha256')

@@ -54,12 +54,13 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   const { print } = opts;
   const redis = await ensureRedis(config.REDIS_URL);
   if (redis.process) print(`No Redis answered at ${config.REDIS_URL}: started a private redis-server at ${redis.url}`);
-  const cfg: Config = { ...config, REDIS_URL: redis.url };
+  // The mock third party listens on loopback, which the egress guard refuses unless allowed.
+  const allowHosts = [...new Set([...(config.EGRESS_ALLOW_HOSTS ?? []), '127.0.0.1', 'localhost'])];
+  const cfg: Config = { ...config, REDIS_URL: redis.url, EGRESS_ALLOW_HOSTS: allowHosts };
   // Demo credentials for the sample actions; real deployments set their own.
   process.env.ACME_SMS_TOKEN ??= 'demo-acme-token';
   process.env.CRM_API_KEY ??= 'demo-crm-key';
   process.env.AUDIT_KEY ??= 'demo-audit-key';
-  process.env.EGRESS_ALLOW_HOSTS ??= '127.0.0.1,localhost';
 
   const receiver = await startMockReceiver({ port: opts.receiverPort });
   const ctx = await createRelayContext(cfg, { watchActions: true });

@@ -35,6 +35,8 @@ beforeAll(async () => {
     METRICS_PORT: String(metricsPort),
     LOG_LEVEL: 'info',
     E2E_TOKEN: 'e2e-token-value',
+    // The receiver listens on loopback, which the egress guard refuses unless allowed.
+    EGRESS_ALLOW_HOSTS: '127.0.0.1,localhost',
   };
   ctx = await testContext(config);
 });

@@ -66,7 +66,7 @@ beforeAll(async () => {
   config = testConfig();
   ctx = await testContext(config, env);
   worker = await startTestWorker(config, env, logLines);
-  api = await createApiServer({ ctx, sender: createHttpSender() });
+  api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
   for (const id of ['dl_a', 'dl_b', 'dl_c']) await ctx.store.put(action(id));
 });
 

@@ -42,7 +42,7 @@ beforeAll(async () => {
     connection: workerCtx.bullConnection,
     keys: workerCtx.keys,
     store: workerCtx.store,
-    sender: createHttpSender(),
+    sender: createHttpSender({ guard: workerCtx.egress }),
     secrets: workerCtx.secrets,
     outcomes: workerCtx.outcomes,
     metrics: workerCtx.metrics,
@@ -50,7 +50,7 @@ beforeAll(async () => {
     concurrency: 8,
     maxResponseBytes: 64 * 1024,
   });
-  api = await createApiServer({ ctx, sender: createHttpSender() });
+  api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
 });
 
 afterAll(async () => {

@@ -114,7 +114,7 @@ beforeAll(async () => {
   config = testConfig();
   ctx = await testContext(config, env, apiLog);
   worker = await startTestWorker(config, env, workerLog);
-  api = await createApiServer({ ctx, sender: createHttpSender() });
+  api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
 });
 
 afterAll(async () => {

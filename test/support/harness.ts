@@ -6,6 +6,7 @@ import { Redis, type Cluster } from 'ioredis';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { createRelayContext, type RelayContext } from '../../src/context/relay-context.js';
 import { createLogger } from '../../src/logger.js';
+import type { EgressLookup } from '../../src/delivery/egress-guard.js';
 import { createRedisConnection } from '../../src/redis/redis-connection.js';
 
 export interface ReceivedRequest {
@@ -59,20 +60,30 @@ export async function startReceiver(): Promise<Receiver> {
   return receiver;
 }
 
-/** A config on the test Redis with a prefix of its own. */
+/** The receivers of tests listen on loopback, which the egress guard refuses unless allowed. */
+export const LOOPBACK_ALLOWED = '127.0.0.1,localhost';
+
+/** A config on the test Redis with a prefix of its own; loopback destinations allowed (override with EGRESS_ALLOW_HOSTS: ''). */
 export function testConfig(overrides: Record<string, string> = {}): Config {
   return loadConfig({
     REDIS_URL: inject('redisUrl'),
     ACTION_RELAY_PREFIX: `test-${randomUUID().slice(0, 8)}`,
     METRICS_PORT: '0',
     LOG_LEVEL: 'silent',
+    EGRESS_ALLOW_HOSTS: LOOPBACK_ALLOWED,
     ...overrides,
   });
 }
 
-export async function testContext(config: Config, env: NodeJS.ProcessEnv = process.env, logLines?: string[]): Promise<RelayContext> {
+/** `lookup` answers the egress guard's DNS questions, so that no DNS server is asked. */
+export async function testContext(
+  config: Config,
+  env: NodeJS.ProcessEnv = process.env,
+  logLines?: string[],
+  lookup?: EgressLookup,
+): Promise<RelayContext> {
   const logger = logLines ? createLogger('debug', { write: (line: string) => void logLines.push(line) }) : createLogger(config.LOG_LEVEL);
-  return createRelayContext(config, { logger, watchActions: true, processMetrics: false, env });
+  return createRelayContext(config, { logger, watchActions: true, processMetrics: false, env, ...(lookup ? { lookup } : {}) });
 }
 
 /**
@@ -123,12 +134,12 @@ export async function readResults(ctx: RelayContext): Promise<Record<string, str
 }
 
 /** An in-process delivery worker on its own connections, as a separate process would have. */
-export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = process.env, logLines?: string[]) {
+export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = process.env, logLines?: string[], lookup?: EgressLookup) {
   const { createDeliveryWorker } = await import('../../src/delivery/delivery-worker.js');
   const { createHttpSender } = await import('../../src/delivery/http-sender.js');
   const { createContextTokens } = await import('../../src/context/relay-context.js');
-  const ctx = await testContext(config, env, logLines);
-  const sender = createHttpSender();
+  const ctx = await testContext(config, env, logLines, lookup);
+  const sender = createHttpSender({ guard: ctx.egress });
   const delivery = createDeliveryWorker({
     connection: ctx.bullConnection,
     keys: ctx.keys,
@@ -166,6 +177,8 @@ export function spawnWorker(config: Config, children: ChildProcess[], extraEnv: 
       // Short locks so that a killed worker's jobs are taken over within seconds.
       REQUEST_TIMEOUT_CAP_MS: '2000',
       JOB_LOCK_MS: '4000',
+      EGRESS_ALLOW_HOSTS: config.EGRESS_ALLOW_HOSTS?.join(',') ?? '',
+      EGRESS_ALLOW_PRIVATE: String(config.EGRESS_ALLOW_PRIVATE),
       ...extraEnv,
     },
     stdio: ['ignore', 'ignore', 'inherit'],

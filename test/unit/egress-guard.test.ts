@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import type { buildConnector } from 'undici';
 import { BlockedDestinationError } from '../../src/errors/errors.js';
-import { addressClass, createEgressGuard, embeddedIPv4, isLoopbackAddress, type LookupAddress } from '../../src/delivery/egress-guard.js';
+import {
+  addressClass,
+  createEgressGuard,
+  destinationProblems,
+  embeddedIPv4,
+  isLoopbackAddress,
+  type LookupAddress,
+} from '../../src/delivery/egress-guard.js';
+import { parseActionDefinition } from '../../src/actions/compile-action.js';
 
 /*
  * Every lookup here is injected: no DNS server is asked and, since each answer is refused before
@@ -276,5 +284,49 @@ describe('the connector checks the address it connects to', () => {
     const err = await connectError(guard.connector(), 'rebind.partner.test');
     expect(err).toBeInstanceOf(BlockedDestinationError);
     expect((err as BlockedDestinationError).address).toBe('127.0.0.1');
+  });
+});
+
+describe('the check when an action is saved', () => {
+  const lookup = async (host: string): Promise<LookupAddress[]> => {
+    if (host === 'internal.partner.test') return [{ address: '10.0.0.8', family: 4 }];
+    if (host === 'public.partner.test') return [{ address: '93.184.215.14', family: 4 }];
+    if (host === 'slow.partner.test') return new Promise<never>(() => undefined);
+    throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
+  };
+  const guard = createEgressGuard({ allowPrivate: false, lookup });
+  const def = (url: string, auth: Record<string, unknown> = { type: 'none' }) =>
+    parseActionDefinition({ id: 'a', name: 'a', endpoint: { url, method: 'POST' }, auth });
+
+  it('names endpoint.url for a forbidden literal or a host resolving to a forbidden address', async () => {
+    expect(await destinationProblems(def('http://127.0.0.1:4010/x'), guard)).toEqual([
+      { path: 'endpoint.url', message: expect.stringMatching(/^127\.0\.0\.1 \(loopback\): refused by the egress policy/) },
+    ]);
+    expect(await destinationProblems(def('https://internal.partner.test/'), guard)).toEqual([
+      { path: 'endpoint.url', message: expect.stringContaining('host "internal.partner.test" resolves to 10.0.0.8 (private)') },
+    ]);
+  });
+
+  it('names the token URL of oauth2ClientCredentials and customToken', async () => {
+    const oauth = def('https://public.partner.test/', {
+      type: 'oauth2ClientCredentials',
+      tokenUrl: 'http://169.254.169.254/token',
+      clientId: 'c',
+      clientSecret: { env: 'S' },
+    });
+    expect((await destinationProblems(oauth, guard)).map((p) => p.path)).toEqual(['auth.tokenUrl']);
+    const custom = def('http://[::1]/', {
+      type: 'customToken',
+      request: { url: 'https://internal.partner.test/token', method: 'POST' },
+      tokenPath: 'access_token',
+      inject: { as: 'bearer' },
+    });
+    expect((await destinationProblems(custom, guard)).map((p) => p.path)).toEqual(['endpoint.url', 'auth.request.url']);
+  });
+
+  it('does not block saving on a host that does not resolve, or not in time', async () => {
+    expect(await destinationProblems(def('https://unknown.partner.test/'), guard)).toEqual([]);
+    expect(await destinationProblems(def('https://slow.partner.test/'), guard, 50)).toEqual([]);
+    expect(await destinationProblems(def('https://public.partner.test/'), guard)).toEqual([]);
   });
 });
