@@ -390,7 +390,11 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   async function checkCircuit(action: CompiledAction, breaker: CircuitBreaker, job: Job, token: string | undefined): Promise<boolean> {
     const key = action.limitKey;
     const d = await breaker.check(key, now(), Math.min(action.definition.endpoint.timeoutMs, timeoutCap) + 5000);
-    if (d.kind === 'closed') return false;
+    if (d.kind === 'closed') {
+      // Another worker may have closed it: this process's gauge must not stay at open.
+      safely(() => metrics.circuitState.set({ key }, 0));
+      return false;
+    }
     if (d.kind === 'probe') {
       safely(() => metrics.circuitState.set({ key }, 2));
       return true;
