@@ -7,6 +7,8 @@ import { sendError } from './api-errors.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerDlqRoutes } from './dlq-routes.js';
+import { createAdminSession } from './admin-session.js';
+import { registerQueueBoard } from './queue-board.js';
 
 export interface ApiServerDeps {
   ctx: RelayContext;
@@ -37,12 +39,19 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   const app = Fastify({ logger: false, bodyLimit: deps.bodyLimit ?? 5 * 1024 * 1024 });
   const token = ctx.config.ADMIN_TOKEN;
 
+  const adminSession = token ? createAdminSession(token) : undefined;
   app.addHook('onRequest', async (req, reply) => {
     if (!token) return;
-    if (!req.url.startsWith('/v1/') && !req.url.startsWith('/admin/')) return;
-    if (!tokenMatches(req.headers.authorization, token)) {
-      return sendError(reply, 401, 'unauthorized', 'missing or wrong Authorization: Bearer token');
-    }
+    // The route matched, not the raw URL: "/%76%31/dlq" is routed to /v1/dlq too.
+    const path = req.routeOptions.url ?? req.url;
+    const admin = path.startsWith('/admin/');
+    if (!path.startsWith('/v1/') && !admin) return;
+    if (tokenMatches(req.headers.authorization, token)) return;
+    // A browser cannot send the header with bull-board's pages: /admin/* also takes the session cookie.
+    if (admin && adminSession?.accepts(req)) return;
+    if (admin && adminSession?.login(req, reply)) return reply;
+    const hint = admin ? ' (in a browser, open /admin/queues?token=<ADMIN_TOKEN> once)' : '';
+    return sendError(reply, 401, 'unauthorized', `missing or wrong Authorization: Bearer token${hint}`);
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
@@ -77,5 +86,6 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   registerActionRoutes(app, ctx, deps.sender, createContextTokens(ctx, deps.sender));
   registerJobRoutes(app, ctx);
   registerDlqRoutes(app, ctx);
+  await registerQueueBoard(app, ctx);
   return app;
 }

@@ -1,0 +1,83 @@
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import type { BeforeHook, IServerAdapter } from '@bull-board/api/dist/types.js';
+import { FastifyAdapter } from '@bull-board/fastify';
+import type { Queue } from 'bullmq';
+import type { FastifyInstance } from 'fastify';
+import type { RelayContext } from '../context/relay-context.js';
+import type { JobOutcome } from '../queue/job-schema.js';
+import { DlqBoardAdapter } from './dlq-board-adapter.js';
+
+/** Where bull-board is served; under /admin/, so ADMIN_TOKEN guards it with the rest. */
+export const QUEUE_BOARD_PATH = '/admin/queues';
+
+/**
+ * Refuses the board's operations that would bypass the producer or replay on a delivery queue
+ * (the UI only hides buttons; this is what holds):
+ * - adding a job or editing its data skips parameter validation and idempotency: use POST /v1/jobs;
+ * - retrying a completed job delivers it twice (delivered) or bypasses replay (dead: its dead letter
+ *   stays, and replay is what takes the action's current definition). Failed jobs may be retried.
+ */
+function guardDeliveries(deliveries: ReadonlyMap<string, Queue>): BeforeHook {
+  const deny = (message: string) => ({ allow: false, status: 403 as const, message });
+  return async ({ route, request }) => {
+    const params = request.params as { queueName?: string; queueStatus?: string; jobId?: string };
+    const queue = params.queueName === undefined ? undefined : deliveries.get(decodeURIComponent(params.queueName));
+    if (!queue) return;
+    if (route === '/api/queues/:queueName/add' || route === '/api/queues/:queueName/:jobId/update-data') {
+      return deny('jobs are enqueued through POST /v1/jobs, which validates them against their action');
+    }
+    const completedRetry =
+      (route === '/api/queues/:queueName/retry/:queueStatus' && params.queueStatus === 'completed') ||
+      (route === '/api/queues/:queueName/:jobId/retry' &&
+        params.jobId !== undefined &&
+        (await (await queue.getJob(params.jobId))?.getState()) === 'completed');
+    if (completedRetry) return deny('a completed job was delivered or dead-lettered: replay dead letters with POST /v1/dlq/replay');
+  };
+}
+
+/**
+ * Serves bull-board at {@link QUEUE_BOARD_PATH}: each partition's delivery queue, and its dead
+ * letters through a read-only adapter of our own (they are not a BullMQ queue). With several
+ * partitions (QUEUE_PARTITIONS), each pair is grouped under `partition-<n>:`.
+ */
+export async function registerQueueBoard(app: FastifyInstance, ctx: RelayContext): Promise<void> {
+  const partitioned = ctx.queues.partitions.length > 1;
+  const deliveries = new Map<string, Queue>();
+  const adapters = ctx.queues.partitions.flatMap(({ queue, keys }) => {
+    const group = partitioned ? { prefix: `partition-${keys.index}:`, delimiter: ':' } : {};
+    const suffix = partitioned ? ` (partition ${keys.index})` : '';
+    const options = {
+      ...group,
+      displayName: `Deliveries${suffix}`,
+      description: 'Jobs waiting, delayed, in flight and finished. A finished job marked "dead" is also in the dead letters.',
+      // Hides the retry button of completed jobs (guardDeliveries refuses the call); BaseAdapter reads
+      // it, although BullMQAdapter's option type leaves it out.
+      allowCompletedRetries: false,
+    };
+    const delivery = new BullMQAdapter(queue, options);
+    // BullMQ sees a dead job as completed: say so in the list.
+    delivery.setFormatter('name', (job: { name: string; returnvalue?: JobOutcome | null }) =>
+      job.returnvalue?.outcome === 'dead' ? `${job.name} (dead: ${job.returnvalue.reason ?? 'unknown'})` : job.name,
+    );
+    deliveries.set(delivery.getName(), queue);
+    return [delivery, new DlqBoardAdapter(ctx.redis, keys, { ...group, displayName: `Dead letters${suffix}` })];
+  });
+
+  const serverAdapter = new FastifyAdapter();
+  serverAdapter.setBasePath(QUEUE_BOARD_PATH);
+  createBullBoard({
+    queues: adapters,
+    // @bull-board/fastify 9.10.1 is typed against its own copy of @bull-board/api (9.10.1): same
+    // interface, but a private field makes the two declarations incompatible to TypeScript.
+    serverAdapter: serverAdapter as unknown as IServerAdapter,
+    options: {
+      uiConfig: {
+        boardTitle: 'action-relay',
+        miscLinks: [{ text: 'API docs', url: '/docs' }],
+      },
+      handlerHooks: { before: guardDeliveries(deliveries) },
+    },
+  });
+  await app.register(serverAdapter.registerPlugin(), { prefix: QUEUE_BOARD_PATH });
+}
