@@ -8,7 +8,8 @@ import { BlockedDestinationError, ValidationError, RelayError } from '../errors/
 import { formatIssues } from '../actions/param-validator.js';
 import { sendError } from './api-errors.js';
 
-const tryBodySchema = z.strictObject({
+/** Body of POST /v1/actions/:id/preview and /test. */
+export const tryBodySchema = z.strictObject({
   params: z.record(z.string(), z.unknown()).default({}),
   context: z.record(z.string(), z.unknown()).default({}),
 });

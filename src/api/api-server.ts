@@ -9,6 +9,7 @@ import { registerJobRoutes } from './job-routes.js';
 import { registerDlqRoutes } from './dlq-routes.js';
 import { createAdminSession } from './admin-session.js';
 import { registerQueueBoard } from './queue-board.js';
+import { registerApiDocs } from './openapi.js';
 
 export interface ApiServerDeps {
   ctx: RelayContext;
@@ -87,5 +88,6 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   registerJobRoutes(app, ctx);
   registerDlqRoutes(app, ctx);
   await registerQueueBoard(app, ctx);
+  await registerApiDocs(app, { bearer: token !== undefined });
   return app;
 }

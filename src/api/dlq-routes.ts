@@ -7,10 +7,14 @@ import { dlqFilterSchema } from '../queue/dead-letters.js';
 import { purgeDeadLetters, replayDeadLetters, replayRequestSchema } from '../queue/dlq-operations.js';
 import { sendError } from './api-errors.js';
 
-const listQuerySchema = dlqFilterSchema.extend({
+/** Query of GET /v1/dlq. */
+export const listQuerySchema = dlqFilterSchema.extend({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   cursor: z.string().optional(),
 });
+
+/** Body of POST /v1/dlq/purge. */
+export const purgeRequestSchema = z.strictObject({ filter: dlqFilterSchema.optional(), jobIds: z.array(z.string()).optional() });
 
 function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
   const parsed = schema.safeParse(input ?? {});
@@ -44,7 +48,7 @@ export function registerDlqRoutes(app: FastifyInstance, ctx: RelayContext): void
   app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req) => ({ purged: await dl.remove([req.params.jobId]) }));
 
   app.post('/v1/dlq/purge', async (req) => {
-    const body = parse(z.strictObject({ filter: dlqFilterSchema.optional(), jobIds: z.array(z.string()).optional() }), req.body);
+    const body = parse(purgeRequestSchema, req.body);
     return { purged: await purgeDeadLetters(dl, body.jobIds, body.filter ?? {}) };
   });
 }
