@@ -30,9 +30,55 @@ export interface CompiledAction {
   readonly limitKey: string;
 }
 
-const HEADER_VALUE_OK = /^[^\u0000-\u0008\u000a-\u001f\u007f]*$/;
+/** What undici (like Node) sends in a header value: tab, visible ASCII and Latin-1; never CR, LF, NUL or another control. */
+const HEADER_VALUE_OK = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** An HTTP header name (RFC 9110 token). */
+const HEADER_NAME_OK = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Headers that the relay sets itself and a definition may not override. */
 const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'idempotency-key', 'user-agent']);
+/** Names that would reach an object's prototype if used as a plain key: refused as parameter and field names. */
+const PROTOTYPE_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+const BAD_HEADER_VALUE = 'only tab, visible ASCII and Latin-1 characters are allowed in a header value';
+
+/**
+ * Parameter and response field names that could reach a prototype. Read from the raw input: the
+ * schema's records drop a "__proto__" key silently, and a silent drop is no answer to the author.
+ */
+function prototypeKeyProblems(input: unknown): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  const own = (v: unknown): [string, unknown][] => (v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.entries(v) : []);
+  const walk = (fields: unknown, path: string) => {
+    for (const [name, spec] of own(fields)) {
+      if (PROTOTYPE_KEYS.has(name)) problems.push({ path: `${path}.${name}`, message: 'a reserved name; choose another' });
+      const nested = own(spec).find(([k]) => k === 'fields');
+      if (nested) walk(nested[1], `${path}.${name}.fields`);
+    }
+  };
+  const root = own(input);
+  walk(root.find(([k]) => k === 'parameters')?.[1], 'parameters');
+  walk(own(root.find(([k]) => k === 'response')?.[1]).find(([k]) => k === 'fields')?.[1], 'response.fields');
+  return problems;
+}
+
+/** Header names and values an auth block adds, checked as endpoint headers are. */
+function authHeaderProblems(def: ActionDefinition): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  const auth = def.auth;
+  const checkName = (name: string, path: string) => {
+    if (!HEADER_NAME_OK.test(name)) problems.push({ path, message: 'not a valid header name' });
+    else if (RESERVED_HEADERS.has(name.toLowerCase())) problems.push({ path, message: 'this header is set by action-relay' });
+  };
+  if (auth.type === 'apiKey' && auth.in === 'header') checkName(auth.name, 'auth.name');
+  if (auth.type === 'customToken') {
+    if (auth.inject.as === 'header' && auth.inject.name) checkName(auth.inject.name, 'auth.inject.name');
+    for (const [name, value] of Object.entries(auth.request.headers ?? {})) {
+      if (typeof value === 'string' && !HEADER_VALUE_OK.test(value)) {
+        problems.push({ path: `auth.request.headers.${name}`, message: BAD_HEADER_VALUE });
+      }
+    }
+  }
+  return problems;
+}
 
 /**
  * Parses and checks a definition: schema, then what the schema alone cannot see (templates that
@@ -41,8 +87,9 @@ const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding',
  */
 export function parseActionDefinition(input: unknown): ActionDefinition {
   const parsed = actionDefinitionSchema.safeParse(input);
-  if (!parsed.success) throw new ValidationError('invalid action definition', formatIssues(parsed.error, '', input));
-  const problems: FieldProblem[] = [];
+  const reserved = prototypeKeyProblems(input);
+  if (!parsed.success) throw new ValidationError('invalid action definition', [...reserved, ...formatIssues(parsed.error, '', input)]);
+  const problems: FieldProblem[] = [...reserved, ...authHeaderProblems(parsed.data)];
   buildRenderers(parsed.data, problems);
   if (problems.length > 0) throw new ValidationError('invalid action definition', problems);
   return parsed.data;
@@ -54,10 +101,16 @@ function buildRenderers(def: ActionDefinition, problems: FieldProblem[]) {
   if (def.body !== undefined && (endpoint.method === 'GET' || endpoint.method === 'DELETE')) {
     problems.push({ path: 'body', message: `a body is not allowed with ${endpoint.method}` });
   }
-  for (const name of Object.keys(endpoint.headers ?? {})) {
-    if (RESERVED_HEADERS.has(name.toLowerCase())) {
+  const seen = new Set<string>();
+  for (const [name, value] of Object.entries(endpoint.headers ?? {})) {
+    const lower = name.toLowerCase();
+    if (RESERVED_HEADERS.has(lower)) {
       problems.push({ path: `endpoint.headers.${name}`, message: 'this header is set by action-relay' });
     }
+    if (seen.has(lower)) problems.push({ path: `endpoint.headers.${name}`, message: 'the same header twice (names ignore case)' });
+    seen.add(lower);
+    // The schema refuses control characters; what undici would still refuse is found here, not at send time.
+    if (!HEADER_VALUE_OK.test(value)) problems.push({ path: `endpoint.headers.${name}`, message: BAD_HEADER_VALUE });
   }
   if (endpoint.path !== undefined && !endpoint.path.startsWith('/') && endpoint.path !== '') {
     problems.push({ path: 'endpoint.path', message: 'must start with /' });
@@ -126,11 +179,19 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
         if (t.exact && (t.exact(scope) === undefined || t.exact(scope) === null)) continue;
         const value = t.render(scope);
         if (!HEADER_VALUE_OK.test(value)) {
+          // Name the value that brought the character in: that is what the caller can fix.
+          const culprit = t.refs.find((ref) => !HEADER_VALUE_OK.test(stringify(ref.get(scope))));
           throw new InvalidParamsError([
-            { path: `endpoint.headers.${name}`, message: 'a substituted value contains CR, LF or another control character' },
+            {
+              path: culprit?.ref ?? `endpoint.headers.${name}`,
+              message: `would put CR, LF or another character not allowed in a header into ${name}`,
+            },
           ]);
         }
         headers[lower] = value;
+      }
+      if (!HEADER_VALUE_OK.test(scope.job.idempotencyKey)) {
+        throw new InvalidParamsError([{ path: 'idempotencyKey', message: 'not allowed in the Idempotency-Key header' }]);
       }
       headers['user-agent'] = opts.userAgent;
       headers['idempotency-key'] = scope.job.idempotencyKey;

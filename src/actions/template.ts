@@ -50,6 +50,8 @@ interface StringTemplate {
   exact?: Getter;
   render: (scope: RenderScope, encode?: (s: string) => string) => string;
   isConstant: boolean;
+  /** Each placeholder as written (`params.note`) with what it reads, to name the source of a bad value. */
+  refs: { ref: string; get: Getter }[];
 }
 
 export function compileString(template: string, path: string, cx: CompileContext): StringTemplate {
@@ -62,10 +64,13 @@ export function compileString(template: string, path: string, cx: CompileContext
   }
   const exactMatch = EXACT.exec(template);
   const parts: (string | Getter)[] = [];
+  const refs: StringTemplate['refs'] = [];
   let last = 0;
   for (const m of template.matchAll(PLACEHOLDER)) {
     if (m.index > last) parts.push(template.slice(last, m.index));
-    parts.push(getter(m[1] as string, m[2] as string, path, cx));
+    const get = getter(m[1] as string, m[2] as string, path, cx);
+    parts.push(get);
+    refs.push({ ref: `${m[1]}.${m[2]}`, get });
     last = m.index + m[0].length;
   }
   if (last < template.length) parts.push(template.slice(last));
@@ -81,7 +86,7 @@ export function compileString(template: string, path: string, cx: CompileContext
     }
     return out;
   };
-  const result: StringTemplate = { render, isConstant };
+  const result: StringTemplate = { render, isConstant, refs };
   if (exactMatch) result.exact = parts[0] as Getter;
   return result;
 }

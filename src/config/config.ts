@@ -54,6 +54,13 @@ export const envSchema = z.object({
   DLQ_MAX_AGE_DAYS: z.coerce.number().min(0.001).default(30),
   /** At most this many dead letters are kept (the oldest go first). @defaultValue 1000000 */
   DLQ_MAX_COUNT: z.coerce.number().int().min(1).default(1_000_000),
+  /** Largest params + context of one job, in bytes of JSON; a larger job is refused at enqueue. @defaultValue 262144 */
+  JOB_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(16 * 1024 * 1024)
+    .default(256 * 1024),
   /** How long an idempotency key deduplicates enqueues, in seconds. @defaultValue 86400 */
   IDEMPOTENCY_TTL_SECONDS: z.coerce.number().int().min(1).default(86_400),
 });

@@ -72,7 +72,12 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
   if (subscriber) await store.watch(subscriber);
   const queues = createDeliveryQueues({ connection: bullConnection, keys, retentionSeconds: config.JOB_RETENTION_SECONDS });
   for (const p of queues.partitions) p.queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
-  const producer = createProducer({ queues, store, idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000 });
+  const producer = createProducer({
+    queues,
+    store,
+    idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
+    maxJobBytes: config.JOB_MAX_BYTES,
+  });
   const outcomes = createOutcomeWriter(redis, config.RESULTS_MAXLEN);
   const oldestWaiting = queues.partitions.map((p) => createOldestWaitingProbe(redis, p.keys));
   const secrets = createSecretResolver(opts.env ? { env: opts.env } : {});

@@ -7,7 +7,13 @@ export const jobInputSchema = z.strictObject({
   actionId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'an action id'),
   params: jsonObject.default({}),
   context: jsonObject.default({}),
-  idempotencyKey: z.string().min(1).max(256).optional(),
+  /** Sent as the Idempotency-Key header: visible ASCII (spaces inside allowed), at most 256. */
+  idempotencyKey: z
+    .string()
+    .min(1)
+    .max(256)
+    .regex(/^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/, 'visible ASCII characters only: it is sent as the Idempotency-Key header')
+    .optional(),
   /** Wait this long before the first attempt. @defaultValue 0 */
   delayMs: z
     .number()

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { JobsOptions } from 'bullmq';
 import type { ActionStore } from '../actions/action-store.js';
-import { ValidationError, type FieldProblem } from '../errors/errors.js';
+import { InvalidParamsError, ValidationError, type FieldProblem } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
 import { jobInputSchema, type JobData, type JobInput } from './job-schema.js';
 import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
@@ -27,6 +27,8 @@ export interface ProducerDeps {
   store: ActionStore;
   /** How long an idempotency key deduplicates. */
   idempotencyTtlMs: number;
+  /** Largest params + context of one job, serialized as JSON (JOB_MAX_BYTES). @defaultValue 262144 */
+  maxJobBytes?: number;
 }
 
 interface PreparedJob {
@@ -39,6 +41,23 @@ interface PreparedJob {
 /** Most jobs one enqueueMany call accepts. */
 export const MAX_BATCH = 1000;
 
+/** Default of JOB_MAX_BYTES: a job is a journey step's few fields, not a payload store. */
+export const DEFAULT_MAX_JOB_BYTES = 256 * 1024;
+
+/** Refuses params + context larger than `max` bytes of JSON, naming the larger of the two. */
+function checkJobSize(params: Record<string, unknown>, context: Record<string, unknown>, max: number, root: string): void {
+  const p = Buffer.byteLength(JSON.stringify(params));
+  const c = Buffer.byteLength(JSON.stringify(context));
+  if (p + c <= max) return;
+  const field = p >= c ? 'params' : 'context';
+  throw new ValidationError('invalid job', [
+    {
+      path: root ? `${root}.${field}` : field,
+      message: `params and context are ${p + c} bytes serialized (${field} ${Math.max(p, c)}); at most ${max} (JOB_MAX_BYTES)`,
+    },
+  ]);
+}
+
 export function createProducer(deps: ProducerDeps): Producer {
   const { queues, store } = deps;
 
@@ -46,6 +65,7 @@ export function createProducer(deps: ProducerDeps): Producer {
     const parsed = jobInputSchema.safeParse(raw);
     if (!parsed.success) throw new ValidationError('invalid job', formatIssues(parsed.error, root, raw));
     const input = parsed.data;
+    checkJobSize(input.params, input.context, deps.maxJobBytes ?? DEFAULT_MAX_JOB_BYTES, root);
     const action = await store.getCompiled(input.actionId);
     if (!action) {
       throw new ValidationError('invalid job', [
@@ -61,6 +81,21 @@ export function createProducer(deps: ProducerDeps): Producer {
     }
     const data: JobData = { params: input.params, context: input.context };
     const opts: JobsOptions = { jobId: randomUUID() };
+    try {
+      // Render once now: a value that could never be sent (CR/LF into a header) is the caller's error, not a dead job later.
+      const jobId = opts.jobId as string;
+      action.buildRequest({
+        params: checked.value,
+        context: input.context,
+        job: { id: jobId, attempt: 1, idempotencyKey: input.idempotencyKey ?? jobId },
+      });
+    } catch (err: unknown) {
+      if (!(err instanceof InvalidParamsError)) throw err;
+      throw new ValidationError(
+        'invalid job',
+        err.problems.map((p) => ({ ...p, path: root ? `${root}.${p.path}` : p.path })),
+      );
+    }
     if (input.idempotencyKey !== undefined) {
       data.idempotencyKey = input.idempotencyKey;
       opts.deduplication = { id: input.idempotencyKey, ttl: deps.idempotencyTtlMs };
