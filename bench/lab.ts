@@ -4,6 +4,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
+import { envSchema } from '../src/config/config.js';
 import { startPrivateRedis, type EmbeddedRedis } from '../src/redis/embedded-redis.js';
 import type { SinkSummary } from './sink.js';
 
@@ -52,9 +53,17 @@ export async function startLab(): Promise<Lab> {
   const redis: EmbeddedRedis = await startPrivateRedis();
   const admin = new Redis(redis.url, { maxRetriesPerRequest: 20 });
 
+  // Children get only the settings given here: none of action-relay's own from this shell.
+  const inherited: NodeJS.ProcessEnv = { ...process.env };
+  for (const key of Object.keys(envSchema.shape)) delete inherited[key];
+
   const spawnChild: Lab['spawnChild'] = (args, env, opts = {}) => {
-    const stdio: SpawnOptions['stdio'] = opts.ipc ? ['ignore', 'ignore', 'inherit', 'ipc'] : ['ignore', 'ignore', 'inherit'];
-    const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...args], { env: { ...process.env, ...env }, stdio });
+    const stdio: SpawnOptions['stdio'] = opts.ipc ? ['ignore', 'ignore', 'pipe', 'ipc'] : ['ignore', 'ignore', 'pipe'];
+    const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...args], { env: { ...inherited, ...env }, stdio });
+    // Passed through, but for the CLI's own note on a graceful stop, which the bench asks for.
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      if (!line.startsWith('stopping:')) process.stderr.write(`[worker ${child.pid}] ${line}\n`);
+    });
     children.add(child);
     child.once('exit', () => children.delete(child));
     return child;

@@ -5,13 +5,22 @@ import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { createRelayContext, loadConfig } from '../src/index.js';
+import { createRelayContext } from '../src/index.js';
 import type { Lab } from './lab.js';
 import { measureDrain, type DrainFigures } from './measure.js';
 import { redisUsedMemory } from './proc-stats.js';
-import { benchAction } from './payload.js';
+import { benchAction, wallClock } from './payload.js';
 import { maxInWindow, median } from './stats.js';
-import { fillJobs, relayTarget, startTarget, type JobSpec, type LatencyFigures, type Target, type TargetKey } from './targets.js';
+import {
+  fillJobs,
+  relayConfig,
+  relayTarget,
+  startTarget,
+  type JobSpec,
+  type LatencyFigures,
+  type Target,
+  type TargetKey,
+} from './targets.js';
 import { compareProfiles, summarizeProfile, type ProfileSummary } from './profile-summary.js';
 
 export interface Sizes {
@@ -54,7 +63,7 @@ export const DEFAULT_SIZES: Sizes = {
   backlogBig: 1_000_000,
   backlogDrain: 10_000,
   burstJobs: 100_000,
-  burstWindowS: 20,
+  burstWindowS: 30,
   burstRate: 100,
   profileJobs: 30_000,
 };
@@ -182,8 +191,7 @@ async function marginalBytes(lab: Lab, n: number, add: (b: JobSpec[]) => Promise
 export async function memorySection(lab: Lab, sizes: Sizes): Promise<MemoryResult> {
   const connection = new Redis(lab.redisUrl, { maxRetriesPerRequest: null });
   const bare = new Queue('deliveries', { connection, prefix: `bench-mem-${randomUUID().slice(0, 6)}` });
-  const config = loadConfig({ REDIS_URL: lab.redisUrl, ACTION_RELAY_PREFIX: `bench-mem-${randomUUID().slice(0, 6)}`, LOG_LEVEL: 'silent' });
-  const ctx = await createRelayContext(config, { processMetrics: false });
+  const ctx = await createRelayContext(relayConfig(lab, `bench-mem-${randomUUID().slice(0, 6)}`), { processMetrics: false });
   try {
     await ctx.store.put(benchAction('bench', lab.sink.url));
     const bareBytes = await marginalBytes(lab, sizes.memoryJobs, async (b) => {
@@ -290,6 +298,12 @@ export interface BurstResult {
   enqueueSeconds: number;
   deliveredInWindow: number;
   achievedPerSec: number;
+  /** Rate over the second half of the window, once every job has been picked at least once or is waiting for its slot. */
+  secondHalfPerSec: number;
+  /** Deliveries in each second of the window. */
+  perSecond: number[];
+  /** Length of the wait list at the end of each second of the window. */
+  waitingPerSecond: number[];
   peakIn1s: number;
   meanPicksAll: number;
   meanPicksDelivered: number;
@@ -323,8 +337,14 @@ export async function burstSection(lab: Lab, sizes: Sizes, opts: { logLevel: str
     const enqueueSeconds = (performance.now() - t0) / 1000;
     log(`  enqueued in ${enqueueSeconds.toFixed(1)} s; running 2 workers for ${sizes.burstWindowS} s`);
     await lab.sink.reset();
+    const windowStart = wallClock();
     await ctx.queue.resume();
-    await new Promise((r) => setTimeout(r, sizes.burstWindowS * 1000));
+    // Once a second: how many jobs still wait to be picked a first time or again (the wait list).
+    const waitingPerSecond: number[] = [];
+    for (let sec = 1; sec <= sizes.burstWindowS; sec++) {
+      await new Promise((r) => setTimeout(r, windowStart + sec * 1000 - wallClock()));
+      waitingPerSecond.push(await ctx.redis.llen(queue.toKey('wait')));
+    }
     const arrivals = await lab.sink.arrivals();
     // Picks are read once nothing moves any more.
     await target.stopWorkers();
@@ -343,6 +363,12 @@ export async function burstSection(lab: Lab, sizes: Sizes, opts: { logLevel: str
     const all = [...picks.values()];
     const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
     const deliveredPicks = delivered.map((id) => picks.get(id) ?? 0);
+    const perSecond = Array.from({ length: sizes.burstWindowS }, () => 0);
+    for (const at of arrivals) {
+      const sec = Math.floor((at - windowStart) / 1000);
+      if (sec >= 0 && sec < perSecond.length) perSecond[sec] = (perSecond[sec] ?? 0) + 1;
+    }
+    const half = Math.floor(sizes.burstWindowS / 2);
     const result: BurstResult = {
       jobs: sizes.burstJobs,
       limitPerSec: sizes.burstRate,
@@ -350,6 +376,9 @@ export async function burstSection(lab: Lab, sizes: Sizes, opts: { logLevel: str
       enqueueSeconds,
       deliveredInWindow: arrivals.length,
       achievedPerSec: arrivals.length / sizes.burstWindowS,
+      secondHalfPerSec: sum(perSecond.slice(half)) / (sizes.burstWindowS - half),
+      perSecond,
+      waitingPerSecond,
       peakIn1s: maxInWindow(arrivals, 1000),
       meanPicksAll: sum(all) / all.length,
       meanPicksDelivered: deliveredPicks.length > 0 ? sum(deliveredPicks) / deliveredPicks.length : NaN,

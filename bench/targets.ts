@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { createRelayContext, loadConfig, type RelayContext } from '../src/index.js';
+import { createRelayContext, loadConfig, type Config, type RelayContext } from '../src/index.js';
 import { scriptArgs, type Lab } from './lab.js';
 import { benchAction, buildContext, buildParams, wallClock, type JobContext, type JobParams } from './payload.js';
 import { percentile } from './stats.js';
@@ -29,7 +29,10 @@ export interface Target {
   http: boolean;
   /** Worker processes whose CPU and memory are measured. */
   pids(): number[];
-  /** Adds `n` jobs of a `bytes`-long payload, held back until `release`. */
+  /**
+   * Adds `n` jobs of a `bytes`-long payload, held back until `release`. `fast` (big backlogs):
+   * the first 1,000 are enqueued with addBulk, the rest are server-side copies of them.
+   */
   fill(n: number, bytes: number, opts?: { fast?: boolean }): Promise<void>;
   /** Lets the filled jobs go; resolves when `n` more jobs have ended. */
   release(n: number, timeoutMs: number): Promise<void>;
@@ -68,7 +71,7 @@ interface QueueDriver {
   queue: Queue;
   /** At most 1000 jobs, each its own BullMQ job. */
   enqueue(batch: JobSpec[]): Promise<void>;
-  /** Same job shape, without validation: for filling big backlogs. */
+  /** Same job shape, without validation. */
   enqueueFast(batch: JobSpec[]): Promise<void>;
   spawn(): ChildProcess[];
   close(): Promise<void>;
@@ -99,6 +102,47 @@ export async function fillJobs(n: number, bytes: number, add: (batch: JobSpec[])
     }
   };
   await Promise.all(Array.from({ length: FILL_LANES }, lane));
+}
+
+/*
+ * Copies the newest job of the queue's waiting (or paused) list under new ids, pushed the way
+ * BullMQ pushes a new job: a backlog of a million in seconds rather than minutes of addBulk.
+ * The copies hold the same fields as the job BullMQ stored (name, data, opts, timestamp...).
+ * KEYS[1] queue meta, KEYS[2] paused list, KEYS[3] wait list
+ * ARGV[1] job key prefix, ARGV[2] id prefix, ARGV[3] first index, ARGV[4] last index
+ * Returns the number of jobs added. Standalone Redis only (job keys are built here).
+ */
+const COPY_JOBS = `
+local target = KEYS[3]
+if redis.call('HEXISTS', KEYS[1], 'paused') == 1 then target = KEYS[2] end
+local templateId = redis.call('LINDEX', target, 0)
+if not templateId then return redis.error_reply('no job to copy') end
+local fields = redis.call('HGETALL', ARGV[1] .. templateId)
+local first, last = tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = first, last do
+  local id = ARGV[2] .. i
+  redis.call('HSET', ARGV[1] .. id, unpack(fields))
+  redis.call('LPUSH', target, id)
+end
+return last - first + 1
+`;
+
+async function copyJobs(client: Redis, queue: Queue, n: number): Promise<void> {
+  const idPrefix = `copy-${randomUUID().slice(0, 8)}-`;
+  for (let first = 0; first < n; first += 20_000) {
+    const last = Math.min(n, first + 20_000) - 1;
+    await client.eval(
+      COPY_JOBS,
+      3,
+      queue.toKey('meta'),
+      queue.toKey('paused'),
+      queue.toKey('wait'),
+      queue.toKey(''),
+      idPrefix,
+      first,
+      last,
+    );
+  }
 }
 
 async function waitUntil(what: string, timeoutMs: number, check: () => Promise<boolean>, pollMs = 10): Promise<void> {
@@ -144,7 +188,10 @@ async function startQueueTarget(
     queue,
     pids: () => children.map((c) => c.pid as number),
     async fill(n, bytes, opts = {}) {
-      await fillJobs(n, bytes, (b) => (opts.fast ? driver.enqueueFast(b) : driver.enqueue(b)));
+      if (!opts.fast) return fillJobs(n, bytes, (b) => driver.enqueue(b));
+      const seeded = Math.min(n, BATCH);
+      await fillJobs(seeded, bytes, (b) => driver.enqueueFast(b));
+      await copyJobs(lab.admin, queue, n - seeded);
     },
     async release(n, timeoutMs) {
       const base = await ended();
@@ -240,6 +287,11 @@ async function scriptTarget(lab: Lab, key: TargetKey, label: string, script: str
   return startQueueTarget(lab, key, label, key !== 'bare', driver, opts.processes ?? 1);
 }
 
+/** The bench's own action-relay settings on the private Redis; the sink is on loopback. */
+export function relayConfig(lab: Lab, prefix: string): Config {
+  return loadConfig({ REDIS_URL: lab.redisUrl, ACTION_RELAY_PREFIX: prefix, LOG_LEVEL: 'silent', EGRESS_ALLOW_PRIVATE: 'true' });
+}
+
 /** action-relay's real worker process(es), jobs enqueued through its producer. */
 export async function relayTarget(
   lab: Lab,
@@ -248,8 +300,7 @@ export async function relayTarget(
   opts: TargetOptions = {},
 ): Promise<Target & { ctx: RelayContext; actionIds: string[] }> {
   const prefix = `bench-${key}-${randomUUID().slice(0, 6)}`;
-  const config = loadConfig({ REDIS_URL: lab.redisUrl, ACTION_RELAY_PREFIX: prefix, LOG_LEVEL: 'silent' });
-  const ctx = await createRelayContext(config, { processMetrics: false });
+  const ctx = await createRelayContext(relayConfig(lab, prefix), { processMetrics: false });
   const count = opts.actions ?? 1;
   const actionIds = count === 1 ? ['bench'] : Array.from({ length: count }, (_, i) => `bench_${String(i).padStart(4, '0')}`);
   for (const id of actionIds) await ctx.store.put(benchAction(id, lab.sink.url, opts.rateLimit));
