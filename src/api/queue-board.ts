@@ -1,6 +1,6 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import type { BeforeHook, IServerAdapter } from '@bull-board/api/dist/types.js';
+import type { BeforeHook } from '@bull-board/api/dist/types.js';
 import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
@@ -68,9 +68,7 @@ export async function registerQueueBoard(app: FastifyInstance, ctx: RelayContext
   serverAdapter.setBasePath(QUEUE_BOARD_PATH);
   createBullBoard({
     queues: adapters,
-    // @bull-board/fastify 9.10.1 is typed against its own copy of @bull-board/api (9.10.1): same
-    // interface, but a private field makes the two declarations incompatible to TypeScript.
-    serverAdapter: serverAdapter as unknown as IServerAdapter,
+    serverAdapter,
     options: {
       uiConfig: {
         boardTitle: 'action-relay',
