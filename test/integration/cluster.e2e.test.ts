@@ -7,7 +7,6 @@ import { hashTaggedPrefix, type Config } from '../../src/config/config.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import type { QueueStats } from '../../src/queue/stats.js';
 import { relayKeys } from '../../src/redis/redis-connection.js';
-import { redisServerOnPath } from '../../src/redis/embedded-redis.js';
 import { kill, removePrefixKeys, spawnWorker, startReceiver, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
 import { startLocalCluster, type LocalCluster } from '../support/local-cluster.js';
 
@@ -64,7 +63,7 @@ const slotMasters = (prefix: string) =>
     relayKeys(hashTaggedPrefix(prefix), PARTITIONS).partitions.map(async (p) => cluster.masterOf(await cluster.keySlot(p.bullPrefix))),
   );
 
-describe.skipIf(!redisServerOnPath())(`a 3-master Redis Cluster with QUEUE_PARTITIONS=${PARTITIONS} and two worker processes`, () => {
+describe(`a 3-master Redis Cluster with QUEUE_PARTITIONS=${PARTITIONS} and two worker processes`, () => {
   beforeAll(async () => {
     cluster = await startLocalCluster(3);
     receiver = await startReceiver();

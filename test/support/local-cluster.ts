@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { freePort, redisAnswers } from '../../src/redis/embedded-redis.js';
+import { freePort, redisAnswers, redisServerOnPath } from '../../src/redis/embedded-redis.js';
 
 const run = promisify(execFile);
 
@@ -25,6 +25,7 @@ export interface LocalCluster {
  * nothing on disk but their cluster config files (in a temporary folder removed by stop()).
  */
 export async function startLocalCluster(masters = 3): Promise<LocalCluster> {
+  if (!redisServerOnPath()) throw new Error('a local Redis Cluster needs redis-server and redis-cli on the PATH (Debian: redis-server)');
   const dir = mkdtempSync(join(tmpdir(), 'action-relay-cluster-'));
   const children: ChildProcess[] = [];
   const nodes: string[] = [];
