@@ -81,7 +81,7 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   print(`API            ${api.url}/v1/actions   (PUT/GET actions, POST /v1/jobs, GET /v1/jobs/:id)`);
   print(`Metrics        ${api.url}/metrics  and worker http://${cfg.HOST}:${cfg.METRICS_PORT}/metrics`);
   print(`Mock receiver  ${receiver.url}  (answers 503 to 5% of requests, to show retries)`);
-  print(`Results stream XREAD STREAMS ${ctx.keys.results} $   on ${redis.url}`);
+  for (const p of ctx.keys.partitions) print(`Results stream XREAD STREAMS ${p.results} $   on ${redis.url}`);
   print(
     `Try:           curl -s ${api.url}/v1/actions/acme_sms/preview -H 'content-type: application/json' -d '{"params":{"region":"eu","phone":"+331","orderId":"o1"}}'`,
   );
@@ -93,26 +93,28 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
     void ctx.producer.enqueueMany(batch).catch((err: unknown) => print(`enqueue failed: ${(err as Error).message}`));
   }, 100);
 
-  // Read the results stream as the journey engine would.
-  let lastId = '$';
+  // Read the results streams as the journey engine would: one reader per partition's stream.
   let delivered = 0;
   let dead = 0;
   let running = true;
-  const reader = ctx.redis.duplicate();
-  const readLoop = (async () => {
-    while (running) {
-      const res = (await reader.xread('COUNT', 1000, 'BLOCK', 500, 'STREAMS', ctx.keys.results, lastId).catch(() => null)) as
-        [string, [string, string[]][]][] | null;
-      for (const [, entries] of res ?? []) {
-        for (const [id, fields] of entries) {
-          lastId = id;
-          const outcome = fields[fields.indexOf('outcome') + 1];
-          if (outcome === 'delivered') delivered++;
-          else dead++;
+  const readers = ctx.keys.partitions.map(() => ctx.redis.duplicate());
+  const readLoop = Promise.all(
+    ctx.keys.partitions.map(async (p, i) => {
+      let lastId = '$';
+      while (running) {
+        const res = (await readers[i]?.xread('COUNT', 1000, 'BLOCK', 500, 'STREAMS', p.results, lastId).catch(() => null)) as
+          [string, [string, string[]][]][] | null;
+        for (const [, entries] of res ?? []) {
+          for (const [id, fields] of entries) {
+            lastId = id;
+            const outcome = fields[fields.indexOf('outcome') + 1];
+            if (outcome === 'delivered') delivered++;
+            else dead++;
+          }
         }
       }
-    }
-  })();
+    }),
+  );
 
   let prevDelivered = 0;
   const started = Date.now();
@@ -134,7 +136,7 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   clearInterval(printTimer);
   running = false;
   await readLoop;
-  reader.disconnect();
+  for (const reader of readers) reader.disconnect();
   print('stopping...');
   await api.stop();
   await worker.stop();
