@@ -1,7 +1,8 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { createContextTokens, type RelayContext } from '../context/relay-context.js';
 import type { HttpSender } from '../delivery/http-sender.js';
+import { isLoopbackAddress } from '../delivery/egress-guard.js';
 import { ValidationError, coerceError } from '../errors/errors.js';
 import { sendError } from './api-errors.js';
 import { registerActionRoutes } from './action-routes.js';
@@ -19,20 +20,22 @@ export interface ApiServerDeps {
   bodyLimit?: number;
 }
 
-const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
-
-/** Refuses to expose an unauthenticated API beyond this machine. */
+/**
+ * Refuses to expose an unauthenticated API beyond this machine. Loopback is an IP address in
+ * 127.0.0.0/8 or ::1, or the name localhost: not any name that merely starts with "127.".
+ */
 export function assertSafeBind(host: string, adminToken: string | undefined): void {
-  if (!adminToken && !LOOPBACK.has(host) && !host.startsWith('127.')) {
+  if (!adminToken && host !== 'localhost' && !isLoopbackAddress(host)) {
     throw new Error(`HOST=${host} is not loopback: set ADMIN_TOKEN to expose the API, or bind to 127.0.0.1`);
   }
 }
 
+/** Compared as SHA-256 digests, so that the time taken says nothing of the token's length either. */
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
 function tokenMatches(header: string | undefined, token: string): boolean {
   if (!header?.startsWith('Bearer ')) return false;
-  const given = Buffer.from(header.slice(7));
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  return timingSafeEqual(digest(header.slice(7)), digest(token));
 }
 
 export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInstance> {
