@@ -34,7 +34,9 @@ export interface Lab {
   admin: Redis;
   sink: Sink;
   /** Starts a child process that `stop()` ends; stderr is passed through. */
-  spawnChild(args: string[], env: Record<string, string>, opts?: { ipc?: boolean; nodeArgs?: string[] }): ChildProcess;
+  spawnChild(args: string[], env: Record<string, string>, opts?: { ipc?: boolean; nodeArgs?: string[]; inspect?: boolean }): ChildProcess;
+  /** The inspector WebSocket URL of a child spawned with `inspect` (on a loopback port of its own). */
+  inspectorUrl(child: ChildProcess): Promise<string>;
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
   endChild(child: ChildProcess, graceMs?: number): Promise<void>;
   /** Empties the private Redis (only ever this one) between sections. */
@@ -57,15 +59,26 @@ export async function startLab(): Promise<Lab> {
   const inherited: NodeJS.ProcessEnv = { ...process.env };
   for (const key of Object.keys(envSchema.shape)) delete inherited[key];
 
+  const inspectors = new Map<ChildProcess, Promise<string>>();
+
   const spawnChild: Lab['spawnChild'] = (args, env, opts = {}) => {
     const stdio: SpawnOptions['stdio'] = opts.ipc ? ['ignore', 'ignore', 'pipe', 'ipc'] : ['ignore', 'ignore', 'pipe'];
-    const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...args], { env: { ...inherited, ...env }, stdio });
-    // Passed through, but for the CLI's own note on a graceful stop, which the bench asks for.
+    const nodeArgs = [...(opts.nodeArgs ?? []), ...(opts.inspect ? ['--inspect=127.0.0.1:0'] : [])];
+    const child = spawn(process.execPath, [...nodeArgs, ...args], { env: { ...inherited, ...env }, stdio });
+    let announced: (url: string) => void = () => undefined;
+    if (opts.inspect) inspectors.set(child, new Promise((resolve) => (announced = resolve)));
+    // Passed through, but for the CLI's note on a graceful stop and the inspector's own lines.
     createInterface({ input: child.stderr! }).on('line', (line) => {
-      if (!line.startsWith('stopping:')) process.stderr.write(`[worker ${child.pid}] ${line}\n`);
+      const ws = /^Debugger listening on (ws:\/\/\S+)/.exec(line);
+      if (ws) announced(ws[1] as string);
+      if (/^(stopping:|Debugger |For help, see|Waiting for the debugger)/.test(line)) return;
+      process.stderr.write(`[worker ${child.pid}] ${line}\n`);
     });
     children.add(child);
-    child.once('exit', () => children.delete(child));
+    child.once('exit', () => {
+      children.delete(child);
+      inspectors.delete(child);
+    });
     return child;
   };
 
@@ -106,6 +119,11 @@ export async function startLab(): Promise<Lab> {
     sink,
     spawnChild,
     endChild,
+    inspectorUrl(child) {
+      const url = inspectors.get(child);
+      if (!url) return Promise.reject(new Error(`process ${child.pid} was not started with the inspector`));
+      return url;
+    },
     async flush() {
       await admin.flushall();
     },

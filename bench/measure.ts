@@ -18,15 +18,19 @@ export interface DrainFigures {
   sinkCount: number | null;
 }
 
-export async function measureDrain(
-  lab: Lab,
-  target: Target,
-  n: number,
-  bytes: number,
-  opts: { fast?: boolean } = {},
-): Promise<DrainFigures> {
-  await target.fill(n, bytes, opts);
+export interface DrainOptions {
+  /** Fill with server-side copies (big backlogs). */
+  fast?: boolean;
+  /** Called after the fill, before the measured span (e.g. to start a profiler). */
+  beforeRelease?: () => Promise<void>;
+  /** Called after the measured span. */
+  afterRelease?: () => Promise<void>;
+}
+
+export async function measureDrain(lab: Lab, target: Target, n: number, bytes: number, opts: DrainOptions = {}): Promise<DrainFigures> {
+  await target.fill(n, bytes, { fast: opts.fast ?? false });
   await lab.sink.reset();
+  await opts.beforeRelease?.();
   const pids = target.pids();
   const cpu0 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
   const redis0 = await redisCpuSeconds(lab.admin);
@@ -36,6 +40,7 @@ export async function measureDrain(
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
   const redis1 = await redisCpuSeconds(lab.admin);
+  await opts.afterRelease?.();
   const sink = target.http ? await lab.sink.summary() : null;
   if (sink && sink.count < n) throw new Error(`${target.label}: ${n} jobs ended but the sink counted only ${sink.count} requests`);
   return {

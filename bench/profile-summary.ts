@@ -1,8 +1,9 @@
 // Aggregates a V8 .cpuprofile (node --cpu-prof) by function, by file and by package, so that two
 // processes doing the same deliveries can be compared per delivery.
 //
-//   node dist/bench/profile-summary.js <a.cpuprofile> [--deliveries N] [--top 25]
-//        [--vs <b.cpuprofile> --vs-deliveries M]
+//   node dist/bench/profile-summary.js <a.cpuprofile> [--deliveries N] [--cpu-us X] [--top 25]
+//        [--vs <b.cpuprofile> --vs-deliveries M --vs-cpu-us Y]
+// --cpu-us: the measured CPU per delivery, to which the rows are scaled by their share.
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 
@@ -39,6 +40,11 @@ export interface Row {
 export interface ProfileSummary {
   file: string;
   deliveries: number | null;
+  /**
+   * Measured CPU per delivery the rows are scaled to (the profiler samples wall time, which a busy
+   * machine stretches); null: rows are the profile's own time divided by the deliveries.
+   */
+  cpuUsPerDelivery: number | null;
   /** Sampled time that was not idle, in ms. */
   busyMs: number;
   idleMs: number;
@@ -103,18 +109,22 @@ export function selfTimes(profile: CpuProfile): Map<number, number> {
   return self;
 }
 
-function rows(totals: Map<string, number>, busyUs: number, deliveries: number | null): Row[] {
+function rows(totals: Map<string, number>, busyUs: number, deliveries: number | null, cpuUs: number | null): Row[] {
   return [...totals.entries()]
-    .map(([name, us]) => ({
-      name,
-      selfMs: us / 1000,
-      share: busyUs > 0 ? us / busyUs : 0,
-      usPerDelivery: deliveries ? us / deliveries : null,
-    }))
+    .map(([name, us]) => {
+      const share = busyUs > 0 ? us / busyUs : 0;
+      const usPerDelivery = cpuUs !== null ? share * cpuUs : deliveries ? us / deliveries : null;
+      return { name, selfMs: us / 1000, share, usPerDelivery };
+    })
     .sort((a, b) => b.selfMs - a.selfMs);
 }
 
-export function summarize(profile: CpuProfile, file: string, deliveries: number | null): ProfileSummary {
+export function summarize(
+  profile: CpuProfile,
+  file: string,
+  deliveries: number | null,
+  cpuUsPerDelivery: number | null = null,
+): ProfileSummary {
   const self = selfTimes(profile);
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const fn = new Map<string, number>();
@@ -138,16 +148,23 @@ export function summarize(profile: CpuProfile, file: string, deliveries: number 
   return {
     file,
     deliveries,
+    cpuUsPerDelivery,
     busyMs: busy / 1000,
     idleMs: idle / 1000,
-    byFunction: rows(fn, busy, deliveries),
-    byFile: rows(files, busy, deliveries),
-    byPackage: rows(pkgs, busy, deliveries),
+    byFunction: rows(fn, busy, deliveries, cpuUsPerDelivery),
+    byFile: rows(files, busy, deliveries, cpuUsPerDelivery),
+    byPackage: rows(pkgs, busy, deliveries, cpuUsPerDelivery),
   };
 }
 
-export function summarizeProfile(path: string, deliveries: number | null): ProfileSummary {
-  return summarize(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, path, deliveries);
+export function summarizeProfile(path: string, deliveries: number | null, cpuUsPerDelivery: number | null = null): ProfileSummary {
+  return summarize(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, path, deliveries, cpuUsPerDelivery);
+}
+
+/** Busy time per delivery: the measured CPU when given, else the profile's own. */
+function perDelivery(s: ProfileSummary): number | null {
+  if (s.cpuUsPerDelivery !== null) return s.cpuUsPerDelivery;
+  return s.deliveries ? (s.busyMs * 1000) / s.deliveries : null;
 }
 
 const us = (r: Row | undefined) => (r?.usPerDelivery === null || r?.usPerDelivery === undefined ? '' : r.usPerDelivery.toFixed(1));
@@ -161,7 +178,9 @@ function table(title: string, list: Row[], top: number): string {
 
 /** A markdown report of one profile: packages, files and functions by self time. */
 export function formatSummary(s: ProfileSummary, top = 25): string {
-  const per = s.deliveries ? `, ${((s.busyMs * 1000) / s.deliveries).toFixed(1)} us per delivery over ${s.deliveries} deliveries` : '';
+  const total = perDelivery(s);
+  const scaled = s.cpuUsPerDelivery !== null ? ' (measured process CPU; rows scaled to it by their share of the samples)' : '';
+  const per = total !== null ? `, ${total.toFixed(1)} us per delivery over ${s.deliveries} deliveries${scaled}` : '';
   return [
     `### ${s.file}`,
     '',
@@ -177,7 +196,7 @@ export function formatSummary(s: ProfileSummary, top = 25): string {
 
 /** Packages side by side, per delivery, with what A spends beyond B. */
 export function compareProfiles(a: ProfileSummary, b: ProfileSummary, labelA: string, labelB: string): string {
-  const per = (s: ProfileSummary, r: Row | undefined) => (r && s.deliveries ? (r.selfMs * 1000) / s.deliveries : 0);
+  const per = (_s: ProfileSummary, r: Row | undefined) => r?.usPerDelivery ?? 0;
   const names = [...new Set([...a.byPackage.map((r) => r.name), ...b.byPackage.map((r) => r.name)])];
   const lines = names
     .map((name) => {
@@ -192,7 +211,7 @@ export function compareProfiles(a: ProfileSummary, b: ProfileSummary, labelA: st
       return { name, ua, ub, diff: ua - ub };
     })
     .sort((x, y) => y.diff - x.diff);
-  const total = (s: ProfileSummary) => (s.deliveries ? (s.busyMs * 1000) / s.deliveries : 0);
+  const total = (s: ProfileSummary) => perDelivery(s) ?? 0;
   const out = [
     `| package | ${labelA} us/delivery | ${labelB} us/delivery | difference |`,
     '| --- | ---: | ---: | ---: |',
@@ -217,16 +236,20 @@ function main(argv: string[]): void {
   const top = Number(flag('--top') ?? 25);
   const vs = flag('--vs');
   const vsDeliveries = flag('--vs-deliveries');
+  const cpuUs = flag('--cpu-us');
+  const vsCpuUs = flag('--vs-cpu-us');
   const file = args[0];
   if (!file) {
-    process.stderr.write('usage: profile-summary <a.cpuprofile> [--deliveries N] [--top 25] [--vs <b.cpuprofile> --vs-deliveries M]\n');
+    process.stderr.write(
+      'usage: profile-summary <a.cpuprofile> [--deliveries N] [--cpu-us X] [--top 25] [--vs <b.cpuprofile> --vs-deliveries M --vs-cpu-us Y]\n',
+    );
     process.exitCode = 2;
     return;
   }
-  const a = summarizeProfile(file, deliveries ? Number(deliveries) : null);
+  const a = summarizeProfile(file, deliveries ? Number(deliveries) : null, cpuUs ? Number(cpuUs) : null);
   process.stdout.write(`${formatSummary(a, top)}\n`);
   if (vs) {
-    const b = summarizeProfile(vs, vsDeliveries ? Number(vsDeliveries) : null);
+    const b = summarizeProfile(vs, vsDeliveries ? Number(vsDeliveries) : null, vsCpuUs ? Number(vsCpuUs) : null);
     process.stdout.write(`\n${formatSummary(b, top)}\n\n### Per delivery, by package\n\n${compareProfiles(a, b, 'A', 'B')}\n`);
   }
 }

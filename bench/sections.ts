@@ -1,7 +1,7 @@
 // The bench's sections. Each starts the targets it needs on the shared lab, measures, stops them
 // and empties the private Redis, so sections can run alone or in any order.
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -21,7 +21,8 @@ import {
   type Target,
   type TargetKey,
 } from './targets.js';
-import { compareProfiles, summarizeProfile, type ProfileSummary } from './profile-summary.js';
+import { compareProfiles, summarize as summarizeCpuProfile, type CpuProfile, type ProfileSummary } from './profile-summary.js';
+import { connectProfiler } from './inspector-profiler.js';
 
 export interface Sizes {
   /** Measured runs per figure; the median is reported. */
@@ -408,31 +409,48 @@ export interface ProfileResult {
   comparison: string;
 }
 
-function newestProfile(dir: string): string {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
-  if (files.length === 0) throw new Error(`no .cpuprofile written in ${dir}`);
-  return join(dir, files.sort().at(-1) as string);
+/**
+ * Profiles one warm worker process over one saturation run (the profiler runs only during the
+ * measured span), and scales the profile to the CPU measured over that span.
+ */
+async function profileTarget(
+  lab: Lab,
+  key: 'relay' | 'pool',
+  sizes: Sizes,
+  opts: { logLevel: string; dir: string },
+): Promise<ProfileSummary> {
+  const target = await startTarget(lab, key, { logLevel: opts.logLevel, inspect: true });
+  try {
+    await warm(lab, [target], sizes.warmup);
+    const [url] = await target.inspectorUrls();
+    const profiler = await connectProfiler(url as string);
+    let profile: CpuProfile | undefined;
+    const f = await measureDrain(lab, target, sizes.profileJobs, SMALL_PAYLOAD, {
+      beforeRelease: () => profiler.start(),
+      afterRelease: async () => {
+        profile = await profiler.stop();
+      },
+    });
+    profiler.close();
+    log(`profile ${target.label} (profiler on): ${fmtRun(f)}`);
+    const file = join(opts.dir, `${key}.cpuprofile`);
+    writeFileSync(file, JSON.stringify(profile));
+    return summarizeCpuProfile(profile as CpuProfile, file, f.jobs, f.workerCpuUs);
+  } finally {
+    await target.stop();
+  }
 }
 
 export async function profileSection(lab: Lab, sizes: Sizes, opts: { logLevel: string; dir: string }): Promise<ProfileResult> {
-  const deliveries = sizes.warmup + sizes.profileJobs;
-  const out: Partial<Record<'relay' | 'pool', ProfileSummary>> = {};
-  for (const key of ['relay', 'pool'] as const) {
-    const dir = join(opts.dir, key);
-    mkdirSync(dir, { recursive: true });
-    const target = await startTarget(lab, key, { logLevel: opts.logLevel, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`] });
-    try {
-      await warm(lab, [target], sizes.warmup);
-      const f = await measureDrain(lab, target, sizes.profileJobs, SMALL_PAYLOAD);
-      log(`profile ${target.label} (profiler on): ${fmtRun(f)}`);
-    } finally {
-      // The profile is written when the process exits after SIGTERM.
-      await target.stop();
-    }
-    out[key] = summarizeProfile(newestProfile(dir), deliveries);
-  }
+  mkdirSync(opts.dir, { recursive: true });
+  const relay = await profileTarget(lab, 'relay', sizes, opts);
+  const pool = await profileTarget(lab, 'pool', sizes, opts);
   await lab.flush();
-  const relay = out.relay as ProfileSummary;
-  const pool = out.pool as ProfileSummary;
-  return { dir: opts.dir, deliveries, relay, pool, comparison: compareProfiles(relay, pool, 'action-relay', 'pool baseline') };
+  return {
+    dir: opts.dir,
+    deliveries: sizes.profileJobs,
+    relay,
+    pool,
+    comparison: compareProfiles(relay, pool, 'action-relay', 'pool baseline'),
+  };
 }

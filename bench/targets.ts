@@ -40,6 +40,8 @@ export interface Target {
   offer?(ratePerSec: number, seconds: number, bytes: number): Promise<LatencyFigures>;
   /** The queue, for the burst and backlog sections. */
   queue?: Queue;
+  /** Inspector URLs of the worker processes (started with `inspect`). */
+  inspectorUrls(): Promise<string[]>;
   /** Ends the worker processes and keeps the rest (queue, Redis connections) for inspection. */
   stopWorkers(): Promise<void>;
   /** Ends the worker processes and closes everything else. */
@@ -51,8 +53,10 @@ export interface TargetOptions {
   processes?: number;
   /** Jobs in flight per worker process. @defaultValue 64 */
   concurrency?: number;
-  /** Extra node arguments of each worker process (e.g. --cpu-prof). */
+  /** Extra node arguments of each worker process. */
   nodeArgs?: string[];
+  /** Start the worker processes with the inspector on a loopback port (for CPU profiles). */
+  inspect?: boolean;
   /** Distinct actions the jobs are spread over (action-relay only). @defaultValue 1 */
   actions?: number;
   /** LOG_LEVEL of action-relay workers. @defaultValue info */
@@ -187,6 +191,7 @@ async function startQueueTarget(
     http,
     queue,
     pids: () => children.map((c) => c.pid as number),
+    inspectorUrls: () => Promise.all(children.map((c) => lab.inspectorUrl(c))),
     async fill(n, bytes, opts = {}) {
       if (!opts.fast) return fillJobs(n, bytes, (b) => driver.enqueue(b));
       const seeded = Math.min(n, BATCH);
@@ -276,7 +281,7 @@ async function scriptTarget(lab: Lab, key: TargetKey, label: string, script: str
             SINK_URL: lab.sink.url,
             CONCURRENCY: String(opts.concurrency ?? 64),
           },
-          { nodeArgs: opts.nodeArgs ?? [] },
+          { nodeArgs: opts.nodeArgs ?? [], inspect: opts.inspect ?? false },
         ),
       ),
     async close() {
@@ -331,7 +336,7 @@ export async function relayTarget(
             EGRESS_ALLOW_PRIVATE: 'true',
             LOG_LEVEL: opts.logLevel ?? 'info',
           },
-          { nodeArgs: opts.nodeArgs ?? [] },
+          { nodeArgs: opts.nodeArgs ?? [], inspect: opts.inspect ?? false },
         ),
       ),
     close: () => ctx.close(),
@@ -345,7 +350,7 @@ async function undiciTarget(lab: Lab, opts: TargetOptions): Promise<Target> {
   const child = lab.spawnChild(
     scriptArgs('raw-undici'),
     { SINK_URL: lab.sink.url, CONCURRENCY: String(opts.concurrency ?? 64) },
-    { ipc: true, nodeArgs: opts.nodeArgs ?? [] },
+    { ipc: true, nodeArgs: opts.nodeArgs ?? [], inspect: opts.inspect ?? false },
   );
   const message = () =>
     new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -363,6 +368,7 @@ async function undiciTarget(lab: Lab, opts: TargetOptions): Promise<Target> {
     label: 'raw undici Pool (no queue)',
     http: true,
     pids: () => [child.pid as number],
+    inspectorUrls: async () => [await lab.inspectorUrl(child)],
     async fill(n, bytes) {
       pending = { n, bytes };
     },
