@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { compareProfiles, packageOf, summarize, type CpuProfile } from '../../bench/profile-summary.js';
+import { maxInWindow, median, percentile } from '../../bench/stats.js';
+
+const frame = (functionName: string, url: string, lineNumber = 0) => ({ functionName, url, lineNumber, columnNumber: 0 });
+
+/** root -> (idle), root -> processJob (src) -> request (undici), root -> (garbage collector). */
+const profile: CpuProfile = {
+  nodes: [
+    { id: 1, callFrame: frame('(root)', '') },
+    { id: 2, callFrame: frame('(idle)', '') },
+    { id: 3, callFrame: frame('processJob', 'file:///repo/dist/src/delivery/delivery-worker.js', 99) },
+    { id: 4, callFrame: frame('request', 'file:///repo/node_modules/undici/lib/api/api-request.js', 9) },
+    { id: 5, callFrame: frame('(garbage collector)', '') },
+  ],
+  startTime: 0,
+  // Samples at 100, 200, 400, 700, 1000 us; each lasts until the next, the last until endTime.
+  samples: [3, 4, 4, 2, 5],
+  timeDeltas: [100, 100, 200, 300, 300],
+  endTime: 1100,
+};
+
+describe('bench profile summary', () => {
+  it('gives each sample the time until the next one, and leaves idle time out of the busy total', () => {
+    const s = summarize(profile, 'p.cpuprofile', 2);
+    expect(s.idleMs).toBeCloseTo(0.3);
+    expect(s.busyMs).toBeCloseTo(0.7); // 100 (processJob) + 200 + 300 (request) + 100 (gc)
+    const fn = Object.fromEntries(s.byFunction.map((r) => [r.name, r.selfMs * 1000]));
+    expect(fn).toEqual({
+      'request undici/lib/api/api-request.js:10': 500,
+      'processJob src/delivery/delivery-worker.js:100': 100,
+      '(garbage collector)': 100,
+    });
+    const pkg = Object.fromEntries(s.byPackage.map((r) => [r.name, r.usPerDelivery]));
+    expect(pkg).toEqual({ undici: 250, 'action-relay src/delivery': 50, '(garbage collector)': 50 });
+  });
+
+  it('scales rows to the measured CPU per delivery by their share of the busy samples', () => {
+    const s = summarize(profile, 'p.cpuprofile', 2, 140);
+    const pkg = Object.fromEntries(s.byPackage.map((r) => [r.name, r.usPerDelivery]));
+    expect(pkg.undici).toBeCloseTo(100);
+    expect(pkg['action-relay src/delivery']).toBeCloseTo(20);
+    const other = summarize({ ...profile, samples: [4, 4, 4, 2, 5] }, 'q.cpuprofile', 2, 70);
+    const table = compareProfiles(s, other, 'A', 'B');
+    expect(table).toContain('| action-relay src/delivery | 20.0 | 0.0 | +20.0 |');
+    expect(table).toContain('| **total (busy)** | 140.0 | 70.0 | +70.0 |');
+  });
+
+  it('names packages: scoped npm packages, node core, action-relay folders, V8 builtins', () => {
+    expect(packageOf(frame('x', 'file:///a/node_modules/@pinojs/redact/index.js'))).toBe('@pinojs/redact');
+    expect(packageOf(frame('x', 'node:internal/streams/readable'))).toBe('node core');
+    expect(packageOf(frame('x', 'file:///a/dist/src/queue/producer.js'))).toBe('action-relay src/queue');
+    expect(packageOf(frame('x', '/a/src/actions/template.ts'))).toBe('action-relay src/actions');
+    expect(packageOf(frame('JSONStringify', ''))).toBe('(native: V8 builtins)');
+    expect(packageOf(frame('(program)', ''))).toBe('(program)');
+  });
+});
+
+describe('bench statistics', () => {
+  it('takes nearest-rank percentiles and medians', () => {
+    const sorted = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(percentile(sorted, 0.5)).toBe(50);
+    expect(percentile(sorted, 0.99)).toBe(99);
+    expect(percentile([], 0.5)).toBeNull();
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 2, 3, null, NaN])).toBe(2.5);
+  });
+
+  it('finds the most events in any sliding window', () => {
+    // 3 within [1000, 1999], only 2 within any window starting at 0.
+    expect(maxInWindow([0, 999, 1000, 1500, 1999, 3000], 1000)).toBe(3);
+    expect(maxInWindow([5, 1, 3], 1000)).toBe(3);
+    expect(maxInWindow([], 1000)).toBe(0);
+  });
+});
