@@ -74,7 +74,8 @@ export function formatIssues(error: z.ZodError, root: string, input?: unknown): 
     for (const seg of issue.path) path += typeof seg === 'number' ? `[${seg}]` : `${path ? '.' : ''}${String(seg)}`;
     let message = issue.message;
     if (issue.code === 'unrecognized_keys') message = `unknown field(s): ${issue.keys.join(', ')}`;
-    if (issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined) message = 'required';
+    // An absent field fails its type check (a union like dateTime's included): say what is wrong.
+    if ((issue.code === 'invalid_type' || issue.code === 'invalid_union') && valueAt(input, issue.path) === undefined) message = 'required';
     return { path: path || root, message };
   });
 }

@@ -1,0 +1,76 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { compileParamValidator } from '../../src/actions/param-validator.js';
+import type { ParamSpec } from '../../src/actions/action-schema.js';
+import { parametersArb, valuesArb } from '../support/action-arbitraries.js';
+
+/** Anything a caller might send as params: JSON, odd objects, values of the wrong type under declared names. */
+function inputArb(specs: Record<string, ParamSpec>): fc.Arbitrary<unknown> {
+  const names = Object.keys(specs);
+  const wild = fc.anything({ maxDepth: 3, withNullPrototype: true, withSparseArray: true, withObjectString: true });
+  return fc.oneof(
+    wild,
+    fc.jsonValue({ maxDepth: 3 }),
+    // Declared names with random values: deep wrong types inside lists of objects too.
+    fc.dictionary(fc.constantFrom(...names, '__proto__', 'constructor', 'extra'), fc.oneof(wild, fc.array(fc.jsonValue({ maxDepth: 2 }))), {
+      maxKeys: names.length + 2,
+    }),
+    valuesArb(specs, false),
+  );
+}
+
+describe('param validation (property)', () => {
+  it('random inputs are accepted, or refused with problems that each name a field under params: never a throw', () => {
+    fc.assert(
+      fc.property(
+        parametersArb.chain((specs) => fc.tuple(fc.constant(specs), inputArb(specs))),
+        ([specs, input]) => {
+          const result = compileParamValidator(specs)(input);
+          if (result.ok) {
+            for (const key of Object.keys(result.value)) expect(Object.keys(specs)).toContain(key);
+            return;
+          }
+          expect(result.problems.length).toBeGreaterThan(0);
+          for (const p of result.problems) {
+            expect(p.path).toMatch(/^params(\.|\[|$)/);
+            expect(p.message).toEqual(expect.any(String));
+            expect(p.message.length).toBeGreaterThan(0);
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('valid values of every declared type are accepted unchanged', () => {
+    fc.assert(
+      fc.property(
+        parametersArb.chain((specs) => fc.tuple(fc.constant(specs), valuesArb(specs, false))),
+        ([specs, values]) => {
+          const result = compileParamValidator(specs)(values);
+          expect(result).toEqual({ ok: true, value: values });
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a required parameter left out is named as required', () => {
+    fc.assert(
+      fc.property(
+        parametersArb
+          .filter((specs) => Object.values(specs).some((s) => s.required))
+          .chain((specs) => fc.tuple(fc.constant(specs), valuesArb(specs, true))),
+        ([specs, values]) => {
+          const missing = Object.keys(specs).find((n) => specs[n]?.required) as string;
+          const input: Record<string, unknown> = { ...values };
+          delete input[missing];
+          const result = compileParamValidator(specs)(input);
+          expect(result.ok).toBe(false);
+          if (!result.ok) expect(result.problems).toContainEqual({ path: `params.${missing}`, message: 'required' });
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+});
