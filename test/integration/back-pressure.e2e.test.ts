@@ -12,7 +12,7 @@ afterAll(async () => {
 });
 
 describe('back-pressure without a rateLimit', () => {
-  it("a 429 with Retry-After pauses the whole host for every worker, using no attempts, then delivers", async () => {
+  it('a 429 with Retry-After pauses the whole host for every worker, using no attempts, then delivers', async () => {
     const { receiver, config, ctx } = await setupRun(cleanups);
     let first = true;
     receiver.handler = (_r, res) => {
