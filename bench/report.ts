@@ -55,6 +55,18 @@ function coreTable(core: CoreResult): string {
   return lines.join('\n');
 }
 
+/** How far apart the runs of each variant were: a large spread means a busy machine. */
+function spreadLine(core: CoreResult): string {
+  const parts: string[] = [];
+  for (const key of CORE_TARGETS) {
+    const runs = core.saturation[key]?.runs ?? [];
+    if (runs.length < 2) continue;
+    const cpu = runs.map((x) => x.workerCpuUs);
+    parts.push(`${key} ${(Math.max(...cpu) / Math.min(...cpu)).toFixed(2)}x`);
+  }
+  return parts.length > 0 ? `Spread of worker CPU per delivery over the runs (max / min): ${parts.join(', ')}.` : '';
+}
+
 function growthTable(g: GrowthResult): string {
   const row = (what: string, a: RunSet, b: RunSet, la: string, lb: string) => {
     const ma = a.median;
@@ -107,7 +119,19 @@ function targetChecks(r: BenchResults): string[] {
   if (r.memory) {
     check(r.memory.ratio <= 1.3, `Redis memory per waiting job within 1.3x of bare BullMQ: ${r.memory.ratio.toFixed(2)}x`);
   }
-  if (r.burst) check(r.burst.meanPicksAll <= 2, `burst: mean picks per job near one or two: ${r.burst.meanPicksAll.toFixed(2)}`);
+  if (r.burst) {
+    const b = r.burst;
+    // Jobs not yet picked once say nothing about re-picking: judge the ones that were.
+    const swept = b.neverPicked === 0;
+    check(
+      b.meanPicksPicked <= 2 ? (swept ? true : null) : false,
+      `burst: mean picks per job near one or two: ${b.meanPicksPicked.toFixed(2)} over the jobs picked${swept ? '' : ` (${int(b.neverPicked)} of ${int(b.jobs)} not picked yet when the window ended)`}`,
+    );
+    check(
+      b.secondHalfPerSec >= 0.95 * b.limitPerSec,
+      `burst: the endpoint gets its ${b.limitPerSec}/s (95%) in the second half of the window: ${b.secondHalfPerSec.toFixed(1)}/s`,
+    );
+  }
   return out;
 }
 
@@ -124,6 +148,8 @@ export function formatReport(r: BenchResults): string {
       '',
       coreTable(r.core),
       '',
+      spreadLine(r.core),
+      '',
       '\\* bare BullMQ sends no request: its latency is enqueue to the end of the empty processor (job finishedOn - timestamp). Raw undici has no queue, hence no latency at an offered rate.',
       '',
     );
@@ -137,7 +163,7 @@ export function formatReport(r: BenchResults): string {
   if (r.growth) {
     out.push('### How cost grows', '', growthTable(r.growth), '');
     out.push(
-      `Backlog of ${int(r.growth.backlog.big.waiting)}: filled at ${int(r.growth.backlog.big.fillPerSec)} jobs/s with pipelined addBulk; Redis used_memory ${int(r.growth.backlog.big.redisUsedMemoryMiB)} MiB.`,
+      `Backlog of ${int(r.growth.backlog.big.waiting)}: 1,000 jobs enqueued with addBulk, the rest server-side copies of them (${int(r.growth.backlog.big.fillPerSec)} jobs/s); Redis used_memory ${int(r.growth.backlog.big.redisUsedMemoryMiB)} MiB. The 50 KB and backlog rows are single-digit runs: read them as trends.`,
       '',
     );
   }
@@ -150,9 +176,9 @@ export function formatReport(r: BenchResults): string {
       `- delivered in the window: ${int(b.deliveredInWindow)} (${b.achievedPerSec.toFixed(1)}/s of ${b.limitPerSec}/s allowed; ${b.secondHalfPerSec.toFixed(1)}/s over its second half); most in any 1 s window: ${b.peakIn1s}`,
       `- deliveries per second: ${b.perSecond.join(', ')}`,
       `- jobs in the wait list at the end of each second: ${b.waitingPerSecond.map(int).join(', ')}`,
-      `- mean picks per job (BullMQ attemptsStarted): ${b.meanPicksAll.toFixed(3)} over all ${int(b.jobs)} jobs (${int(b.neverPicked)} never picked yet), ${b.meanPicksDelivered.toFixed(3)} over the delivered ones; picked more than twice: ${int(b.pickedMoreThanTwice)}`,
+      `- mean picks per job (BullMQ attemptsStarted): ${b.meanPicksAll.toFixed(3)} over all ${int(b.jobs)} jobs (${int(b.neverPicked)} never picked yet), ${b.meanPicksPicked.toFixed(3)} over the ${int(b.jobs - b.neverPicked)} picked, ${b.meanPicksDelivered.toFixed(3)} over the delivered ones; picked more than twice: ${int(b.pickedMoreThanTwice)}`,
       `- delivered jobs that used more than one attempt: ${int(b.deliveredWithExtraAttempts)}`,
-      `- finishing the burst would take ${int(b.secondsToFinish)} s at ${b.limitPerSec}/s: the window shows the steady state, not the end.`,
+      `- finishing the burst takes at least ${int(b.secondsToFinish)} s at ${b.limitPerSec}/s: the window shows its start (the workers picking through the backlog), not its end.`,
       '',
     );
   }

@@ -308,6 +308,8 @@ export interface BurstResult {
   peakIn1s: number;
   meanPicksAll: number;
   meanPicksDelivered: number;
+  /** Mean over the jobs picked at least once in the window. */
+  meanPicksPicked: number;
   pickedMoreThanTwice: number;
   neverPicked: number;
   /** Delivered jobs whose results entry shows more than one attempt (waiting must use none). */
@@ -383,6 +385,7 @@ export async function burstSection(lab: Lab, sizes: Sizes, opts: { logLevel: str
       peakIn1s: maxInWindow(arrivals, 1000),
       meanPicksAll: sum(all) / all.length,
       meanPicksDelivered: deliveredPicks.length > 0 ? sum(deliveredPicks) / deliveredPicks.length : NaN,
+      meanPicksPicked: sum(all) / Math.max(1, all.filter((p) => p > 0).length),
       pickedMoreThanTwice: all.filter((p) => p > 2).length,
       neverPicked: all.filter((p) => p === 0).length,
       deliveredWithExtraAttempts: extraAttempts,
