@@ -24,6 +24,15 @@ export interface ApplyAuthOptions {
   rejectedToken?: string;
 }
 
+/** What a header value may hold (undici refuses the rest): tab, visible ASCII and Latin-1. */
+const HEADER_SAFE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** A secret headed for a header: one with a line break or the like is a broken secret, not a network fault. */
+function headerSafe(value: string, field: string): string {
+  if (!HEADER_SAFE.test(value)) throw new AuthError(`${field}: the secret's value holds characters a header cannot carry`);
+  return value;
+}
+
 function addQuery(req: BuiltRequest, name: string, value: string, secrets: SecretResolver): void {
   const sep = req.path.includes('?') ? '&' : '?';
   const encoded = encodeURIComponent(value);
@@ -45,7 +54,7 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: Apply
     case 'apiKey': {
       const key = await value(auth.value);
       if (auth.in === 'header') {
-        req.headers[auth.name.toLowerCase()] = key;
+        req.headers[auth.name.toLowerCase()] = headerSafe(key, 'auth.value');
         return { secretHeaders: [auth.name.toLowerCase()], secretQuery: [] };
       }
       addQuery(req, auth.name, key, opts.secrets);
@@ -64,7 +73,7 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: Apply
       return { secretHeaders: ['authorization'], secretQuery: [] };
     }
     case 'bearer':
-      req.headers.authorization = `Bearer ${await value(auth.token)}`;
+      req.headers.authorization = `Bearer ${headerSafe(await value(auth.token), 'auth.token')}`;
       return { secretHeaders: ['authorization'], secretQuery: [] };
     case 'oauth2ClientCredentials':
     case 'customToken': {
@@ -81,10 +90,10 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: Apply
         applied.secretQuery.push(name);
       } else if (inject.as === 'header') {
         const name = (inject.name ?? 'authorization').toLowerCase();
-        req.headers[name] = token;
+        req.headers[name] = headerSafe(token, 'access token');
         applied.secretHeaders.push(name);
       } else {
-        req.headers.authorization = `Bearer ${token}`;
+        req.headers.authorization = `Bearer ${headerSafe(token, 'access token')}`;
         applied.secretHeaders.push('authorization');
       }
       return applied;

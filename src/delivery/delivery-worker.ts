@@ -119,6 +119,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     let applied: AuthApplied = { secretHeaders: [], secretQuery: [] };
     let res: SentResponse | undefined;
     let sent = false;
+    let sendError: unknown;
     let probe = false;
     const label = () => (action ? action.id : 'unknown');
 
@@ -167,9 +168,14 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
           ({ req, applied } = prepared);
           res = await deps.sender.send(req, { ...sendOpts, ...(prepared.tls ? { tls: prepared.tls } : {}) });
         }
+      } catch (err: unknown) {
+        sendError = err;
+        throw err;
       } finally {
         const cfg = action.definition.circuitBreaker;
-        if (cfg && deps.circuitBreaker) {
+        // A refused destination (egress policy) says nothing of the third party's health.
+        const ours = !res && sendError instanceof RelayError && !sendError.retryable;
+        if (cfg && deps.circuitBreaker && !ours) {
           // The third party's health: 5xx, 429 and no answer count as failures, other 4xx do not.
           const failed = !res || res.status >= 500 || res.status === 429;
           await recordCircuit(action, deps.circuitBreaker, cfg, failed, probe, log);

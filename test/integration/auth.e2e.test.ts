@@ -366,3 +366,22 @@ describe('mTLS', () => {
     expect(seen).toEqual(['relay-client']);
   });
 });
+
+describe('broken secrets', () => {
+  it('dead-letters a secret that cannot travel in a header with reason auth at once, not as a retried network error', async () => {
+    const { receiver, config, ctx } = await setupRun(cleanups);
+    await ctx.store.put({
+      id: 'broken_key',
+      name: 'broken key',
+      endpoint: { url: receiver.url, method: 'POST' },
+      auth: { type: 'apiKey', name: 'X-Key', value: { env: 'BROKEN_KEY' }, in: 'header' },
+      body: {},
+    });
+    const worker = await startTestWorker(config, { BROKEN_KEY: 'line-one\r\nX-Injected: 1' });
+    cleanups.push(() => worker.stop());
+    await ctx.producer.enqueue({ actionId: 'broken_key', params: {} });
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 1, 10_000, 'outcome');
+    expect((await readResults(ctx))[0]).toMatchObject({ outcome: 'dead', reason: 'auth', attempts: '1' });
+    expect(receiver.requests).toHaveLength(0);
+  });
+});
