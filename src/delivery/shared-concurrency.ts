@@ -18,16 +18,16 @@ export interface SharedConcurrency {
  * The jobs-in-flight budget of one process (WORKER_CONCURRENCY), shared by the BullMQ workers of
  * its partitions. Work-conserving: a worker may run what it runs now plus an equal share of what
  * is free, so a partition with work takes the slots the idle ones leave (one hot rate-limit key
- * still gets all but `partitions - 1` of the budget), and every partition keeps at least one slot,
- * so none starves. Rebalanced as each job starts and ends; BullMQ reads the new value before its
- * next fetch. Jobs in flight stay at most budget + partitions - 1 (a partition running nothing may
- * always start one).
+ * can use the whole budget), and every partition keeps at least one slot, so none starves.
+ * Rebalanced as each job starts and ends; BullMQ reads the new value before its next fetch.
+ * Jobs in flight stay at most budget + partitions - 1 (a partition running nothing may always
+ * start one).
  */
 export function createSharedConcurrency(budget: number, partitions: number): SharedConcurrency {
   const running = new Array<number>(partitions).fill(0);
   const targets = new Array<ConcurrencyTarget | undefined>(partitions);
   let total = 0;
-  let share = Math.floor(budget / partitions);
+  let share = Math.ceil(budget / partitions);
 
   const limitOf = (i: number) => Math.max(1, (running[i] ?? 0) + share);
   const apply = (i: number) => {
@@ -38,7 +38,9 @@ export function createSharedConcurrency(budget: number, partitions: number): Sha
   const moved = (i: number, delta: number) => {
     running[i] = (running[i] ?? 0) + delta;
     total += delta;
-    const next = Math.floor((budget - total) / partitions);
+    // Rounded up: at a full budget the share is 0, not -1, so that a worker finishing a job may
+    // still fetch the next one with it (BullMQ's fetch-next asks running <= concurrency).
+    const next = Math.ceil((budget - total) / partitions);
     if (next === share) return apply(i);
     share = next;
     for (let k = 0; k < partitions; k++) apply(k);
@@ -56,7 +58,10 @@ export function createSharedConcurrency(budget: number, partitions: number): Sha
         try {
           return await fn(...args);
         } finally {
-          moved(i, -1);
+          // Released on the next turn, once BullMQ has asked whether to fetch the next job along
+          // with this one's completion (fetch-next, which saves a round trip per job): it asks
+          // right after the processor returns, and still counts this job then.
+          setImmediate(() => moved(i, -1));
         }
       };
     },

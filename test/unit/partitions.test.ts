@@ -88,6 +88,8 @@ describe('QUEUE_PARTITIONS and ACTION_RELAY_PREFIX settings', () => {
   });
 });
 
+const nextTurn = () => new Promise((r) => setImmediate(r));
+
 /** Partitions' workers as BullMQ runs them: a job starts only while running < concurrency. */
 function simulate(budget: number, partitions: number) {
   const shared = createSharedConcurrency(budget, partitions);
@@ -105,28 +107,36 @@ function simulate(budget: number, partitions: number) {
     const [job] = pending.splice(k % pending.length, 1);
     job?.finish();
     await job?.done;
+    await nextTurn();
   };
   const total = () => shared.running().reduce((a, b) => a + b, 0);
   return { shared, targets, tryStart, finishOne, total, pending };
 }
 
 describe('the concurrency budget shared by the partitions of a worker process', () => {
-  it('lets one busy partition take what the idle ones leave, keeping a slot for each of them', async () => {
+  it('lets one busy partition take the whole budget while the others idle, keeping a slot for each of them', async () => {
     const s = simulate(64, 4);
     while (s.tryStart(0));
-    expect(s.shared.running()[0]).toBe(61);
+    expect(s.shared.running()[0]).toBe(64);
+    // The others still get one each.
     for (const i of [1, 2, 3]) expect(s.tryStart(i)).toBe(true);
+    expect(s.total()).toBe(67);
+    // Full: nobody starts more until jobs end and the total is under the budget again.
+    for (const i of [0, 1, 2, 3]) expect(s.tryStart(i)).toBe(false);
+    for (let k = 0; k < 3; k++) await s.finishOne(0);
     expect(s.total()).toBe(64);
-    // Full: nobody starts more until a job ends.
     for (const i of [0, 1, 2, 3]) expect(s.tryStart(i)).toBe(false);
     await s.finishOne(0);
-    expect(s.total()).toBe(63);
+    expect(s.tryStart(2)).toBe(true);
   });
 
   it('gives back the slot of a job that throws', async () => {
     const shared = createSharedConcurrency(8, 2);
     const failing = shared.track(1, () => Promise.reject(new Error('boom')));
     await expect(failing()).rejects.toThrow('boom');
+    // Still counted until BullMQ has decided on fetch-next, then given back.
+    expect(shared.running()).toEqual([0, 1]);
+    await nextTurn();
     expect(shared.running()).toEqual([0, 0]);
   });
 
