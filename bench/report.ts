@@ -41,6 +41,7 @@ function coreTable(core: CoreResult): string {
   for (const key of CORE_TARGETS) {
     const m = core.saturation[key]?.median;
     const l = core.latency[key];
+    if (!m && !l) continue;
     const cells = [
       TARGET_LABELS[key],
       m ? `${int(m.deliveriesPerSec)}${ratio(m.deliveriesPerSec, base?.deliveriesPerSec)}` : 'n/a',
@@ -148,8 +149,7 @@ export function formatReport(r: BenchResults): string {
       '',
       coreTable(r.core),
       '',
-      spreadLine(r.core),
-      '',
+      ...(spreadLine(r.core) ? [spreadLine(r.core), ''] : []),
       '\\* bare BullMQ sends no request: its latency is enqueue to the end of the empty processor (job finishedOn - timestamp). Raw undici has no queue, hence no latency at an offered rate.',
       '',
     );

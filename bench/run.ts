@@ -9,7 +9,9 @@ import { Command, Option } from 'commander';
 import { startLab } from './lab.js';
 import { redisVersion } from './proc-stats.js';
 import { formatReport, type BenchResults } from './report.js';
+import type { TargetKey } from './targets.js';
 import {
+  CORE_TARGETS,
   DEFAULT_SIZES,
   QUICK_SIZES,
   burstSection,
@@ -36,6 +38,7 @@ interface Flags {
   profile: boolean;
   runs?: string;
   jobs?: string;
+  targets?: string;
   logLevel: string;
   out?: string;
 }
@@ -47,6 +50,15 @@ function parseSections(flags: Flags): Section[] {
     if (!(SECTIONS as readonly string[]).includes(s)) throw new Error(`unknown section "${s}": choose from ${SECTIONS.join(', ')}`);
   }
   return chosen as Section[];
+}
+
+function parseTargets(list: string | undefined): TargetKey[] {
+  if (!list) return [...CORE_TARGETS];
+  const chosen = list.split(',').map((s) => s.trim());
+  for (const t of chosen) {
+    if (!(CORE_TARGETS as readonly string[]).includes(t)) throw new Error(`unknown target "${t}": choose from ${CORE_TARGETS.join(', ')}`);
+  }
+  return chosen as TargetKey[];
 }
 
 function positive(name: string, value: string | undefined): number | undefined {
@@ -64,11 +76,13 @@ async function main(argv: string[]): Promise<void> {
     .option('--profile', 'also record CPU profiles of the action-relay worker and the Pool baseline (the profile section)', false)
     .option('--runs <n>', 'measured runs per figure (median reported)')
     .option('--jobs <n>', 'jobs per saturation run')
+    .option('--targets <list>', `variants of the saturation and latency sections (${CORE_TARGETS.join(', ')}); default: all`)
     .addOption(new Option('--log-level <level>', 'LOG_LEVEL of the action-relay workers').default('info'))
     .option('--out <file>', 'where to write the raw figures (JSON); default bench/results/bench-<time>.json');
   program.parse(argv);
   const flags = program.opts<Flags>();
   const sections = parseSections(flags);
+  const targets = parseTargets(flags.targets);
   const sizes: Sizes = { ...(flags.quick ? QUICK_SIZES : DEFAULT_SIZES) };
   sizes.runs = positive('runs', flags.runs) ?? sizes.runs;
   sizes.jobs = positive('jobs', flags.jobs) ?? sizes.jobs;
@@ -105,6 +119,7 @@ async function main(argv: string[]): Promise<void> {
         ...opts,
         saturation: sections.includes('saturation'),
         latency: sections.includes('latency'),
+        targets,
       });
     }
     if (sections.includes('memory')) results.memory = await memorySection(lab, sizes);

@@ -76,11 +76,11 @@ export const QUICK_SIZES: Sizes = {
   latencySeconds: 2,
   latencyRate: 1000,
   memoryJobs: 2000,
-  growthJobs: 2000,
-  bigPayloadJobs: 300,
+  growthJobs: 1500,
+  bigPayloadJobs: 200,
   backlogSmall: 10_000,
-  backlogBig: 100_000,
-  backlogDrain: 3000,
+  backlogBig: 50_000,
+  backlogDrain: 2000,
   burstJobs: 10_000,
   burstWindowS: 6,
   burstRate: 100,
@@ -143,12 +143,12 @@ export interface CoreResult {
 export async function coreSection(
   lab: Lab,
   sizes: Sizes,
-  opts: { saturation: boolean; latency: boolean; logLevel: string },
+  opts: { saturation: boolean; latency: boolean; logLevel: string; targets?: readonly TargetKey[] },
 ): Promise<CoreResult> {
   const result: CoreResult = { saturation: {}, latency: {} };
   const targets: Target[] = [];
   try {
-    for (const key of CORE_TARGETS) targets.push(await startTarget(lab, key, { logLevel: opts.logLevel }));
+    for (const key of opts.targets ?? CORE_TARGETS) targets.push(await startTarget(lab, key, { logLevel: opts.logLevel }));
     log(`warming up ${targets.length} targets with ${sizes.warmup} jobs each`);
     await warm(lab, targets, sizes.warmup);
     if (opts.saturation) {
