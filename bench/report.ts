@@ -145,7 +145,7 @@ export function formatReport(r: BenchResults): string {
   );
   if (r.core && Object.keys(r.core.saturation).length + Object.keys(r.core.latency).length > 0) {
     out.push(
-      `Same jobs for every variant: ${m.sizes.jobs.toLocaleString('en-US')} jobs per saturation run (500 B JSON payload), concurrency 64, 1 worker process each, median of ${m.sizes.runs} run(s); ratios to the Pool baseline. action-relay workers log at ${m.logLevel}.`,
+      `Same jobs for every variant: ${m.sizes.jobs.toLocaleString('en-US')} jobs per saturation run (500 B JSON payload), ${m.sizes.latencySeconds} s of ${m.sizes.latencyRate.toLocaleString('en-US')} jobs/s per latency run, concurrency 64, 1 worker process each, medians of ${m.sizes.runs} run(s); ratios to the Pool baseline. action-relay workers log at ${m.logLevel}.`,
       '',
       coreTable(r.core),
       '',

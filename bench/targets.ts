@@ -20,6 +20,8 @@ export interface LatencyFigures {
   maxMs: number | null;
   /** How the latency was taken. */
   source: 'sink' | 'finishedOn';
+  /** Each run's figures, when these are medians over several. */
+  runs?: { p50Ms: number | null; p99Ms: number | null; maxMs: number | null }[];
 }
 
 export interface Target {
