@@ -59,6 +59,8 @@ export function summarize(rec: DeadLetterRecord): DlqSummary {
 
 export interface DeadLetters {
   get(jobId: string): Promise<DeadLetterRecord | null>;
+  /** The records of these ids that exist, in the order given (one HMGET per partition). */
+  getMany(jobIds: string[]): Promise<DeadLetterRecord[]>;
   /** Newest first; `cursor` is the `nextCursor` of the previous page. */
   list(filter: DlqFilter, limit: number, cursor?: string): Promise<{ items: DlqSummary[]; nextCursor: string | null }>;
   /** Every record matching, newest first, page by page. */
@@ -155,6 +157,7 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
       const [rec] = await records([jobId]);
       return rec ?? null;
     },
+    getMany: records,
     async list(filter, limit, cursor) {
       let startAfter: { score: number; id: string } | undefined;
       if (cursor) {

@@ -16,7 +16,7 @@ export type ReplayRequest = z.infer<typeof replayRequestSchema>;
 export async function* selectRecords(dl: DeadLetters, jobIds: string[] | undefined, filter: DlqFilter): AsyncGenerator<DeadLetterRecord[]> {
   if (jobIds) {
     for (let i = 0; i < jobIds.length; i += 500) {
-      const recs = (await Promise.all(jobIds.slice(i, i + 500).map((id) => dl.get(id)))).filter((r): r is DeadLetterRecord => r !== null);
+      const recs = await dl.getMany(jobIds.slice(i, i + 500));
       if (recs.length > 0) yield recs;
     }
     return;
