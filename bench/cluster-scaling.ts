@@ -1,12 +1,13 @@
 // How delivery throughput and Redis load spread with QUEUE_PARTITIONS and worker processes on a
 // local 3-master Redis Cluster (docs/scaling.md). Everything runs on this machine, so the masters,
 // the workers and the sink share its cores: read the Redis CPU split, not absolute throughput.
-//   node --import tsx bench/cluster-scaling.ts [--jobs 20000] [--keys 12] [--runs 3] [--standalone]
+//   node --import tsx bench/cluster-scaling.ts [--jobs 20000] [--keys 12] [--runs 3] [--spread] [--standalone]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { Command } from 'commander';
-import { loadConfig } from '../src/config/config.js';
+import { hashTaggedPrefix, loadConfig } from '../src/config/config.js';
+import { relayKeys } from '../src/redis/redis-connection.js';
 import { createRelayContext } from '../src/context/relay-context.js';
 import { createLogger } from '../src/logger.js';
 import { Redis } from 'ioredis';
@@ -19,13 +20,21 @@ interface Target {
   nodes: string[];
   env: Record<string, string>;
   onNode<T>(fn: (r: Redis) => Promise<T>, node: string): Promise<T>;
+  /** The master serving a key (cluster only). */
+  masterOf?: (key: string) => Promise<string>;
   stop(): Promise<void>;
 }
 
 async function startTarget(kind: 'cluster' | 'standalone'): Promise<Target> {
   if (kind === 'cluster') {
     const c = await startLocalCluster(3);
-    return { nodes: c.nodes, env: { REDIS_CLUSTER_NODES: c.nodes.join(',') }, onNode: (fn, node) => c.onNode(fn, node), stop: c.stop };
+    return {
+      nodes: c.nodes,
+      env: { REDIS_CLUSTER_NODES: c.nodes.join(',') },
+      onNode: (fn, node) => c.onNode(fn, node),
+      masterOf: async (key) => c.masterOf(await c.keySlot(key)),
+      stop: c.stop,
+    };
   }
   const r = await startPrivateRedis();
   const node = r.url.replace('redis://', '');
@@ -54,6 +63,10 @@ interface Run {
   /** Redis commands per delivery (inside scripts included), per master: the work itself, free of CPU noise. */
   redisCommandsPerMaster: number[];
 }
+
+/** The hash-tagged BullMQ prefix of each partition. */
+const partitionTags = (prefix: string, partitions: number) =>
+  relayKeys(hashTaggedPrefix(prefix), partitions).partitions.map((p) => p.bullPrefix);
 
 /** utime + stime of a process, in seconds. */
 function cpuSeconds(pid: number): number {
@@ -89,8 +102,24 @@ async function startSink(): Promise<{ url: string; child: ChildProcess }> {
   throw new Error('sink did not start');
 }
 
-async function measure(target: Target, sinkUrl: string, partitions: number, workers: number, jobs: number, keys: number): Promise<Run> {
-  const prefix = `scale-${randomUUID().slice(0, 8)}`;
+async function measure(
+  target: Target,
+  sinkUrl: string,
+  partitions: number,
+  workers: number,
+  jobs: number,
+  keys: number,
+  spread: boolean,
+): Promise<Run> {
+  let prefix = `scale-${randomUUID().slice(0, 8)}`;
+  // --spread: a prefix whose partitions hash to slots of as many different masters as possible.
+  while (
+    spread &&
+    target.masterOf &&
+    new Set(await Promise.all(partitionTags(prefix, partitions).map(target.masterOf))).size < Math.min(partitions, target.nodes.length)
+  ) {
+    prefix = `scale-${randomUUID().slice(0, 8)}`;
+  }
   const env = {
     ...target.env,
     ACTION_RELAY_PREFIX: prefix,
@@ -173,9 +202,10 @@ async function main(): Promise<void> {
     .option('--keys <n>', 'distinct rate-limit keys (third parties)', (v) => Number(v), 12)
     .option('--runs <n>', 'runs per configuration (the median is shown)', (v) => Number(v), 1)
     .option('--standalone', 'one private redis-server instead of the 3-master cluster')
+    .option('--spread', 'pick key prefixes whose partitions land on different masters')
     .option('--configs <list>', 'partitions x worker processes', '1x1,3x1,1x2,3x2')
     .parse()
-    .opts<{ jobs: number; keys: number; runs: number; standalone?: boolean; configs: string }>();
+    .opts<{ jobs: number; keys: number; runs: number; standalone?: boolean; spread?: boolean; configs: string }>();
   const configs = opts.configs.split(',').map((c) => c.split('x').map(Number) as [number, number]);
   const target = await startTarget(opts.standalone ? 'standalone' : 'cluster');
   const sink = await startSink();
@@ -183,7 +213,8 @@ async function main(): Promise<void> {
   try {
     for (const [partitions, workers] of configs) {
       const runs: Run[] = [];
-      for (let i = 0; i < opts.runs; i++) runs.push(await measure(target, sink.url, partitions, workers, opts.jobs, opts.keys));
+      for (let i = 0; i < opts.runs; i++)
+        runs.push(await measure(target, sink.url, partitions, workers, opts.jobs, opts.keys, opts.spread === true));
       runs.sort((a, b) => a.deliveriesPerSecond - b.deliveriesPerSecond);
       const median = runs[Math.floor(runs.length / 2)] as Run;
       rows.push(median);
@@ -195,7 +226,7 @@ async function main(): Promise<void> {
     sink.child.kill('SIGTERM');
     await target.stop();
   }
-  const where = opts.standalone ? 'one redis-server' : '3 masters';
+  const where = opts.standalone ? 'one redis-server' : `3 masters${opts.spread ? ', partitions on different masters' : ''}`;
   console.log(
     `${opts.jobs} jobs over ${opts.keys} rate-limit keys, ${where}, WORKER_CONCURRENCY=64, median of ${opts.runs}, one machine\n`,
   );
