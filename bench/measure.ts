@@ -1,7 +1,7 @@
 // One saturation run: jobs filled while held back, then released and timed until all are done,
 // with the CPU of the worker processes and of Redis read before and after.
 import type { Lab } from './lab.js';
-import { processCpuSeconds, processPeakRss, redisCpuSeconds } from './proc-stats.js';
+import { processCpuSeconds, processPeakRss, redisCommandStats, redisCpuSeconds, type CommandStat } from './proc-stats.js';
 import type { Target } from './targets.js';
 
 export interface DrainFigures {
@@ -16,6 +16,20 @@ export interface DrainFigures {
   peakRssMiB: number;
   /** Requests the sink counted (HTTP targets), to check that every job was delivered. */
   sinkCount: number | null;
+  /** Redis commands per delivery by name (calls and server microseconds), the busiest first. */
+  redisCommands: { name: string; calls: number; usec: number }[];
+}
+
+/** Per-delivery difference of two INFO commandstats snapshots, the costliest commands first. */
+function commandsPerDelivery(before: Map<string, CommandStat>, after: Map<string, CommandStat>, n: number) {
+  const out: { name: string; calls: number; usec: number }[] = [];
+  for (const [name, a] of after) {
+    const b = before.get(name) ?? { calls: 0, usec: 0 };
+    const calls = (a.calls - b.calls) / n;
+    // Less than one call per 100 deliveries is the bench's own polling or a timer: left out.
+    if (calls >= 0.01) out.push({ name, calls: Math.round(calls * 100) / 100, usec: Math.round(((a.usec - b.usec) / n) * 10) / 10 });
+  }
+  return out.sort((x, y) => y.usec - x.usec);
 }
 
 export interface DrainOptions {
@@ -34,12 +48,14 @@ export async function measureDrain(lab: Lab, target: Target, n: number, bytes: n
   const pids = target.pids();
   const cpu0 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
   const redis0 = await redisCpuSeconds(lab.admin);
+  const commands0 = await redisCommandStats(lab.admin);
   const t0 = performance.now();
   // Generous: a loaded 2-core machine may be ten times slower than the figures expected.
   await target.release(n, Math.max(60_000, n * 2));
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
   const redis1 = await redisCpuSeconds(lab.admin);
+  const commands1 = await redisCommandStats(lab.admin);
   await opts.afterRelease?.();
   const sink = target.http ? await lab.sink.summary() : null;
   if (sink && sink.count < n) throw new Error(`${target.label}: ${n} jobs ended but the sink counted only ${sink.count} requests`);
@@ -51,5 +67,6 @@ export async function measureDrain(lab: Lab, target: Target, n: number, bytes: n
     redisCpuUs: ((redis1 - redis0) / n) * 1e6,
     peakRssMiB: Math.max(...pids.map((p) => processPeakRss(p))) / 1024 / 1024,
     sinkCount: sink ? sink.count : null,
+    redisCommands: commandsPerDelivery(commands0, commands1, n),
   };
 }

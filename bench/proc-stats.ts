@@ -47,6 +47,24 @@ export async function redisUsedMemory(redis: Redis): Promise<number> {
   return Number(mem.get('used_memory') ?? 0);
 }
 
+export interface CommandStat {
+  calls: number;
+  usec: number;
+}
+
+/**
+ * Calls and microseconds per command since the server started (INFO commandstats). Commands run
+ * by a Lua script are counted under their own names as well as under the EVAL / EVALSHA.
+ */
+export async function redisCommandStats(redis: Redis): Promise<Map<string, CommandStat>> {
+  const text = await redis.info('commandstats');
+  const out = new Map<string, CommandStat>();
+  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+    out.set(m[1] as string, { calls: Number(m[2]), usec: Number(m[3]) });
+  }
+  return out;
+}
+
 export async function redisVersion(redis: Redis): Promise<string> {
   return (await info(redis, 'server')).get('redis_version') ?? 'unknown';
 }

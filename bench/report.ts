@@ -56,6 +56,21 @@ function coreTable(core: CoreResult): string {
   return lines.join('\n');
 }
 
+/** Redis commands per delivery of each variant (its last run), costliest first. */
+function commandsTable(core: CoreResult): string {
+  const lines = [
+    '| variant | Redis commands per delivery: calls (server us), costliest first; commands run by scripts are listed too |',
+    '| --- | --- |',
+  ];
+  for (const key of CORE_TARGETS) {
+    const last = core.saturation[key]?.runs.at(-1);
+    if (!last || last.redisCommands.length === 0) continue;
+    const cells = last.redisCommands.slice(0, 8).map((c) => `${c.name} ${c.calls.toFixed(2)} (${c.usec.toFixed(1)})`);
+    lines.push(`| ${TARGET_LABELS[key]} | ${cells.join(', ')} |`);
+  }
+  return lines.length > 2 ? lines.join('\n') : '';
+}
+
 /** How far apart the runs of each variant were: a large spread means a busy machine. */
 function spreadLine(core: CoreResult): string {
   const parts: string[] = [];
@@ -150,6 +165,7 @@ export function formatReport(r: BenchResults): string {
       coreTable(r.core),
       '',
       ...(spreadLine(r.core) ? [spreadLine(r.core), ''] : []),
+      ...(commandsTable(r.core) ? [commandsTable(r.core), ''] : []),
       '\\* bare BullMQ sends no request: its latency is enqueue to the end of the empty processor (job finishedOn - timestamp). Raw undici has no queue, hence no latency at an offered rate.',
       '',
     );
