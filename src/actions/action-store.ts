@@ -3,6 +3,7 @@ import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
 import { parseActionDefinition, compileAction, type CompiledAction } from './compile-action.js';
 import type { ActionDefinition } from './action-schema.js';
 import { ValidationError, coerceError, type FieldProblem } from '../errors/errors.js';
+import { luaScript } from '../redis/lua-script.js';
 
 export interface StoredAction {
   version: number;
@@ -27,13 +28,13 @@ export interface ActionStore {
  * ARGV[1] id, ARGV[2] definition JSON, ARGV[3] updatedAt ms, ARGV[4] change channel
  * Returns { version, existed (0|1) }. Versions only grow, even across a delete.
  */
-const PUT_SCRIPT = `
+const PUT_SCRIPT = luaScript(`
 local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
 local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 redis.call('HSET', KEYS[1], ARGV[1], '{"version":' .. v .. ',"updatedAt":' .. ARGV[3] .. ',"definition":' .. ARGV[2] .. '}')
 redis.call('PUBLISH', ARGV[4], ARGV[1])
 return { v, existed }
-`;
+`);
 
 /** Largest action definition accepted, serialized as JSON. */
 export const MAX_DEFINITION_BYTES = 256 * 1024;
@@ -90,8 +91,8 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
       const def = parseActionDefinition(input);
       const refused = (await deps.vet?.(def)) ?? [];
       if (refused.length > 0) throw new ValidationError('invalid action definition', refused);
-      const [version, existed] = (await redis.eval(
-        PUT_SCRIPT,
+      const [version, existed] = (await PUT_SCRIPT.run(
+        redis,
         2,
         keys.actions,
         keys.actionVersions,

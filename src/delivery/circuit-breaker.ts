@@ -1,4 +1,5 @@
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import { luaScript } from '../redis/lua-script.js';
 
 export interface CircuitConfig {
   failureRatio: number;
@@ -22,7 +23,7 @@ export type CircuitTransition = 'opened' | 'closed' | 'none';
  * ARGV[1] now, ARGV[2] probe lock ms
  * Returns { 0 } closed, { 1, until } open, { 2 } probe granted, { 3, retryAt } a probe is out.
  */
-const CHECK_SCRIPT = `
+const CHECK_SCRIPT = luaScript(`
 local now = tonumber(ARGV[1])
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return { 0 } end
@@ -33,7 +34,7 @@ if state == 'open' then
 end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return { 2 } end
 return { 3, now + 1000 }
-`;
+`);
 
 /*
  * KEYS[1] state hash, KEYS[2] probe lock, KEYS[3] the current window's counters
@@ -41,7 +42,7 @@ return { 3, now + 1000 }
  * ARGV[5] minRequests, ARGV[6] windowMs, ARGV[7] openMs
  * Returns 1 when this outcome opened the circuit, 2 when it closed it, 0 otherwise.
  */
-const RECORD_SCRIPT = `
+const RECORD_SCRIPT = luaScript(`
 local now = tonumber(ARGV[1])
 local failed = ARGV[2] == '1'
 if ARGV[3] == '1' then
@@ -64,7 +65,7 @@ if n >= tonumber(ARGV[5]) and f / n >= tonumber(ARGV[4]) then
   return 1
 end
 return 0
-`;
+`);
 
 export interface CircuitBreaker {
   check(key: string, now: number, probeLockMs: number): Promise<CircuitDecision>;
@@ -75,8 +76,8 @@ export interface CircuitBreaker {
 export function createCircuitBreaker(redis: RedisClient, keys: RelayKeys): CircuitBreaker {
   return {
     async check(key, now, probeLockMs) {
-      const [code, value] = (await redis.eval(
-        CHECK_SCRIPT,
+      const [code, value] = (await CHECK_SCRIPT.run(
+        redis,
         2,
         keys.circuit(key),
         `${keys.circuit(key)}:probe`,
@@ -90,8 +91,8 @@ export function createCircuitBreaker(redis: RedisClient, keys: RelayKeys): Circu
     async record(key, failed, wasProbe, now, cfg) {
       // Fixed windows: the counters of one window of windowMs.
       const bucket = Math.floor(now / cfg.windowMs);
-      const r = (await redis.eval(
-        RECORD_SCRIPT,
+      const r = (await RECORD_SCRIPT.run(
+        redis,
         3,
         keys.circuit(key),
         `${keys.circuit(key)}:probe`,

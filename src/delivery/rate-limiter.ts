@@ -1,4 +1,5 @@
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import { luaScript } from '../redis/lua-script.js';
 
 /** What the limiter decided for one attempt. */
 export type RateDecision =
@@ -30,7 +31,7 @@ export interface RateLimitSpec {
  * job queues again like a new request), so those are pruned on every call: the set holds only
  * slots still to come, and expires with the last of them.
  */
-const GCRA_SCRIPT = `
+const GCRA_SCRIPT = luaScript(`
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[5])))
 local slot = redis.call('ZSCORE', KEYS[2], ARGV[7])
@@ -68,7 +69,7 @@ if wait > tonumber(ARGV[6]) then
   redis.call('PEXPIRE', KEYS[2], wait + 60000)
 end
 return { 1, math.ceil(allowAt) }
-`;
+`);
 
 export const SPACING_MARGIN = 1.01;
 
@@ -93,7 +94,7 @@ export const IN_PROCESS_WAIT_MS = 1000;
  * Back-pressure: no slot of the key before `until`.
  * KEYS[1] the key's TAT, KEYS[2] the key's pause; ARGV[1] until (ms epoch), ARGV[2] now
  */
-const PUSH_BACK_SCRIPT = `
+const PUSH_BACK_SCRIPT = luaScript(`
 local untilMs = tonumber(ARGV[1])
 local ttl = math.ceil(untilMs - tonumber(ARGV[2]) + 1000)
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -101,7 +102,7 @@ if paused < untilMs then redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl) end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < untilMs then redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl) end
 return 1
-`;
+`);
 
 /*
  * A lease on one of a key's concurrent request permits.
@@ -109,7 +110,7 @@ return 1
  * ARGV[1] now, ARGV[2] max permits, ARGV[3] lease expiry, ARGV[4] jobId
  * Returns 1 when the lease is held (again, after a crash rerun), 0 when every permit is taken.
  */
-const LEASE_SCRIPT = `
+const LEASE_SCRIPT = luaScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
@@ -117,7 +118,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonu
   return 1
 end
 return 0
-`;
+`);
 
 export interface RateLimiter {
   /**
@@ -139,8 +140,8 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
     async acquire(spec, jobId, now) {
       // 1% wider spacing absorbs the jitter between a slot and the moment its request leaves.
       const t = (spec.perMs / spec.max) * SPACING_MARGIN;
-      const [code, value] = (await redis.eval(
-        GCRA_SCRIPT,
+      const [code, value] = (await GCRA_SCRIPT.run(
+        redis,
         3,
         keys.rateLimit(spec.key),
         keys.rateLimitSlots(spec.key),
@@ -159,10 +160,10 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
       return { kind: 'capped', waitMs: value ?? 0 };
     },
     async pushBack(key, until, now) {
-      await redis.eval(PUSH_BACK_SCRIPT, 2, keys.rateLimit(key), keys.rateLimitPause(key), String(Math.ceil(until)), String(now));
+      await PUSH_BACK_SCRIPT.run(redis, 2, keys.rateLimit(key), keys.rateLimitPause(key), String(Math.ceil(until)), String(now));
     },
     async lease(key, max, jobId, now, leaseMs) {
-      const held = await redis.eval(LEASE_SCRIPT, 1, keys.rateLimitLeases(key), String(now), String(max), String(now + leaseMs), jobId);
+      const held = await LEASE_SCRIPT.run(redis, 1, keys.rateLimitLeases(key), String(now), String(max), String(now + leaseMs), jobId);
       return held === 1;
     },
     async release(key, jobId) {

@@ -6,6 +6,7 @@ import { AuthError, RelayError, coerceError } from '../errors/errors.js';
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
 import type { HttpSender } from './http-sender.js';
 import type { SecretResolver } from './secret-resolver.js';
+import { luaScript } from '../redis/lua-script.js';
 
 export type TokenAuth = Extract<AuthConfig, { type: 'oauth2ClientCredentials' | 'customToken' }>;
 
@@ -66,7 +67,7 @@ function readPath(value: unknown, path: string): unknown {
 }
 
 // Deletes the lock only if this caller still holds it. KEYS[1] lock; ARGV[1] owner. Returns 1 when deleted.
-const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const RELEASE = luaScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`);
 
 export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
   const now = deps.now ?? Date.now;
@@ -222,7 +223,7 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
           deps.logger.info({ actionId, auth: auth.type, renewInMs: ttl }, 'access token fetched');
           return fresh.token;
         } finally {
-          await deps.redis.eval(RELEASE, 1, lockKey, owner).catch(() => undefined);
+          await RELEASE.run(deps.redis, 1, lockKey, owner).catch(() => undefined);
         }
       }
       if (now() > deadline) throw new AuthError(`waited ${lockMs * 2} ms for another worker's token request`, true);

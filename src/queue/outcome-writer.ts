@@ -1,5 +1,6 @@
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadReason } from '../errors/errors.js';
+import { luaScript } from '../redis/lua-script.js';
 
 /** One attempt as the dead-letter record keeps it (secrets already redacted). */
 export interface AttemptRecord {
@@ -50,7 +51,7 @@ export interface Outcome {
  *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON
  * Returns 1 when written, 0 when the job had already ended.
  */
-const FINISH_SCRIPT = `
+const FINISH_SCRIPT = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HSETNX', KEYS[1], 'arOutcome', ARGV[1]) == 0 then return 0 end
 end
@@ -62,7 +63,7 @@ if ARGV[1] == 'dead' then
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[12])
 end
 return 1
-`;
+`);
 
 /** Field of the job hash that keeps the record of failed attempt n. */
 export const attemptField = (n: number) => `arAttempt:${n}`;
@@ -80,8 +81,8 @@ export interface OutcomeWriter {
 export function createOutcomeWriter(redis: RedisClient, maxLen: number): OutcomeWriter {
   return {
     async finish(keys, o) {
-      const written = await redis.eval(
-        FINISH_SCRIPT,
+      const written = await FINISH_SCRIPT.run(
+        redis,
         4,
         keys.jobKey(o.jobId),
         keys.results,
