@@ -363,7 +363,9 @@ export async function burstSection(lab: Lab, sizes: Sizes, opts: { logLevel: str
     const waitingPerSecond: number[] = [];
     for (let sec = 1; sec <= sizes.burstWindowS; sec++) {
       await new Promise((r) => setTimeout(r, windowStart + sec * 1000 - wallClock()));
-      waitingPerSecond.push(await ctx.redis.llen(queue.toKey('wait')));
+      // Fresh jobs wait in the prioritized set; jobs back for their slot in the plain wait list.
+      const [due, fresh] = await Promise.all([ctx.redis.llen(queue.toKey('wait')), ctx.redis.zcard(queue.toKey('prioritized'))]);
+      waitingPerSecond.push(due + fresh);
     }
     const arrivals = await lab.sink.arrivals();
     // Picks are read once nothing moves any more.

@@ -143,14 +143,16 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         context: data.context,
         job: { id: jobId, attempt, idempotencyKey: data.idempotencyKey ?? jobId },
       };
-      const prepareOpts = { secrets, tokens: deps.tokens, now };
-      let prepared = await prepareRequest(action, scope, prepareOpts);
-      ({ req, applied } = prepared);
 
       const breaker = action.definition.circuitBreaker && deps.circuitBreaker ? deps.circuitBreaker : undefined;
       if (breaker) probe = await checkCircuit(action, breaker, job, token);
       if (action.definition.rateLimit && deps.rateLimiter) await awaitSlot(action, deps.rateLimiter, job, token, startedAt);
       else if (deps.rateLimiter) await awaitPause(action, deps.rateLimiter, job, token, startedAt);
+      // Rendered once the job may go: a deferred job costs no token lookup or signature, and a
+      // signature's timestamp is the sending time.
+      const prepareOpts = { secrets, tokens: deps.tokens, now };
+      let prepared = await prepareRequest(action, scope, prepareOpts);
+      ({ req, applied } = prepared);
 
       const timeoutMs = Math.min(action.definition.endpoint.timeoutMs, timeoutCap);
       const maxConcurrent = action.definition.rateLimit?.maxConcurrent;
@@ -326,9 +328,11 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         break;
       }
       await new Promise((r) => setTimeout(r, decision.waitMs));
+      // Lateness is the timer's: measured before the pause lookup's round trip.
+      const late = now() - decision.at;
       const pausedUntil = await limiter.pausedUntil(action.limitKey);
       if (pausedUntil > now()) deferTo = pausedUntil;
-      else if (now() - decision.at <= LATE_TOLERANCE_MS) return;
+      else if (late <= LATE_TOLERANCE_MS) return;
     }
     if (deferTo === 0) deferTo = now();
     const a = action.id;
@@ -336,8 +340,19 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       metrics.rateLimited.inc({ action: a });
       metrics.rateLimitWait.observe({ action: a }, Math.max(0, deferTo - startedAt) / 1000);
     });
-    await job.moveToDelayed(deferTo, token);
+    await defer(job, deferTo, token);
     throw new DelayedError();
+  }
+
+  /**
+   * Sends a job to the delayed set until `until`, using no attempt, and moves it to the due lane:
+   * BullMQ serves its plain wait list before prioritized jobs, and fresh jobs are enqueued with
+   * FRESH_PRIORITY, so a job coming back for its reserved slot does not queue behind a backlog
+   * (100,000 jobs for one key would otherwise hold it past its slot).
+   */
+  async function defer(job: Job, until: number, token: string | undefined): Promise<void> {
+    await deps.connection.hset(`${job.queueQualifiedName}:${job.id as string}`, 'priority', '0');
+    await job.moveToDelayed(until, token);
   }
 
   /**
@@ -361,7 +376,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       metrics.rateLimited.inc({ action: a });
       metrics.rateLimitWait.observe({ action: a }, Math.max(0, deferTo - startedAt) / 1000);
     });
-    await job.moveToDelayed(deferTo, token);
+    await defer(job, deferTo, token);
     throw new DelayedError();
   }
 
@@ -388,7 +403,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     safely(() => metrics.rateLimited.inc({ action: a }));
     const deferTo = now() + 250;
     safely(() => metrics.rateLimitWait.observe({ action: a }, (deferTo - startedAt) / 1000));
-    await job.moveToDelayed(deferTo, token);
+    await defer(job, deferTo, token);
     throw new DelayedError();
   }
 
@@ -409,7 +424,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       metrics.circuitState.set({ key }, d.state === 'open' ? 1 : 2);
       metrics.rateLimited.inc({ action: action.id });
     });
-    await job.moveToDelayed(d.until, token);
+    await defer(job, d.until, token);
     throw new DelayedError();
   }
 

@@ -56,7 +56,9 @@ if tat < now then tat = now end
 local allowAt = tat - tau
 local newTat = tat + t
 local ttl = math.ceil(newTat - now + 1000)
-if allowAt <= now then
+-- Under a millisecond away goes now: no timer waits less, and a non-binding limit (a huge max)
+-- would otherwise make every request after the first in a millisecond wait a whole one.
+if allowAt < now + 1 then
   redis.call('SET', KEYS[1], string.format('%.3f', newTat), 'PX', ttl)
   return { 0 }
 end

@@ -8,6 +8,12 @@ export const BACKOFF_TYPE = 'relay';
  * itself, using the action's current retry.maxAttempts.
  */
 export const BULL_ATTEMPTS = 1000;
+/**
+ * Priority of a fresh job. BullMQ serves its plain wait list (priority 0) before prioritized jobs;
+ * that lane is kept for deferred jobs coming back for a reserved rate-limit slot, so they never
+ * wait behind a backlog of fresh ones. Replays (REPLAY_PRIORITY) come after both.
+ */
+export const FRESH_PRIORITY = 1;
 
 export interface DeliveryQueueOptions {
   connection: RedisClient;

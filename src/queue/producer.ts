@@ -4,7 +4,7 @@ import type { ActionStore } from '../actions/action-store.js';
 import { InvalidParamsError, ValidationError, type FieldProblem } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
 import { jobInputSchema, type JobData, type JobInput } from './job-schema.js';
-import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
+import { FRESH_PRIORITY, type DeliveryQueues, type QueuePartition } from './delivery-queue.js';
 
 export interface EnqueueResult {
   jobId: string;
@@ -80,7 +80,7 @@ export function createProducer(deps: ProducerDeps): Producer {
       );
     }
     const data: JobData = { params: input.params, context: input.context };
-    const opts: JobsOptions = { jobId: randomUUID() };
+    const opts: JobsOptions = { jobId: randomUUID(), priority: FRESH_PRIORITY };
     try {
       // Render once now: a value that could never be sent (CR/LF into a header) is the caller's error, not a dead job later.
       const jobId = opts.jobId as string;
