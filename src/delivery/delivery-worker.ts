@@ -14,7 +14,7 @@ import {
   ValidationError,
   coerceError,
 } from '../errors/errors.js';
-import { jobDataSchema, type JobData, type JobOutcome } from '../queue/job-schema.js';
+import { readJobData, type JobData, type JobOutcome } from '../queue/job-schema.js';
 import type { AttemptRecord, OutcomeWriter } from '../queue/outcome-writer.js';
 import { BACKOFF_TYPE } from '../queue/delivery-queue.js';
 import type { PartitionKeys, RedisClient, RelayKeys } from '../redis/redis-connection.js';
@@ -105,6 +105,23 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   }
 
   const redactText = (s: string) => secrets.redact(s);
+  /** Labelled metric children per action for the delivered path: no label hashing per job. */
+  const meters = new Map<string, ReturnType<typeof metersFor>>();
+  const metersFor = (action: string) => ({
+    httpDuration: metrics.httpDuration.labels({ action }),
+    ok: metrics.httpRequests.labels({ action, status_class: '2xx' }),
+    delivered: metrics.jobs.labels({ action, outcome: 'delivered' }),
+    latency: metrics.deliveryLatency.labels({ action }),
+  });
+  const metersOf = (action: string) => {
+    let m = meters.get(action);
+    if (!m) {
+      if (meters.size > 10_000) meters.clear();
+      m = metersFor(action);
+      meters.set(action, m);
+    }
+    return m;
+  };
   /** Back-pressure pauses per rate-limit key as last read, for actions without a rateLimit. */
   const pauses = new Map<string, { until: number; checkedAt: number }>();
 
@@ -112,7 +129,10 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     const jobId = job.id as string;
     const attempt = job.attemptsMade + 1;
     const startedAt = now();
-    const log = deps.logger.child({ jobId, actionId: job.name, attempt });
+    // A child logger costs a bindings serialization: made only when a line other than the
+    // delivered one is written.
+    let child: Logger | undefined;
+    const log = () => (child ??= deps.logger.child({ jobId, actionId: job.name, attempt }));
     let action: CompiledAction | null = null;
     let data: JobData | undefined;
     let req: BuiltRequest | undefined;
@@ -124,11 +144,9 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     const label = () => (action ? action.id : 'unknown');
 
     try {
-      const parsed = jobDataSchema.safeParse(job.data);
-      if (!parsed.success) {
-        throw new InvalidParamsError([{ path: 'job.data', message: parsed.error.issues[0]?.message ?? 'malformed' }]);
-      }
-      data = parsed.data;
+      const parsed = readJobData(job.data);
+      if (!parsed.ok) throw new InvalidParamsError([{ path: parsed.path, message: 'malformed job data' }]);
+      data = parsed.value;
       try {
         action = await deps.store.getCompiled(job.name);
       } catch (err: unknown) {
@@ -165,7 +183,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         if (res.status === 401 && applied.token !== undefined) {
           // The token may have been revoked or expired early: one fresh token, one more request,
           // before this attempt counts as failed.
-          log.debug({ status: 401 }, 'access token refused, fetching a new one');
+          log().debug({ status: 401 }, 'access token refused, fetching a new one');
           prepared = await prepareRequest(action, scope, { ...prepareOpts, rejectedToken: applied.token });
           ({ req, applied } = prepared);
           res = await deps.sender.send(req, { ...sendOpts, ...(prepared.tls ? { tls: prepared.tls } : {}) });
@@ -186,14 +204,18 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
           const limiter = deps.rateLimiter;
           await limiter
             .release(action.limitKey, jobId)
-            .catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'permit release failed'));
+            .catch((e: unknown) => log().warn({ err: coerceError(e).message }, 'permit release failed'));
         }
         const seconds = (now() - sendStart) / 1000;
         const a = action.id;
-        safely(() => metrics.httpDuration.observe({ action: a }, seconds));
+        safely(() => metersOf(a).httpDuration.observe(seconds));
       }
       const status = res.status;
-      safely(() => metrics.httpRequests.inc({ action: label(), status_class: statusClass(status) }));
+      safely(() =>
+        status < 300 && status >= 200
+          ? metersOf(label()).ok.inc()
+          : metrics.httpRequests.inc({ action: label(), status_class: statusClass(status) }),
+      );
 
       if (status < 200 || status >= 300) {
         const retryAfter = RETRY_AFTER_STATUSES.has(status) ? parseRetryAfter(res.headers['retry-after'], now()) : undefined;
@@ -223,10 +245,11 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         response,
       });
       safely(() => {
-        metrics.jobs.inc({ action: label(), outcome: 'delivered' });
-        metrics.deliveryLatency.observe({ action: label() }, (end - job.timestamp) / 1000);
+        const m = metersOf(label());
+        m.delivered.inc();
+        m.latency.observe((end - job.timestamp) / 1000);
       });
-      log.info({ status, durationMs: end - startedAt, outcome: 'delivered' }, 'delivered');
+      deps.logger.info({ jobId, actionId: job.name, attempt, status, durationMs: end - startedAt, outcome: 'delivered' }, 'delivered');
       return { outcome: 'delivered', status, reason: null, attempts: attempt, response };
     } catch (caught: unknown) {
       if (caught instanceof DelayedError) throw caught;
@@ -247,7 +270,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         pauses.set(key, { until, checkedAt: now() });
         await deps.rateLimiter
           .pushBack(key, until, now())
-          .catch((e: unknown) => log.warn({ err: coerceError(e).message }, 'rate-limit push-back failed'));
+          .catch((e: unknown) => log().warn({ err: coerceError(e).message }, 'rate-limit push-back failed'));
       }
 
       if (err.retryable && attempt < maxAttempts) {
@@ -256,7 +279,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         const delayMs = nextAttemptDelay(attempt, backoff, retryAfterMs, random);
         await outcomes.recordAttempt(partition, jobId, record);
         safely(() => metrics.retries.inc({ action: label(), reason: err.reason }));
-        log.info(
+        log().info(
           { status, durationMs, reason: err.reason, err: record.error?.message, retryInMs: delayMs },
           `attempt ${attempt} of ${maxAttempts} failed, retrying`,
         );
@@ -295,7 +318,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       });
       safely(() => metrics.jobs.inc({ action: label(), outcome: 'dead' }));
       safely(() => metrics.deadLetters.inc({ action: label(), reason: err.reason }));
-      log.info(
+      log().info(
         { status, durationMs, reason: err.reason, err: record.error?.message, outcome: 'dead' },
         `attempt ${attempt} of ${maxAttempts} failed, dead-lettered`,
       );
@@ -434,7 +457,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     cfg: CircuitConfig,
     failed: boolean,
     probe: boolean,
-    log: Logger,
+    log: () => Logger,
   ) {
     const key = action.limitKey;
     try {
@@ -442,21 +465,21 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       if (t === 'opened' || (probe && failed)) {
         safely(() => metrics.circuitState.set({ key }, 1));
         // Logged by the one request that opened it, not per deferred job.
-        if (t === 'opened') log.warn({ key, openMs: cfg.openMs }, 'circuit opened');
+        if (t === 'opened') log().warn({ key, openMs: cfg.openMs }, 'circuit opened');
       } else if (t === 'closed') {
         safely(() => metrics.circuitState.set({ key }, 0));
-        log.info({ key }, 'circuit closed');
+        log().info({ key }, 'circuit closed');
       }
     } catch (err: unknown) {
-      log.warn({ err: coerceError(err).message }, 'circuit record failed');
+      log().warn({ err: coerceError(err).message }, 'circuit record failed');
     }
   }
 
-  function toRelayError(caught: unknown, log: Logger): RelayError {
+  function toRelayError(caught: unknown, log: () => Logger): RelayError {
     if (caught instanceof RelayError) return caught;
     const e = coerceError(caught);
     // A fault of our own must not drop the job: retry it, and say so loudly.
-    log.error({ err: redactText(e.message) }, 'unexpected error while delivering');
+    log().error({ err: redactText(e.message) }, 'unexpected error while delivering');
     return new NetworkError('EINTERNAL', e.message);
   }
 
