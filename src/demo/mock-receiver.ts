@@ -33,7 +33,9 @@ export async function startMockReceiver(opts: MockReceiverOptions = {}): Promise
       counts.requests++;
       if (random() < failureRate) {
         counts.failed++;
-        res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '1' }).end('{"error":"busy, try again"}');
+        // No Retry-After: with one, a 503 pauses the whole host for every action (back-pressure),
+        // and a random 5% of them would keep the demo's one receiver paused most of the time.
+        res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"busy, try again"}');
         return;
       }
       counts.ok++;

@@ -80,6 +80,7 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   print('');
   print(`API            ${api.url}/v1/actions   (PUT/GET actions, POST /v1/jobs, GET /v1/jobs/:id)`);
   print(`Metrics        ${api.url}/metrics  and worker http://${cfg.HOST}:${cfg.METRICS_PORT}/metrics`);
+  print(`Queue UI       ${api.url}/admin/queues   API docs ${api.url}/docs`);
   print(`Mock receiver  ${receiver.url}  (answers 503 to 5% of requests, to show retries)`);
   for (const p of ctx.keys.partitions) print(`Results stream XREAD STREAMS ${p.results} $   on ${redis.url}`);
   print(
