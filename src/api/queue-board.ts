@@ -16,8 +16,11 @@ export const QUEUE_BOARD_PATH = '/admin/queues';
  * (the UI only hides buttons; this is what holds):
  * - adding a job or editing its data skips parameter validation and idempotency: use POST /v1/jobs;
  * - retrying a completed job delivers it twice (delivered) or bypasses replay (dead: its dead letter
- *   stays, and replay is what takes the action's current definition). Failed jobs may be retried.
+ *   stays, and replay is what takes the action's current definition). Failed jobs may be retried;
+ * - emptying, obliterating or cleaning jobs that have not ended loses them without an outcome.
  */
+const FINISHED = new Set(['completed', 'failed']);
+
 function guardDeliveries(deliveries: ReadonlyMap<string, Queue>): BeforeHook {
   const deny = (message: string) => ({ allow: false, status: 403 as const, message });
   return async ({ route, request }) => {
@@ -33,6 +36,17 @@ function guardDeliveries(deliveries: ReadonlyMap<string, Queue>): BeforeHook {
         params.jobId !== undefined &&
         (await (await queue.getJob(params.jobId))?.getState()) === 'completed');
     if (completedRetry) return deny('a completed job was delivered or dead-lettered: replay dead letters with POST /v1/dlq/replay');
+    // Removing a job that has not ended loses it: no results entry, so its journey never continues.
+    if (route === '/api/queues/:queueName/empty' || route === '/api/queues/:queueName/obliterate') {
+      return deny('removing unfinished jobs would leave their journeys without an outcome');
+    }
+    if (route === '/api/queues/:queueName/clean/:queueStatus' && !FINISHED.has(params.queueStatus ?? '')) {
+      return deny('only completed and failed jobs can be cleaned: the others have not ended yet');
+    }
+    if (route === '/api/queues/:queueName/:jobId/clean' && params.jobId !== undefined) {
+      const state = await (await queue.getJob(params.jobId))?.getState();
+      if (state !== undefined && !FINISHED.has(state)) return deny(`job ${params.jobId} is ${state}: removing it would lose it`);
+    }
   };
 }
 

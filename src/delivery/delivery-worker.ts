@@ -16,7 +16,8 @@ import {
 } from '../errors/errors.js';
 import { readJobData, type JobData, type JobOutcome } from '../queue/job-schema.js';
 import type { AttemptRecord, OutcomeWriter } from '../queue/outcome-writer.js';
-import { BACKOFF_TYPE } from '../queue/delivery-queue.js';
+import { BACKOFF_TYPE, FRESH_PRIORITY } from '../queue/delivery-queue.js';
+import { luaScript } from '../redis/lua-script.js';
 import type { PartitionKeys, RedisClient, RelayKeys } from '../redis/redis-connection.js';
 import { safely, statusClass, type RelayMetrics } from '../metrics/relay-metrics.js';
 import { maskHeaders, maskPath, type AuthApplied } from './auth.js';
@@ -32,6 +33,8 @@ import { createSharedConcurrency } from './shared-concurrency.js';
 /** Bytes of a response body kept in an attempt record. */
 export const RECORD_BODY_BYTES = 4096;
 const DEFAULT_MAX_ATTEMPTS = 4;
+/** Sets the priority BullMQ reads when it promotes the job; KEYS[1] job hash, ARGV[1] priority. No-op on a job gone. */
+const SET_PRIORITY = luaScript(`if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'priority', ARGV[1]) end return 0`);
 /** How long a worker trusts what it last read of a key's back-pressure pause (no rateLimit). */
 const PAUSE_RECHECK_MS = 250;
 /** How often a job waiting for an in-flight permit asks again. */
@@ -184,6 +187,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
           // The token may have been revoked or expired early: one fresh token, one more request,
           // before this attempt counts as failed.
           log().debug({ status: 401 }, 'access token refused, fetching a new one');
+          safely(() => metrics.httpRequests.inc({ action: action?.id ?? 'unknown', status_class: '4xx' }));
           prepared = await prepareRequest(action, scope, { ...prepareOpts, rejectedToken: applied.token });
           ({ req, applied } = prepared);
           res = await deps.sender.send(req, { ...sendOpts, ...(prepared.tls ? { tls: prepared.tls } : {}) });
@@ -264,7 +268,8 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
 
       if (err instanceof HttpStatusError && err.retryAfterMs !== undefined && action && deps.rateLimiter) {
         const key = action.limitKey;
-        const until = now() + err.retryAfterMs;
+        // A daily-quota Retry-After (or a hostile one) must not park or cap the whole key for a day.
+        const until = now() + Math.min(err.retryAfterMs, action.definition.retry.backoff.maxDelayMs);
         // Every worker sees the pause: through the limiter's script for actions with a rateLimit,
         // through awaitPause (cached briefly) for the others.
         pauses.set(key, { until, checkedAt: now() });
@@ -341,6 +346,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     if (!limit) return;
     const spec = { key: action.limitKey, max: limit.max, perMs: limit.perMs, maxWaitMs: limit.maxWaitMs };
     let deferTo = 0;
+    let reserved = false;
     // A wait that wakes late (a busy event loop) takes a new slot rather than bunching with later ones.
     for (let tries = 0; tries < 3 && deferTo === 0; tries++) {
       const decision = await limiter.acquire(spec, job.id as string, now());
@@ -348,6 +354,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       if (decision.kind === 'capped') throw new CappedError(decision.waitMs, limit.maxWaitMs);
       if (decision.waitMs > IN_PROCESS_WAIT_MS) {
         deferTo = decision.at - DELAYED_WAKE_EARLY_MS;
+        reserved = true;
         break;
       }
       await new Promise((r) => setTimeout(r, decision.waitMs));
@@ -363,18 +370,21 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       metrics.rateLimited.inc({ action: a });
       metrics.rateLimitWait.observe({ action: a }, Math.max(0, deferTo - startedAt) / 1000);
     });
-    await defer(job, deferTo, token);
+    await defer(job, deferTo, token, reserved ? 'due' : 'own');
     throw new DelayedError();
   }
 
   /**
-   * Sends a job to the delayed set until `until`, using no attempt, and moves it to the due lane:
-   * BullMQ serves its plain wait list before prioritized jobs, and fresh jobs are enqueued with
-   * FRESH_PRIORITY, so a job coming back for its reserved slot does not queue behind a backlog
-   * (100,000 jobs for one key would otherwise hold it past its slot).
+   * Sends a job to the delayed set until `until`, using no attempt. Lane `due` is for a job that
+   * holds a reserved rate-limit slot: BullMQ serves its plain wait list (priority 0) before
+   * prioritized jobs, and fresh jobs are enqueued with FRESH_PRIORITY, so the job comes back
+   * ahead of a backlog (100,000 jobs for one key would otherwise hold it past its slot). Every
+   * other deferral (a permit, an open circuit, a pause) keeps the job's own priority: put in the
+   * due lane, jobs that keep coming back would starve the fresh jobs of every other key.
    */
-  async function defer(job: Job, until: number, token: string | undefined): Promise<void> {
-    await deps.connection.hset(`${job.queueQualifiedName}:${job.id as string}`, 'priority', '0');
+  async function defer(job: Job, until: number, token: string | undefined, lane: 'due' | 'own'): Promise<void> {
+    const priority = lane === 'due' ? 0 : (job.opts.priority ?? FRESH_PRIORITY);
+    await SET_PRIORITY.run(deps.connection, 1, `${job.queueQualifiedName}:${job.id as string}`, String(priority));
     await job.moveToDelayed(until, token);
   }
 
@@ -399,7 +409,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       metrics.rateLimited.inc({ action: a });
       metrics.rateLimitWait.observe({ action: a }, Math.max(0, deferTo - startedAt) / 1000);
     });
-    await defer(job, deferTo, token);
+    await defer(job, deferTo, token, 'own');
     throw new DelayedError();
   }
 
@@ -426,7 +436,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     safely(() => metrics.rateLimited.inc({ action: a }));
     const deferTo = now() + 250;
     safely(() => metrics.rateLimitWait.observe({ action: a }, (deferTo - startedAt) / 1000));
-    await defer(job, deferTo, token);
+    await defer(job, deferTo, token, 'own');
     throw new DelayedError();
   }
 
@@ -447,7 +457,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       metrics.circuitState.set({ key }, d.state === 'open' ? 1 : 2);
       metrics.rateLimited.inc({ action: action.id });
     });
-    await defer(job, d.until, token);
+    await defer(job, d.until, token, 'own');
     throw new DelayedError();
   }
 

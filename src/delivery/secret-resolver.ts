@@ -33,12 +33,17 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
   let ordered: string[] = [];
 
   const remember = (value: string) => {
-    if (value.length >= 4 && !seen.has(value)) {
+    if (value.length < 4) return value;
+    if (seen.has(value)) {
+      // Used again: move it to the newest end, so eviction takes values no longer in use.
+      seen.delete(value);
       seen.add(value);
-      // Tokens rotate for as long as the process lives: keep the newest values, a bounded set.
-      if (seen.size > MAX_REMEMBERED) seen.delete(seen.values().next().value as string);
-      ordered = [...seen].sort((a, b) => b.length - a.length);
+      return value;
     }
+    seen.add(value);
+    // Tokens rotate for as long as the process lives: keep the most recently used values, a bounded set.
+    if (seen.size > MAX_REMEMBERED) seen.delete(seen.values().next().value as string);
+    ordered = [...seen].sort((a, b) => b.length - a.length);
     return value;
   };
 

@@ -16,6 +16,8 @@ export const DEFAULT_TOKEN_TTL_MS = 300_000;
 export const TOKEN_TIMEOUT_MS = 10_000;
 /** Bytes of a token answer read. */
 const TOKEN_BODY_BYTES = 64 * 1024;
+/** How long a refused token request (4xx, no token in the answer) is answered from memory. */
+export const REFUSAL_HOLD_MS = 5000;
 /** How often a caller waiting for another worker's fetch looks again. */
 const WAIT_POLL_MS = 25;
 
@@ -73,6 +75,8 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
   const now = deps.now ?? Date.now;
   const local = new Map<string, CachedToken>();
   const inflight = new Map<string, Promise<string>>();
+  /** A token endpoint that refused the client is not asked again for a while: no login storm per queued job. */
+  const refusals = new Map<string, { until: number; error: AuthError }>();
   const owner = randomUUID();
 
   const usable = (c: CachedToken | undefined, rejected: string | undefined): c is CachedToken =>
@@ -198,7 +202,8 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
   async function obtain(auth: TokenAuth, id: string, actionId: string, rejected: string | undefined): Promise<string> {
     const tokenKey = deps.keys.token(id);
     const lockKey = deps.keys.tokenLock(id);
-    const lockMs = TOKEN_TIMEOUT_MS + 5000;
+    // The sender's timeout applies per phase (connect, headers, body): the lock outlives all three.
+    const lockMs = TOKEN_TIMEOUT_MS * 3 + 5000;
     const deadline = now() + lockMs * 2;
     for (;;) {
       const shared = await readShared(id);
@@ -213,10 +218,20 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
           // Another caller may have stored a fresh token between our read and our lock.
           const again = await readShared(id);
           if (usable(again, rejected)) {
+            deps.secrets.remember(again.token);
             local.set(id, again);
             return again.token;
           }
-          const fresh = await fetchToken(auth, actionId);
+          let fresh: CachedToken;
+          try {
+            fresh = await fetchToken(auth, actionId);
+          } catch (err: unknown) {
+            if (err instanceof AuthError && !err.retryable) {
+              if (refusals.size > 1000) refusals.clear();
+              refusals.set(id, { until: now() + REFUSAL_HOLD_MS, error: err });
+            }
+            throw err;
+          }
           const ttl = Math.max(1, fresh.renewAt - now());
           await deps.redis.set(tokenKey, JSON.stringify(fresh), 'PX', ttl);
           local.set(id, fresh);
@@ -243,7 +258,13 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     async get(auth, actionId, rejected) {
       const id = tokenId(auth);
       const cached = local.get(id);
-      if (usable(cached, rejected)) return cached.token;
+      if (usable(cached, rejected)) {
+        // Cheap, and keeps a long-lived token in the redaction set however many others rotate through it.
+        deps.secrets.remember(cached.token);
+        return cached.token;
+      }
+      const refused = refusals.get(id);
+      if (refused && now() < refused.until) throw refused.error;
       // One request per process at a time; across processes the Redis lock does the same.
       const first = shared(auth, id, actionId, rejected);
       const token = await first.p;

@@ -2,8 +2,10 @@ import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 
 /**
  * Reads, at scrape time, how long the job next in line has been ready to run, in seconds (0 when
- * nothing waits). O(1): the tail of BullMQ's wait list (FIFO: workers take from the right), the
- * head of its prioritized set (replays) and one HMGET per job found.
+ * nothing waits). O(1): the tail of BullMQ's wait list (FIFO: workers take from the right; jobs
+ * back for a reserved rate-limit slot), the head of its prioritized set (fresh jobs at priority 1,
+ * replays behind them at 1000) and one HMGET per job found. A replay waiting behind fresh jobs
+ * is not the head, so the gauge shows the oldest fresh job.
  *
  * A job that never ran has been ready since `timestamp + opts.delay` (enqueue plus its delay).
  * BullMQ keeps no record of when a retried or deferred job became ready again (the promotion

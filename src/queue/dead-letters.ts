@@ -26,7 +26,7 @@ export interface DlqSummary {
   failedAt: string;
 }
 
-/** Priority of replayed jobs: BullMQ takes jobs without a priority first, so replays run behind live traffic. */
+/** Priority of replayed jobs: behind fresh jobs (FRESH_PRIORITY 1), so replays run behind live traffic. */
 export const REPLAY_PRIORITY = 1000;
 const PAGE = 500;
 

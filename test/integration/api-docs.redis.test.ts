@@ -303,6 +303,10 @@ describe('queue board at /admin/queues', () => {
     expect(retryCompleted.statusCode).toBe(403);
     expect(await (await ctx.queue.getJob(deadId))?.getState()).toBe('completed');
     expect((await api.inject({ method: 'PUT', url: '/admin/queues/api/queues/deliveries/retry/completed' })).statusCode).toBe(403);
+    // Nothing unfinished can be removed from the board: its journey would never get an outcome.
+    for (const url of ['empty', 'obliterate', 'clean/delayed', 'clean/wait', `${waitingId}/clean`]) {
+      expect((await api.inject({ method: 'PUT', url: `/admin/queues/api/queues/deliveries/${url}` })).statusCode, url).toBe(403);
+    }
     expect((await boardQueues(api))[0]?.counts.prioritized).toBe(1);
     await ctx.queue.remove(waitingId);
   });

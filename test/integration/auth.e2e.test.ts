@@ -148,6 +148,12 @@ describe('oauth2 client credentials', () => {
     const record = await ctx.deadLetters.get(jobId);
     expect(record?.attempts[0]?.error?.message).toMatch(/token endpoint .* answered HTTP 401/);
     expect(JSON.stringify(record)).not.toContain('refused-secret-value');
+
+    // A backlog behind a refused client does not become a login storm: the refusal is held for a while.
+    await ctx.producer.enqueueMany(Array.from({ length: 30 }, () => ({ actionId: 'refused', params: {} })));
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 31, 10_000, '31 outcomes');
+    expect((await readResults(ctx)).every((r) => r.reason === 'auth')).toBe(true);
+    expect(tokens.requests).toHaveLength(1);
   });
 });
 

@@ -50,4 +50,28 @@ describe('back-pressure without a rateLimit', () => {
     // Only the job that got the 429 used a second attempt; waiting used none.
     expect(results.map((r) => Number(r.attempts)).sort()).toEqual([...Array(20).fill(1), 2]);
   }, 40_000);
+  it("caps a day-long Retry-After at the action's maxDelayMs, for the key's pause as for the retry", async () => {
+    const { receiver, config, ctx } = await setupRun(cleanups);
+    let first = true;
+    receiver.handler = (_r, res) => {
+      if (first) {
+        first = false;
+        return res.writeHead(429, { 'retry-after': '86400' }).end('daily quota used up');
+      }
+      res.writeHead(200).end('{}');
+    };
+    await ctx.store.put({
+      id: 'quota',
+      name: 'quota',
+      endpoint: { url: receiver.url, method: 'POST' },
+      body: {},
+      retry: { maxAttempts: 3, backoff: { type: 'fixed', delayMs: 10, maxDelayMs: 1000 } },
+    });
+    spawnWorker(config, children);
+    await ctx.producer.enqueue({ actionId: 'quota', params: {} });
+    await waitFor(() => receiver.requests.length >= 1, 10_000, 'the 429');
+    await ctx.producer.enqueueMany(Array.from({ length: 5 }, () => ({ actionId: 'quota', params: {} })));
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 6, 10_000, 'six outcomes within seconds, not a day');
+    expect((await readResults(ctx)).every((r) => r.outcome === 'delivered')).toBe(true);
+  }, 30_000);
 });
