@@ -1,4 +1,3 @@
-import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
@@ -6,17 +5,19 @@ import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Webhook } from 'standardwebhooks';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { kill, readResults, setupRun, spawnWorker, startReceiver, startTestWorker, waitFor, type Receiver } from '../support/harness.js';
+import { describe, expect, it } from 'vitest';
+import {
+  readResults,
+  setupRun,
+  spawnWorker,
+  startReceiver,
+  startTestWorker,
+  waitFor,
+  type Receiver,
+  trackRuns,
+} from '../support/harness.js';
 
-const children: ChildProcess[] = [];
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  await Promise.all(children.splice(0).map((c) => kill(c, 'SIGKILL')));
-});
-afterAll(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
+const { children, cleanups } = trackRuns();
 
 /** A token endpoint that hands out tok-1, tok-2, ... and records how it was asked. */
 async function tokenEndpoint(opts: { delayMs?: number; body?: (n: number) => string; status?: number } = {}) {

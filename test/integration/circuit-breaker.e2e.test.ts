@@ -1,15 +1,7 @@
-import type { ChildProcess } from 'node:child_process';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { kill, readResults, setupRun, spawnWorker, waitFor } from '../support/harness.js';
+import { describe, expect, it } from 'vitest';
+import { readResults, setupRun, spawnWorker, waitFor, trackRuns } from '../support/harness.js';
 
-const children: ChildProcess[] = [];
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  await Promise.all(children.splice(0).map((c) => kill(c, 'SIGKILL')));
-});
-afterAll(async () => {
-  for (const c of cleanups) await c();
-});
+const { children, cleanups } = trackRuns();
 
 describe('circuit breaker', () => {
   it('opens on a failing receiver, defers jobs without using attempts, and delivers once it recovers', async () => {

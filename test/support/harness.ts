@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { inject } from 'vitest';
+import { afterAll, afterEach, inject } from 'vitest';
 import { Redis, type Cluster } from 'ioredis';
 import { loadConfig, type Config } from '../../src/config/config.js';
 import { createRelayContext, type RelayContext } from '../../src/context/relay-context.js';
@@ -207,4 +207,20 @@ export async function setupRun(cleanups: (() => Promise<void>)[]) {
     await removePrefixKeys(config);
   });
   return { receiver, config, ctx };
+}
+
+/**
+ * A test file's bookkeeping: worker processes pushed to `children` are killed after each test,
+ * and `cleanups` run after the file, the last registered first.
+ */
+export function trackRuns(): { children: ChildProcess[]; cleanups: (() => Promise<void>)[] } {
+  const children: ChildProcess[] = [];
+  const cleanups: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    await Promise.all(children.splice(0).map((c) => kill(c, 'SIGKILL')));
+  });
+  afterAll(async () => {
+    for (const c of cleanups.reverse()) await c();
+  });
+  return { children, cleanups };
 }
