@@ -14,6 +14,8 @@ export interface StoredAction {
 export interface ActionStore {
   /** Validates and saves a definition; the version grows by one on every save. */
   put(input: unknown): Promise<{ id: string; version: number; created: boolean }>;
+  /** The checks of `put` without saving: the parsed definition, or a ValidationError with every problem. */
+  validate(input: unknown): Promise<ActionDefinition>;
   get(id: string): Promise<StoredAction | null>;
   list(): Promise<StoredAction[]>;
   delete(id: string): Promise<boolean>;
@@ -85,12 +87,18 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
     return compileAction(stored.definition, { version: stored.version, userAgent: deps.userAgent });
   };
 
+  const validate = async (input: unknown): Promise<ActionDefinition> => {
+    checkSize(input);
+    const def = parseActionDefinition(input);
+    const refused = (await deps.vet?.(def)) ?? [];
+    if (refused.length > 0) throw new ValidationError('invalid action definition', refused);
+    return def;
+  };
+
   return {
+    validate,
     async put(input) {
-      checkSize(input);
-      const def = parseActionDefinition(input);
-      const refused = (await deps.vet?.(def)) ?? [];
-      if (refused.length > 0) throw new ValidationError('invalid action definition', refused);
+      const def = await validate(input);
       const [version, existed] = (await PUT_SCRIPT.run(
         redis,
         2,

@@ -19,8 +19,32 @@ export const ADMIN_SESSION_MS = 12 * 3_600_000;
  *   front add the Authorization header instead.
  */
 
-function sign(token: string, expiry: number): Buffer {
-  return createHmac('sha256', token).update(`action-relay admin session ${expiry}`).digest();
+/** The console's session cookie: opens /console, /console/api/* and /v1/* for the browser that signed in. */
+export const CONSOLE_COOKIE = 'action_relay_console';
+
+/**
+ * The console's cookie works as the admin one, with three differences: it is obtained by a POST of
+ * the token from the sign-in page (never in a URL); it has Path=/, as the console's page calls /v1/*
+ * with it; and it is accepted on a request that changes something only when the request carries
+ * the CONSOLE_HEADER, which a page of another origin cannot add without a CORS preflight that this
+ * API never grants (SameSite=Strict does not separate two ports of one host: they are one site).
+ */
+export const CONSOLE_HEADER = 'x-action-relay-console';
+
+interface CookieSpec {
+  name: string;
+  path: string;
+  /** Part of the signed text, so that one kind of cookie is never accepted as the other. */
+  purpose: string;
+}
+
+const ADMIN_SPEC: CookieSpec = { name: ADMIN_COOKIE, path: '/admin', purpose: 'admin' };
+const CONSOLE_SPEC: CookieSpec = { name: CONSOLE_COOKIE, path: '/', purpose: 'console' };
+
+function sign(token: string, purpose: string, expiry: number): Buffer {
+  // The admin cookie's text is unchanged, so sessions opened before the console existed stay valid.
+  const what = purpose === 'admin' ? 'admin session' : `${purpose} session`;
+  return createHmac('sha256', token).update(`action-relay ${what} ${expiry}`).digest();
 }
 
 function equal(a: Buffer, b: Buffer): boolean {
@@ -38,6 +62,37 @@ function cookieValue(header: string | undefined, name: string): string | undefin
   return undefined;
 }
 
+const isHttps = (req: FastifyRequest) => req.protocol === 'https' || req.headers['x-forwarded-proto'] === 'https';
+
+/** Signing, checking and clearing one kind of session cookie. */
+function cookieSession(token: string, spec: CookieSpec, now: () => number) {
+  return {
+    valid(req: FastifyRequest): boolean {
+      const value = cookieValue(req.headers.cookie, spec.name);
+      const dot = value?.indexOf('.') ?? -1;
+      if (!value || dot <= 0) return false;
+      const expiry = Number(value.slice(0, dot));
+      if (!Number.isSafeInteger(expiry) || expiry <= now()) return false;
+      return equal(Buffer.from(value.slice(dot + 1), 'base64url'), sign(token, spec.purpose, expiry));
+    },
+    set(req: FastifyRequest, reply: FastifyReply): void {
+      const expiry = now() + ADMIN_SESSION_MS;
+      const secure = isHttps(req) ? '; Secure' : '';
+      reply
+        .header(
+          'set-cookie',
+          `${spec.name}=${expiry}.${sign(token, spec.purpose, expiry).toString('base64url')}; Path=${spec.path}; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_SESSION_MS / 1000}${secure}`,
+        )
+        .header('cache-control', 'no-store');
+    },
+    clear(reply: FastifyReply): void {
+      reply
+        .header('set-cookie', `${spec.name}=; Path=${spec.path}; HttpOnly; SameSite=Strict; Max-Age=0`)
+        .header('cache-control', 'no-store');
+    },
+  };
+}
+
 export interface AdminSession {
   /** True when the request carries a valid, unexpired session cookie. */
   accepts(req: FastifyRequest): boolean;
@@ -50,31 +105,47 @@ export interface AdminSession {
 
 export function createAdminSession(token: string, now: () => number = Date.now): AdminSession {
   const expected = digest(token);
+  const cookie = cookieSession(token, ADMIN_SPEC, now);
   return {
-    accepts(req) {
-      const value = cookieValue(req.headers.cookie, ADMIN_COOKIE);
-      const dot = value?.indexOf('.') ?? -1;
-      if (!value || dot <= 0) return false;
-      const expiry = Number(value.slice(0, dot));
-      if (!Number.isSafeInteger(expiry) || expiry <= now()) return false;
-      return equal(Buffer.from(value.slice(dot + 1), 'base64url'), sign(token, expiry));
-    },
+    accepts: (req) => cookie.valid(req),
     login(req, reply) {
       if (req.method !== 'GET') return false;
       const url = new URL(req.url, 'http://localhost');
       const given = url.searchParams.get('token');
       if (given === null || !equal(digest(given), expected)) return false;
-      const expiry = now() + ADMIN_SESSION_MS;
-      const secure = req.protocol === 'https' || req.headers['x-forwarded-proto'] === 'https' ? '; Secure' : '';
       url.searchParams.delete('token');
-      reply
-        .header(
-          'set-cookie',
-          `${ADMIN_COOKIE}=${expiry}.${sign(token, expiry).toString('base64url')}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_SESSION_MS / 1000}${secure}`,
-        )
-        .header('cache-control', 'no-store')
-        .redirect(url.pathname + url.search, 303);
+      cookie.set(req, reply);
+      reply.redirect(url.pathname + url.search, 303);
       return true;
     },
+  };
+}
+
+export interface ConsoleSession {
+  /**
+   * True when the request carries a valid, unexpired console cookie and, unless it is a GET or
+   * HEAD, the CONSOLE_HEADER.
+   */
+  accepts(req: FastifyRequest): boolean;
+  /** Sets the cookie when `given` is the token; false (and nothing set) otherwise. */
+  signIn(given: string, req: FastifyRequest, reply: FastifyReply): boolean;
+  /** Asks the browser to forget the cookie. */
+  signOut(reply: FastifyReply): void;
+}
+
+export function createConsoleSession(token: string, now: () => number = Date.now): ConsoleSession {
+  const expected = digest(token);
+  const cookie = cookieSession(token, CONSOLE_SPEC, now);
+  return {
+    accepts(req) {
+      const safe = req.method === 'GET' || req.method === 'HEAD';
+      return (safe || req.headers[CONSOLE_HEADER] !== undefined) && cookie.valid(req);
+    },
+    signIn(given, req, reply) {
+      if (!equal(digest(given), expected)) return false;
+      cookie.set(req, reply);
+      return true;
+    },
+    signOut: (reply) => cookie.clear(reply),
   };
 }

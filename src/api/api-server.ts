@@ -8,7 +8,8 @@ import { sendError } from './api-errors.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerDlqRoutes } from './dlq-routes.js';
-import { createAdminSession } from './admin-session.js';
+import { createAdminSession, createConsoleSession } from './admin-session.js';
+import { CONSOLE_API_PATH, registerConsole } from './console-routes.js';
 import { registerQueueBoard } from './queue-board.js';
 import { registerApiDocs } from './openapi.js';
 
@@ -44,13 +45,16 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   const token = ctx.config.ADMIN_TOKEN;
 
   const adminSession = token ? createAdminSession(token) : undefined;
+  const consoleSession = token ? createConsoleSession(token) : undefined;
   app.addHook('onRequest', async (req, reply) => {
     if (!token) return;
     // The route matched, not the raw URL: "/%76%31/dlq" is routed to /v1/dlq too.
     const path = req.routeOptions.url ?? req.url;
     const admin = path.startsWith('/admin/');
-    if (!path.startsWith('/v1/') && !admin) return;
+    if (!path.startsWith('/v1/') && !path.startsWith(CONSOLE_API_PATH) && !admin) return;
     if (tokenMatches(req.headers.authorization, token)) return;
+    // The console's page calls /v1/* and /console/api/* with its session cookie.
+    if (!admin && consoleSession?.accepts(req)) return;
     // A browser cannot send the header with bull-board's pages: /admin/* also takes the session cookie.
     if (admin && adminSession?.accepts(req)) return;
     if (admin && adminSession?.login(req, reply)) return reply;
@@ -91,6 +95,12 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   registerJobRoutes(app, ctx);
   registerDlqRoutes(app, ctx);
   await registerQueueBoard(app, ctx);
+  await registerConsole(app, ctx, {
+    session: consoleSession,
+    authorized: (req) => !token || tokenMatches(req.headers.authorization, token) || consoleSession?.accepts(req) === true,
+    // One token, with every scope, until scoped tokens exist.
+    scopesOf: () => ['enqueue', 'read', 'replay', 'admin'],
+  });
   await registerApiDocs(app, { bearer: token !== undefined });
   return app;
 }

@@ -42,6 +42,11 @@ export interface PartitionKeys {
   dlq: string;
   dlqRecords: string;
   jobKey(jobId: string): string;
+  /**
+   * Ended jobs of one minute (epoch ms / 60000), per action: a hash of `<actionId>|d` delivered,
+   * `|x` dead and `|r` retries, written with the results entry; read by the console's counts.
+   */
+  activity(minute: number): string;
 }
 
 /**
@@ -113,6 +118,7 @@ export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
       dlq: `${tag}:dlq`,
       dlqRecords: `${tag}:dlq:records`,
       jobKey: (jobId) => `${tag}:${QUEUE_NAME}:${jobId}`,
+      activity: (minute) => `${tag}:activity:${minute}`,
     };
   };
   const partitions = Array.from({ length: partitionCount }, (_, i) => partition(i));
