@@ -464,6 +464,7 @@ export function ActionEditor({ id, canEdit }: { id: string | null; canEdit: bool
         <div class="toolbar sticky">
           <h1 id="editor-title">{isNew ? 'New action' : `Action ${id}`}</h1>
           {stored && <span class="muted">{`version ${stored.version}`}</span>}
+          {stored && <a href={`#/dead-letters?actionId=${encodeURIComponent(stored.id)}`}>Its dead letters</a>}
           <span class="status" role="status" aria-live="polite">
             {checking ? 'Checking…' : problems.length > 0 ? `${problems.length} problem${problems.length > 1 ? 's' : ''}` : 'Valid'}
             {dirty && !isNew ? ' · unsaved changes' : ''}

@@ -98,9 +98,17 @@ function TrackingView({ t }: { t: Tracking }) {
         {t.done ? '.' : '…'}
         {t.jobIds.length > 500 ? ' (outcome of the first 500 shown)' : ''}
       </p>
+      <ul class="job-states" aria-label="Replayed jobs and their state">
+        {t.jobIds.slice(0, 20).map((id) => (
+          <li key={id}>
+            <code>{id}</code> <span class={`badge ${t.states[id] ?? 'waiting'}`}>{t.states[id] ?? 'waiting'}</span>
+          </li>
+        ))}
+        {t.jobIds.length > 20 && <li class="muted">{`and ${t.jobIds.length - 20} more`}</li>}
+      </ul>
       {dead.length > 0 && (
         <p>
-          {'Dead again: '}
+          {'Dead again (their new dead letters): '}
           {dead.slice(0, 20).map(([id]) => (
             <a key={id} href={`#/dead-letters/${encodeURIComponent(id)}`} class="job-link">
               {id}

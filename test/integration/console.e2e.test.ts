@@ -75,11 +75,12 @@ afterAll(async () => {
 
 const shot = (page: Page, name: string, fullPage = false) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
 
-async function signIn(page: Page, token = TOKEN) {
+async function signIn(page: Page, token = TOKEN, screenshot = false) {
   await page.goto(`${base}/console`);
   // No session yet: the console sends the browser to its sign-in page.
   await page.waitForURL(`${base}/console/login`);
   await page.getByLabel('API token').fill(token);
+  if (screenshot) await shot(page, 'sign-in');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL(`${base}/console`);
 }
@@ -103,7 +104,7 @@ describe('the action console', () => {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: `r-${receiver.requests.length}` }));
     };
     const page = await browser.newPage();
-    await signIn(page);
+    await signIn(page, TOKEN, true);
     const cookies = await browser.cookies(base);
     const session = cookies.find((c) => c.name === 'action_relay_console');
     expect(session?.httpOnly).toBe(true);
