@@ -187,6 +187,10 @@ describe('circuit breaker', () => {
     for (let i = 0; i < 3; i++) await breaker.record('windows', true, false, w0 + 100, cfg);
     expect(await breaker.record('windows', true, false, w0 + cfg.windowMs + 100, cfg)).toBe('none');
     expect(await breaker.check('windows', w0 + cfg.windowMs + 100, probeLockMs)).toEqual({ kind: 'closed' });
+    // Requests at different moments of one window do add up.
+    const w2 = w0 + 3 * cfg.windowMs;
+    for (const dt of [100, 2_000, 5_000]) expect(await breaker.record('windows-same', true, false, w2 + dt, cfg)).toBe('none');
+    expect(await breaker.record('windows-same', true, false, w2 + cfg.windowMs - 1, cfg)).toBe('opened');
   });
 
   it('defers for openMs, then lets exactly one probe through; a failed probe re-opens, a good one closes', async () => {
