@@ -68,6 +68,12 @@ describe('README and docs/', () => {
     expect(hits).toEqual([]);
   });
 
+  it('docs/README.md indexes every page of docs/', () => {
+    const index = readText('docs/README.md');
+    const pages = DOC_FILES.filter((f) => f.startsWith('docs/') && f !== 'docs/README.md').map((f) => f.slice('docs/'.length));
+    expect(pages.filter((page) => !index.includes(`](${page})`))).toEqual([]);
+  });
+
   it('every link to a page of the repository lands on a heading that exists', () => {
     const broken: string[] = [];
     for (const file of DOC_FILES) {
