@@ -4,7 +4,7 @@ import { api, ApiError, errorText, type FieldProblem, type StoredAction } from '
 import { CaptureRows, KeyValueRows, ParameterRows, SecretRefField } from './editor-parts.js';
 import { asDefinition, AUTH_TYPES, blankDefinition, fieldId, getIn, setIn, type Definition } from './form-model.js';
 import { TryPanel } from './try-panel.js';
-import { CheckboxField, JsonField, NumberField, SelectField, TextField } from './ui.js';
+import { CheckboxField, Confirm, JsonField, NumberField, SelectField, TextField } from './ui.js';
 
 type Tab = 'form' | 'yaml' | 'json';
 const TABS: { id: Tab; label: string }[] = [
@@ -400,7 +400,18 @@ export function ActionEditor({ id, canEdit }: { id: string | null; canEdit: bool
     return text ? { kind: 'saved', text } : { kind: 'idle' };
   });
   const { problems, checking, setProblems } = useValidation(def);
+  const [confirmDelete, setConfirmDelete] = useState(false);
   const isNew = id === null;
+
+  const remove = async () => {
+    setConfirmDelete(false);
+    try {
+      await api('DELETE', `/v1/actions/${encodeURIComponent(id ?? '')}`);
+      window.location.hash = '#/actions';
+    } catch (err) {
+      setSaveState({ kind: 'error', text: `Not deleted: ${errorText(err)}` });
+    }
+  };
 
   useEffect(() => {
     if (id === null) {
@@ -473,6 +484,11 @@ export function ActionEditor({ id, canEdit }: { id: string | null; canEdit: bool
           <button type="submit" class="primary" disabled={readOnly || saveState.kind === 'saving'}>
             {saveState.kind === 'saving' ? 'Saving…' : 'Save'}
           </button>
+          {stored && (
+            <button type="button" class="danger" disabled={readOnly} onClick={() => setConfirmDelete(true)}>
+              Delete
+            </button>
+          )}
         </div>
         {readOnly && (
           <p class="notice" role="note">
@@ -526,6 +542,16 @@ export function ActionEditor({ id, canEdit }: { id: string | null; canEdit: bool
           )}
         </div>
       </form>
+      {confirmDelete && (
+        <Confirm
+          title={`Delete action ${id}?`}
+          body={<p>Jobs of this action that are still waiting will be dead-lettered (unknown_action) when they run.</p>}
+          confirm="Delete"
+          danger
+          onConfirm={() => void remove()}
+          onCancel={() => setConfirmDelete(false)}
+        />
+      )}
       {stored ? (
         <TryPanel id={stored.id} definition={stored.definition} version={stored.version} dirty={dirty} />
       ) : (
