@@ -134,7 +134,10 @@ describe('the action console', () => {
     await page.getByLabel('Body template (JSON)').fill('{ "order": "{{params.orderId}}", "amount": "{{params.amount}}" }');
     await page.getByLabel('Max attempts').fill('2');
     // The YAML tab shows the same definition.
-    await page.getByRole('tab', { name: 'YAML' }).click();
+    // Keyboard: the tabs follow the arrow keys.
+    await page.getByRole('tab', { name: 'Form' }).focus();
+    await page.keyboard.press('ArrowRight');
+    expect(await page.getByRole('tab', { name: 'YAML' }).getAttribute('aria-selected')).toBe('true');
     const yaml = await page.getByLabel('Definition as YAML').inputValue();
     expect(yaml).toContain('id: orders_push');
     expect(yaml).toContain('path: /orders/{{params.orderId}}');
@@ -281,7 +284,8 @@ describe('the action console', () => {
     // The whole filter is counted by the server, not by rendering it.
     await page.getByRole('button', { name: 'Replay all matching' }).click();
     await expect.poll(() => page.getByRole('dialog').getByRole('heading').textContent()).toBe('Replay 1000 dead letters?');
-    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+    // Keyboard: the confirmation has the focus, and Escape cancels it.
+    await page.keyboard.press('Escape');
     expect(await page.getByRole('dialog').count()).toBe(0);
     await shot(page, 'dead-letters-paged');
     expect((await ctx.deadLetters.list({ actionId: 'bulk' }, 1000)).items).toHaveLength(1000);
