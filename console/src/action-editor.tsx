@@ -14,11 +14,13 @@ const TABS: { id: Tab; label: string }[] = [
 ];
 
 /** Live validation: the server's checks of a save, asked a moment after the last change. */
-function useValidation(def: Definition) {
+function useValidation(def: Definition, enabled: boolean) {
   const [problems, setProblems] = useState<FieldProblem[]>([]);
   const [checking, setChecking] = useState(false);
   const seq = useRef(0);
   useEffect(() => {
+    // A new action is not checked before its first change: an empty form is not a mistake.
+    if (!enabled) return;
     const mine = ++seq.current;
     setChecking(true);
     const timer = setTimeout(() => {
@@ -36,7 +38,7 @@ function useValidation(def: Definition) {
       );
     }, 250);
     return () => clearTimeout(timer);
-  }, [def]);
+  }, [def, enabled]);
   return { problems, checking, setProblems };
 }
 
@@ -399,7 +401,8 @@ export function ActionEditor({ id, canEdit }: { id: string | null; canEdit: bool
     savedNotice = null;
     return text ? { kind: 'saved', text } : { kind: 'idle' };
   });
-  const { problems, checking, setProblems } = useValidation(def);
+  const [touched, setTouched] = useState(false);
+  const { problems, checking, setProblems } = useValidation(def, id !== null || touched);
   const [confirmDelete, setConfirmDelete] = useState(false);
   const isNew = id === null;
 
@@ -429,6 +432,7 @@ export function ActionEditor({ id, canEdit }: { id: string | null; canEdit: bool
   }, [id]);
 
   const set = (path: string, v: unknown) => {
+    setTouched(true);
     setDef((d) => setIn(d, path, v));
     if (saveState.kind !== 'idle') setSaveState({ kind: 'idle' });
   };
@@ -477,7 +481,13 @@ export function ActionEditor({ id, canEdit }: { id: string | null; canEdit: bool
           {stored && <span class="muted">{`version ${stored.version}`}</span>}
           {stored && <a href={`#/dead-letters?actionId=${encodeURIComponent(stored.id)}`}>Its dead letters</a>}
           <span class="status" role="status" aria-live="polite">
-            {checking ? 'Checking…' : problems.length > 0 ? `${problems.length} problem${problems.length > 1 ? 's' : ''}` : 'Valid'}
+            {id === null && !touched
+              ? 'Not checked yet'
+              : checking
+                ? 'Checking…'
+                : problems.length > 0
+                  ? `${problems.length} problem${problems.length > 1 ? 's' : ''}`
+                  : 'Valid'}
             {dirty && !isNew ? ' · unsaved changes' : ''}
             {saveState.text ? ` · ${saveState.text}` : ''}
           </span>
@@ -538,7 +548,16 @@ export function ActionEditor({ id, canEdit }: { id: string | null; canEdit: bool
           {tab === 'form' ? (
             <FormTab def={def} set={set} problems={problems} disabled={readOnly} isNew={isNew} />
           ) : (
-            <TextTab key={tab} def={def} format={tab} disabled={readOnly} onChange={(d) => setDef(d)} />
+            <TextTab
+              key={tab}
+              def={def}
+              format={tab}
+              disabled={readOnly}
+              onChange={(d) => {
+                setTouched(true);
+                setDef(d);
+              }}
+            />
           )}
         </div>
       </form>
