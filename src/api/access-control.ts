@@ -145,27 +145,37 @@ function mediaType(header: string | undefined): string {
 
 const MAX_AUDIT_IDS = 100;
 
-/** What an audited call touched: the ids of its URL, and those a replay or purge selected or answered. */
+/** The first MAX_AUDIT_IDS strings of a list, and how many more there were. */
+function idList(list: unknown): { ids: string[]; more: number } {
+  const all = Array.isArray(list) ? list.filter((v): v is string => typeof v === 'string') : [];
+  return { ids: all.slice(0, MAX_AUDIT_IDS), more: Math.max(0, all.length - MAX_AUDIT_IDS) };
+}
+
+/**
+ * What an audited call touched: the ids of its URL and the job ids it named (`ids`), the selection
+ * of a replay or purge, and what the answer says was done (`resultIds`: the new jobs of a replay).
+ */
 function touched(req: FastifyRequest, payload: unknown): Record<string, unknown> {
-  const ids = Object.values((req.params ?? {}) as Record<string, string>).filter((v) => typeof v === 'string');
   const out: Record<string, unknown> = {};
+  const params = Object.values((req.params ?? {}) as Record<string, unknown>).filter((v) => typeof v === 'string');
   const body = (req.body ?? {}) as { jobIds?: unknown; filter?: unknown; all?: unknown; dryRun?: unknown };
-  if (body.filter !== undefined) out.filter = body.filter;
-  if (body.all !== undefined) out.all = body.all;
-  if (body.dryRun !== undefined) out.dryRun = body.dryRun;
-  let answer: { jobIds?: unknown; purged?: unknown; replayed?: unknown; matched?: unknown } = {};
-  if (typeof payload === 'string' && payload.startsWith('{')) {
-    try {
-      answer = JSON.parse(payload) as typeof answer;
-    } catch {
-      answer = {};
-    }
+  const named = idList(body.jobIds);
+  out.ids = [...params, ...named.ids];
+  if (named.more > 0) out.idsNotListed = named.more;
+  for (const k of ['filter', 'all', 'dryRun'] as const) if (body[k] !== undefined) out[k] = body[k];
+  if (typeof payload !== 'string' || !payload.startsWith('{')) return out;
+  let answer: { jobIds?: unknown; purged?: unknown; replayed?: unknown; matched?: unknown };
+  try {
+    answer = JSON.parse(payload) as typeof answer;
+  } catch {
+    return out;
   }
-  const listed = Array.isArray(answer.jobIds) ? answer.jobIds : Array.isArray(body.jobIds) ? body.jobIds : [];
-  ids.push(...listed.filter((v): v is string => typeof v === 'string'));
   for (const k of ['replayed', 'matched', 'purged'] as const) if (typeof answer[k] === 'number') out[k] = answer[k];
-  out.ids = ids.slice(0, MAX_AUDIT_IDS);
-  if (ids.length > MAX_AUDIT_IDS) out.idsNotListed = ids.length - MAX_AUDIT_IDS;
+  if (Array.isArray(answer.jobIds)) {
+    const result = idList(answer.jobIds);
+    out.resultIds = result.ids;
+    if (result.more > 0) out.resultIdsNotListed = result.more;
+  }
   return out;
 }
 

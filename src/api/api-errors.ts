@@ -41,7 +41,7 @@ export function boundBatchErrors(results: EnqueueManyItem[]): EnqueueManyItem[] 
     if (!('error' in r)) return r;
     const problems = r.error.details;
     if (listed >= BATCH_PROBLEMS_TOTAL) {
-      const message = `${r.error.message}: ${problems.length} problem(s), not listed (a batch answer lists ${BATCH_PROBLEMS_TOTAL} at most)`;
+      const message = `${r.error.message.split(':')[0] ?? 'invalid job'}: ${problems.length} problem(s), not listed (a batch answer lists ${BATCH_PROBLEMS_TOTAL} at most)`;
       return { error: { code: r.error.code, message, details: [] } };
     }
     const details = boundProblems(problems, BATCH_PROBLEMS_PER_JOB);
