@@ -94,12 +94,12 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     return undefined;
   }
 
-  async function resolveBody(value: unknown): Promise<unknown> {
-    if (isSecretRef(value)) return deps.secrets.resolve(value);
-    if (Array.isArray(value)) return Promise.all(value.map(resolveBody));
+  async function resolveBody(value: unknown, path: string): Promise<unknown> {
+    if (isSecretRef(value)) return deps.secrets.resolve(value, path);
+    if (Array.isArray(value)) return Promise.all(value.map((v, i) => resolveBody(v, `${path}[${i}]`)));
     if (value !== null && typeof value === 'object') {
       const out: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-      for (const [k, v] of Object.entries(value)) out[k] = await resolveBody(v);
+      for (const [k, v] of Object.entries(value)) out[k] = await resolveBody(v, `${path}.${k}`);
       return out;
     }
     return value;
@@ -109,7 +109,7 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': deps.userAgent };
     if (auth.type === 'oauth2ClientCredentials') {
       const url = new URL(auth.tokenUrl);
-      const secret = await deps.secrets.resolve(auth.clientSecret);
+      const secret = await deps.secrets.resolve(auth.clientSecret, 'auth.clientSecret');
       const form = new URLSearchParams({ grant_type: 'client_credentials' });
       if (auth.scope) form.set('scope', auth.scope);
       if (auth.audience) form.set('audience', auth.audience);
@@ -127,13 +127,13 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     const r = auth.request;
     const url = new URL(r.url);
     for (const [name, v] of Object.entries(r.headers ?? {})) {
-      const value = typeof v === 'string' ? v : await deps.secrets.resolve(v);
+      const value = typeof v === 'string' ? v : await deps.secrets.resolve(v, `auth.request.headers.${name}`);
       if (/[\r\n\0]/.test(value)) throw new AuthError(`auth.request.headers.${name}: the secret's value holds a line break`);
       headers[name.toLowerCase()] = value;
     }
     let body: string | undefined;
     if (r.body !== undefined && r.method === 'POST') {
-      const resolved = await resolveBody(r.body);
+      const resolved = await resolveBody(r.body, 'auth.request.body');
       if (r.bodyType === 'form') {
         const form = new URLSearchParams();
         for (const [k, v] of Object.entries(resolved as Record<string, unknown>)) if (v !== null) form.set(k, String(v));

@@ -23,13 +23,13 @@ import {
  */
 const CANARY = 'LeakCanary';
 const SECRETS = {
-  LEAK_APIKEY_H: `${CANARY}-apikey-header-91f2`,
-  LEAK_APIKEY_Q: `${CANARY}-apikey-query-83d1`,
-  LEAK_BASIC: `${CANARY}-basic-pass-5a7c`,
-  LEAK_BEARER: `${CANARY}-bearer-0b6e`,
-  LEAK_OAUTH_SECRET: `${CANARY}-oauth-client-secret-44aa`,
-  LEAK_LOGIN_PASSWORD: `${CANARY}-login-password-c3c3`,
-  LEAK_SIGNING: `whsec_${Buffer.from(`${CANARY}-signing-key-77e9`).toString('base64')}`,
+  ACTION_SECRET_LEAK_APIKEY_H: `${CANARY}-apikey-header-91f2`,
+  ACTION_SECRET_LEAK_APIKEY_Q: `${CANARY}-apikey-query-83d1`,
+  ACTION_SECRET_LEAK_BASIC: `${CANARY}-basic-pass-5a7c`,
+  ACTION_SECRET_LEAK_BEARER: `${CANARY}-bearer-0b6e`,
+  ACTION_SECRET_LEAK_OAUTH_SECRET: `${CANARY}-oauth-client-secret-44aa`,
+  ACTION_SECRET_LEAK_LOGIN_PASSWORD: `${CANARY}-login-password-c3c3`,
+  ACTION_SECRET_LEAK_SIGNING: `whsec_${Buffer.from(`${CANARY}-signing-key-77e9`).toString('base64')}`,
 };
 /** Tokens the token endpoint hands out: secrets too, though no definition names them. */
 const OAUTH_TOKEN = `${CANARY}-oauth-access-token-9d9d`;
@@ -64,19 +64,19 @@ function definitions(url: string, tokenUrl: string) {
     ...extra,
   });
   return [
-    base('k_header', { type: 'apiKey', name: 'X-Api-Key', value: { env: 'LEAK_APIKEY_H' }, in: 'header' }),
-    base('k_query', { type: 'apiKey', name: 'api_key', value: { env: 'LEAK_APIKEY_Q' }, in: 'query' }),
-    base('basic', { type: 'basic', username: 'ada', password: { env: 'LEAK_BASIC' } }),
-    base('bearer', { type: 'bearer', token: { env: 'LEAK_BEARER' } }, { signing: { secrets: [{ env: 'LEAK_SIGNING' }] } }),
+    base('k_header', { type: 'apiKey', name: 'X-Api-Key', value: { env: 'ACTION_SECRET_LEAK_APIKEY_H' }, in: 'header' }),
+    base('k_query', { type: 'apiKey', name: 'api_key', value: { env: 'ACTION_SECRET_LEAK_APIKEY_Q' }, in: 'query' }),
+    base('basic', { type: 'basic', username: 'ada', password: { env: 'ACTION_SECRET_LEAK_BASIC' } }),
+    base('bearer', { type: 'bearer', token: { env: 'ACTION_SECRET_LEAK_BEARER' } }, { signing: { secrets: [{ env: 'ACTION_SECRET_LEAK_SIGNING' }] } }),
     base('oauth', {
       type: 'oauth2ClientCredentials',
       tokenUrl: `${tokenUrl}/oauth`,
       clientId: 'relay',
-      clientSecret: { env: 'LEAK_OAUTH_SECRET' },
+      clientSecret: { env: 'ACTION_SECRET_LEAK_OAUTH_SECRET' },
     }),
     base('custom', {
       type: 'customToken',
-      request: { url: `${tokenUrl}/custom`, method: 'POST', body: { user: 'relay', password: { env: 'LEAK_LOGIN_PASSWORD' } } },
+      request: { url: `${tokenUrl}/custom`, method: 'POST', body: { user: 'relay', password: { env: 'ACTION_SECRET_LEAK_LOGIN_PASSWORD' } } },
       tokenPath: 'token',
       inject: { as: 'query', name: 'token' },
     }),
@@ -84,7 +84,7 @@ function definitions(url: string, tokenUrl: string) {
       type: 'oauth2ClientCredentials',
       tokenUrl: `${tokenUrl}/down`,
       clientId: 'relay',
-      clientSecret: { env: 'LEAK_OAUTH_SECRET' },
+      clientSecret: { env: 'ACTION_SECRET_LEAK_OAUTH_SECRET' },
     }),
   ];
 }
@@ -144,7 +144,7 @@ describe('secrets never leak', () => {
 
     // The requests really carried the secrets: the search below would find them if they leaked.
     const sent = JSON.stringify(receiver.requests) + JSON.stringify(tokenEndpoint.requests);
-    for (const v of [...Object.values(SECRETS).slice(0, 4), OAUTH_TOKEN, CUSTOM_TOKEN, SECRETS.LEAK_LOGIN_PASSWORD]) {
+    for (const v of [...Object.values(SECRETS).slice(0, 4), OAUTH_TOKEN, CUSTOM_TOKEN, SECRETS.ACTION_SECRET_LEAK_LOGIN_PASSWORD]) {
       expect(sent.includes(v) || sent.includes(Buffer.from(`ada:${v}`).toString('base64')), v).toBe(true);
     }
 
