@@ -38,6 +38,8 @@ export interface TokenProviderDeps {
   secrets: SecretResolver;
   logger: Logger;
   userAgent: string;
+  /** Deadline of one token request, connect to last byte. @defaultValue TOKEN_TIMEOUT_MS */
+  timeoutMs?: number;
   /** Called once per token request sent, for the token metric. */
   onFetch?: (actionId: string, ok: boolean) => void;
   now?: () => number;
@@ -156,7 +158,7 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     try {
       let res;
       try {
-        res = await deps.sender.send(req, { timeoutMs: TOKEN_TIMEOUT_MS, readLimit: TOKEN_BODY_BYTES });
+        res = await deps.sender.send(req, { timeoutMs: deps.timeoutMs ?? TOKEN_TIMEOUT_MS, readLimit: TOKEN_BODY_BYTES });
       } catch (err: unknown) {
         if (err instanceof RelayError && !err.retryable) throw err;
         throw new AuthError(`${where} did not answer: ${deps.secrets.redact(coerceError(err).message)}`, true);
@@ -202,8 +204,8 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
   async function obtain(auth: TokenAuth, id: string, actionId: string, rejected: string | undefined): Promise<string> {
     const tokenKey = deps.keys.token(id);
     const lockKey = deps.keys.tokenLock(id);
-    // The sender's timeout applies per phase (connect, headers, body): the lock outlives all three.
-    const lockMs = TOKEN_TIMEOUT_MS * 3 + 5000;
+    // The lock outlives a token request (one deadline, connect to last byte) with room to spare.
+    const lockMs = (deps.timeoutMs ?? TOKEN_TIMEOUT_MS) * 3 + 5000;
     const deadline = now() + lockMs * 2;
     for (;;) {
       const shared = await readShared(id);
