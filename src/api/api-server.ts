@@ -2,7 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { createContextTokens, type RelayContext } from '../context/relay-context.js';
 import type { HttpSender } from '../delivery/http-sender.js';
 import { isLoopbackAddress } from '../delivery/egress-guard.js';
-import { ValidationError, coerceError } from '../errors/errors.js';
+import { InvalidParamsError, ValidationError, coerceError } from '../errors/errors.js';
 import { boundProblems, sendError } from './api-errors.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
@@ -43,6 +43,8 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
 
   app.setErrorHandler((err: unknown, req, reply) => {
     if (err instanceof ValidationError) return sendError(reply, 400, err.code, err.message, boundProblems(err.problems));
+    // A value that cannot be sent (preview of params or context that no request can carry).
+    if (err instanceof InvalidParamsError) return sendError(reply, 400, err.code, err.message, boundProblems(err.problems));
     const e = err as { statusCode?: number; code?: string; message?: string };
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
       const code =

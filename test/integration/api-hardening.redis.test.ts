@@ -206,6 +206,36 @@ describe('bounded answers and bodies', () => {
   });
 });
 
+describe('values a URL cannot carry: 400, never 500', () => {
+  it('a path parameter "." or ".." is refused at enqueue, naming it', async () => {
+    for (const p of ['.', '..']) {
+      const res = await post('/v1/jobs', { actionId: 'hard', params: { p } });
+      expect(res.statusCode).toBe(400);
+      expect(res.json().error.details).toEqual([{ path: 'params.p', message: expect.stringContaining('"." or ".."') }]);
+    }
+    expect((await post('/v1/actions/hard/preview', { params: { p: '..' } })).statusCode).toBe(400);
+  });
+
+  it('a lone surrogate in a param or a context value is a 400 at enqueue, preview and test', async () => {
+    const raw = (url: string, body: string) =>
+      api.inject({ method: 'POST', url, payload: body, headers: { 'content-type': 'application/json' } });
+    for (const url of ['/v1/jobs', '/v1/actions/hard/preview', '/v1/actions/hard/test']) {
+      const body = url === '/v1/jobs' ? '{"actionId":"hard","params":{"p":"a\\ud800"}}' : '{"params":{"p":"a\\ud800"}}';
+      const res = await raw(url, body);
+      expect(res.statusCode, url).toBe(400);
+      expect(res.json().error.details, url).toEqual([{ path: 'params.p', message: 'holds a lone UTF-16 surrogate' }]);
+    }
+    await ctx.store.put({
+      id: 'ctx_path',
+      name: 'c',
+      endpoint: { url: 'http://127.0.0.1:9', path: '/u/{{context.profileId}}', method: 'POST' },
+    });
+    const preview = await raw('/v1/actions/ctx_path/preview', '{"context":{"profileId":"\\udc00"}}');
+    expect(preview.statusCode).toBe(400);
+    expect(preview.json().error.details[0].path).toBe('context.profileId');
+  });
+});
+
 describe('headers and readiness', () => {
   it('every answer carries the security headers: API, board, docs, errors', async () => {
     for (const url of ['/v1/actions', '/admin/queues', '/docs/json', '/healthz', '/v1/nothing']) {
