@@ -123,7 +123,12 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
       // would hold the request for hours. The abort ends connect, headers or body read alike.
       const deadline = new AbortController();
       const timer = setTimeout(() => deadline.abort(), opts.timeoutMs);
-      const late = () => new TimeoutError('DEADLINE_EXCEEDED', `no complete answer within ${opts.timeoutMs} ms`);
+      // Named as undici names its own timeouts of the phase the deadline cut.
+      let answered = false;
+      const late = () =>
+        answered
+          ? new TimeoutError('UND_ERR_BODY_TIMEOUT', `the answer's body was not read whole within ${opts.timeoutMs} ms (timeoutMs)`)
+          : new TimeoutError('UND_ERR_HEADERS_TIMEOUT', `no answer within ${opts.timeoutMs} ms (timeoutMs)`);
       try {
         const via = opts.tls ? poolFor(opts.tls) : dispatcher;
         const res = await via.request({
@@ -136,6 +141,7 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
           bodyTimeout: opts.timeoutMs,
           signal: deadline.signal,
         } as Dispatcher.RequestOptions);
+        answered = true;
         const declared = Number(res.headers['content-length']);
         let read: { buf: Buffer; truncated: boolean };
         if (opts.readLimit > 0 && Number.isFinite(declared) && declared > opts.readLimit * 4) {

@@ -93,18 +93,19 @@ describe('one deadline per request', () => {
   it('a body trickled a byte at a time ends as timeout within timeoutMs', async () => {
     const { err, ms } = await timed(sender.send(request(urlOf(bodyTrickle)), { timeoutMs: 700, readLimit: 64 * 1024 }));
     expect(err).toBeInstanceOf(TimeoutError);
-    expect((err as TimeoutError).reason).toBe('timeout');
+    expect(err).toMatchObject({ reason: 'timeout', code: 'UND_ERR_BODY_TIMEOUT' });
     expect(ms).toBeGreaterThanOrEqual(650);
     expect(ms).toBeLessThan(700 + SLACK_MS);
   });
 
   it('so does a discarded body (readLimit 0) and headers trickled a byte at a time', async () => {
-    for (const [url, readLimit] of [
-      [urlOf(bodyTrickle), 0],
-      [urlOf(headerTrickle), 1024],
+    for (const [url, readLimit, code] of [
+      [urlOf(bodyTrickle), 0, 'UND_ERR_BODY_TIMEOUT'],
+      [urlOf(headerTrickle), 1024, 'UND_ERR_HEADERS_TIMEOUT'],
     ] as const) {
       const { err, ms } = await timed(sender.send(request(url), { timeoutMs: 700, readLimit }));
       expect(err, url).toBeInstanceOf(TimeoutError);
+      expect((err as TimeoutError).code, url).toBe(code);
       expect(ms).toBeLessThan(700 + SLACK_MS);
     }
   });
@@ -151,7 +152,7 @@ describe('token endpoint, /test and the worker', () => {
     const { err, ms } = await timed(tokens.get(auth, 'deadline'));
     expect(err).toBeInstanceOf(AuthError);
     expect((err as AuthError).retryable).toBe(true);
-    expect((err as AuthError).message).toContain('no complete answer within 700 ms');
+    expect((err as AuthError).message).toContain("the answer's body was not read whole within 700 ms");
     expect(ms).toBeLessThan(700 + SLACK_MS);
   });
 
