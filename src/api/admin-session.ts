@@ -79,7 +79,10 @@ export function createAdminSession(opts: AdminSessionOptions): AdminSession {
       const value = `${expiry}.${Buffer.from(name).toString('base64url')}.${sign(opts.key, expiry, name).toString('base64url')}`;
       url.searchParams.delete('token');
       reply
-        .header('set-cookie', `${ADMIN_COOKIE}=${value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_SESSION_MS / 1000}${secure}`)
+        .header(
+          'set-cookie',
+          `${ADMIN_COOKIE}=${value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_SESSION_MS / 1000}${secure}`,
+        )
         .header('cache-control', 'no-store')
         .redirect(url.pathname + url.search, 303);
       return true;

@@ -76,7 +76,9 @@ describe('oauth2 client credentials', () => {
     expect(t.url).toBe('/oauth/token');
     expect(t.headers['content-type']).toBe('application/x-www-form-urlencoded');
     // RFC 6749 2.3.1: client id and secret form-encoded, then HTTP Basic.
-    const basic = Buffer.from(`${encodeURIComponent('relay client')}:${encodeURIComponent(env.ACTION_SECRET_CRM_CLIENT_SECRET)}`).toString('base64');
+    const basic = Buffer.from(`${encodeURIComponent('relay client')}:${encodeURIComponent(env.ACTION_SECRET_CRM_CLIENT_SECRET)}`).toString(
+      'base64',
+    );
     expect(t.headers.authorization).toBe(`Basic ${basic}`);
     const form = new URLSearchParams(t.body);
     expect(Object.fromEntries(form)).toEqual({
@@ -223,7 +225,12 @@ describe('customToken', () => {
       endpoint: { url: receiver.url, path: '/f', method: 'POST' },
       auth: {
         type: 'customToken',
-        request: { url: `${tokens.url}/form`, method: 'POST', bodyType: 'form', body: { user: 'u', pass: { env: 'ACTION_SECRET_FORM_PASS' } } },
+        request: {
+          url: `${tokens.url}/form`,
+          method: 'POST',
+          bodyType: 'form',
+          body: { user: 'u', pass: { env: 'ACTION_SECRET_FORM_PASS' } },
+        },
         tokenPath: '$response',
         inject: { as: 'bearer' },
       },
