@@ -216,6 +216,24 @@ describe('scoped tokens', () => {
   });
 });
 
+describe('the queue board', () => {
+  it('an operation of the board is audited like an API change; a read is not', async () => {
+    const from = logLines.length;
+    const refused = await call('PUT', '/admin/queues/api/queues/nope/pause', 'read');
+    expect(refused.statusCode).toBe(403);
+    const res = await call('PUT', '/admin/queues/api/queues/nope/pause', 'admin');
+    expect([401, 403]).not.toContain(res.statusCode);
+    expect((await call('GET', '/admin/queues/api/queues', 'admin')).statusCode).toBe(200);
+    const audit = logLines
+      .slice(from)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.msg === 'audit');
+    expect(audit).toEqual([
+      expect.objectContaining({ tokenName: 'admin-bot', method: 'PUT', route: '/admin/queues/api/queues/:queueName/pause', ids: ['nope'] }),
+    ]);
+  });
+});
+
 describe('API_TOKENS_FILE', () => {
   it.each([
     ['not: a token file', /tokens: required/],
