@@ -17,24 +17,24 @@ import { registerJsonBodyParser } from './json-body.js';
  * every request is checked as a web page could forge it: its Host (DNS rebinding) and its Origin.
  */
 
-/** Scopes that open a route besides `admin`. Every GET (and HEAD) under /v1 is also open to `read`. */
-const ROUTE_SCOPES: Record<string, Scope> = {
-  'POST /v1/jobs': 'enqueue',
-  'POST /v1/jobs/batch': 'enqueue',
-  'GET /v1/jobs/:jobId': 'enqueue',
-  'POST /v1/actions/:id/preview': 'read',
-  'POST /v1/dlq/replay': 'replay',
-};
+/**
+ * Scopes that open a route besides `admin`, by fastify route pattern (any parameter name). Every
+ * GET (and HEAD) under /v1 is also open to `read`; a route not listed here needs `admin`.
+ */
+const ROUTE_SCOPES: [method: string, route: RegExp, scope: Scope][] = [
+  ['POST', /^\/v1\/jobs$/, 'enqueue'],
+  ['POST', /^\/v1\/jobs\/batch$/, 'enqueue'],
+  ['GET', /^\/v1\/jobs\/:[^/]+$/, 'enqueue'],
+  ['POST', /^\/v1\/actions\/:[^/]+\/preview$/, 'read'],
+  ['POST', /^\/v1\/dlq\/replay$/, 'replay'],
+];
 
-/** Routes that change something: each call writes one `audit` line. */
-const AUDITED = new Set([
-  'PUT /v1/actions/:id',
-  'DELETE /v1/actions/:id',
-  'POST /v1/actions/:id/test',
-  'POST /v1/dlq/replay',
-  'POST /v1/dlq/purge',
-  'DELETE /v1/dlq/:jobId',
-]);
+/** Calls that change nothing worth an audit line although they are not reads: enqueueing (the hot path) and preview. */
+const NOT_AUDITED: [method: string, route: RegExp][] = [
+  ['POST', /^\/v1\/jobs$/],
+  ['POST', /^\/v1\/jobs\/batch$/],
+  ['POST', /^\/v1\/actions\/:[^/]+\/preview$/],
+];
 
 /** Sent with every answer: no MIME sniffing, no framing (clickjacking of the board), no Referer carrying ids. */
 const SECURITY_HEADERS: Record<string, string> = {
@@ -67,8 +67,7 @@ export function scopesFor(method: string, route: string): Scope[] | null {
   if (family === 'public') return null;
   const open: Scope[] = ['admin'];
   if (family === 'api') {
-    const specific = ROUTE_SCOPES[`${verb(method)} ${route}`];
-    if (specific) open.push(specific);
+    for (const [m, pattern, scope] of ROUTE_SCOPES) if (m === verb(method) && pattern.test(route)) open.push(scope);
     if (verb(method) === 'GET' && !open.includes('read')) open.push('read');
   }
   return open;
@@ -95,7 +94,8 @@ export interface AccessControlOptions {
 
 /** The host name of a Host header, or undefined when it is not one. */
 function hostName(host: string | undefined): string | undefined {
-  if (!host) return undefined;
+  // A name or an IP literal and a port, nothing a URL parser would read past (userinfo, a path).
+  if (!host || !/^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host)) return undefined;
   try {
     return normalizeHost(new URL(`http://${host}`).hostname);
   } catch {
@@ -268,10 +268,10 @@ export function registerAccessControl(app: FastifyInstance, opts: AccessControlO
   });
 }
 
-/** Every change: the audited /v1 routes, and any call of a browser page that is not a read. */
+/** Every change: any call under /v1 or of a browser page that is not a read, enqueueing and preview aside. */
 function isAudited(req: FastifyRequest): boolean {
   const method = verb(req.method);
   const route = routeOf(req);
-  if (familyOf(route) === 'browser') return method !== 'GET' && method !== 'OPTIONS';
-  return AUDITED.has(`${method} ${route}`);
+  if (method === 'GET' || method === 'OPTIONS' || familyOf(route) === 'public') return false;
+  return !NOT_AUDITED.some(([m, pattern]) => m === method && pattern.test(route));
 }
