@@ -1,17 +1,28 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
-/** Name of the cookie that lets a browser reach /admin/* after it gave the token once. */
+/** Name of the cookie that lets a browser reach /admin/* and /console after it gave a token once. */
 export const ADMIN_COOKIE = 'action_relay_admin';
 /** How long a browser session lasts before the token must be given again. @defaultValue 12 h */
 export const ADMIN_SESSION_MS = 12 * 3_600_000;
 
+/**
+ * A request that changes something is accepted with the session cookie only when it carries this
+ * header, which a page of another origin cannot add without a CORS preflight that the API never
+ * grants (SameSite=Strict does not separate two ports of one host: browsers count them one site).
+ */
+export const CONSOLE_HEADER = 'x-action-relay-console';
+
 /*
- * A browser cannot put `Authorization: Bearer` on the page, scripts and styles of bull-board, so
- * /admin/* also accepts a cookie, obtained by opening /admin/queues?token=<ADMIN_TOKEN> once:
- * - the cookie holds `<expiry>.<HMAC-SHA256(ADMIN_TOKEN, expiry)>`, not the token: it opens /admin/*
- *   only (Path=/admin, and /v1/* never reads it), until it expires or ADMIN_TOKEN changes; every API
- *   process with the same token accepts it, so no session store is needed;
+ * A browser cannot put `Authorization: Bearer` on the page, scripts and styles of bull-board (or
+ * the console), so /admin/* and /console also accept a cookie, obtained by opening
+ * /admin/queues?token=<token> once, or from the console's sign-in form (a POST: the token is never
+ * in a URL):
+ * - the cookie holds `<expiry>.<token name>.<HMAC-SHA256(key, expiry and name)>`, not the token: it
+ *   stands for the named token and its scopes until it expires, the key changes or the token is
+ *   removed. The console's page calls /v1/* and /console/api/* with it (a change only with the
+ *   CONSOLE_HEADER). The key is ADMIN_TOKEN when set, so every API process with the same token
+ *   accepts it and no session store is needed; otherwise a random key per process;
  * - HttpOnly, so page scripts cannot read it; SameSite=Strict, so another site cannot make the
  *   browser send it (no cross-site request forgery on the board's PUT routes);
  * - the token leaves the address bar at once (303 to the same URL without it), but it was in a URL:
@@ -19,40 +30,13 @@ export const ADMIN_SESSION_MS = 12 * 3_600_000;
  *   front add the Authorization header instead.
  */
 
-/** The console's session cookie: opens /console, /console/api/* and /v1/* for the browser that signed in. */
-export const CONSOLE_COOKIE = 'action_relay_console';
-
-/**
- * The console's cookie works as the admin one, with three differences: it is obtained by a POST of
- * the token from the sign-in page (never in a URL); it has Path=/, as the console's page calls /v1/*
- * with it; and it is accepted on a request that changes something only when the request carries
- * the CONSOLE_HEADER, which a page of another origin cannot add without a CORS preflight that this
- * API never grants (SameSite=Strict does not separate two ports of one host: they are one site).
- */
-export const CONSOLE_HEADER = 'x-action-relay-console';
-
-interface CookieSpec {
-  name: string;
-  path: string;
-  /** Part of the signed text, so that one kind of cookie is never accepted as the other. */
-  purpose: string;
-}
-
-const ADMIN_SPEC: CookieSpec = { name: ADMIN_COOKIE, path: '/admin', purpose: 'admin' };
-const CONSOLE_SPEC: CookieSpec = { name: CONSOLE_COOKIE, path: '/', purpose: 'console' };
-
-function sign(token: string, purpose: string, expiry: number): Buffer {
-  // The admin cookie's text is unchanged, so sessions opened before the console existed stay valid.
-  const what = purpose === 'admin' ? 'admin session' : `${purpose} session`;
-  return createHmac('sha256', token).update(`action-relay ${what} ${expiry}`).digest();
+function sign(key: string | Buffer, expiry: number, name: string): Buffer {
+  return createHmac('sha256', key).update(`action-relay admin session ${expiry} ${name}`).digest();
 }
 
 function equal(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
-
-/** Compared as digests, so that the time taken says nothing of the token's length either. */
-const digest = (s: string) => createHash('sha256').update(s).digest();
 
 function cookieValue(header: string | undefined, name: string): string | undefined {
   for (const part of header?.split(';') ?? []) {
@@ -62,90 +46,65 @@ function cookieValue(header: string | undefined, name: string): string | undefin
   return undefined;
 }
 
-const isHttps = (req: FastifyRequest) => req.protocol === 'https' || req.headers['x-forwarded-proto'] === 'https';
-
-/** Signing, checking and clearing one kind of session cookie. */
-function cookieSession(token: string, spec: CookieSpec, now: () => number) {
-  return {
-    valid(req: FastifyRequest): boolean {
-      const value = cookieValue(req.headers.cookie, spec.name);
-      const dot = value?.indexOf('.') ?? -1;
-      if (!value || dot <= 0) return false;
-      const expiry = Number(value.slice(0, dot));
-      if (!Number.isSafeInteger(expiry) || expiry <= now()) return false;
-      return equal(Buffer.from(value.slice(dot + 1), 'base64url'), sign(token, spec.purpose, expiry));
-    },
-    set(req: FastifyRequest, reply: FastifyReply): void {
-      const expiry = now() + ADMIN_SESSION_MS;
-      const secure = isHttps(req) ? '; Secure' : '';
-      reply
-        .header(
-          'set-cookie',
-          `${spec.name}=${expiry}.${sign(token, spec.purpose, expiry).toString('base64url')}; Path=${spec.path}; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_SESSION_MS / 1000}${secure}`,
-        )
-        .header('cache-control', 'no-store');
-    },
-    clear(reply: FastifyReply): void {
-      reply
-        .header('set-cookie', `${spec.name}=; Path=${spec.path}; HttpOnly; SameSite=Strict; Max-Age=0`)
-        .header('cache-control', 'no-store');
-    },
-  };
-}
-
 export interface AdminSession {
-  /** True when the request carries a valid, unexpired session cookie. */
-  accepts(req: FastifyRequest): boolean;
+  /** The name of the token that opened the session, when the request carries a valid, unexpired cookie. */
+  accepts(req: FastifyRequest): string | undefined;
   /**
-   * For a GET whose `?token=` is the admin token: sets the session cookie and redirects to the same
-   * URL without the token. Returns false (and sends nothing) otherwise.
+   * For a GET whose `?token=` is a token with the admin scope: sets the session cookie and
+   * redirects to the same URL without the token. Returns false (and sends nothing) otherwise.
    */
   login(req: FastifyRequest, reply: FastifyReply): boolean;
+  /** For the console's sign-in form: sets the session cookie when `token` is known; false (nothing set) otherwise. */
+  signIn(token: string, req: FastifyRequest, reply: FastifyReply): boolean;
+  /** Asks the browser to forget the session cookie. */
+  signOut(reply: FastifyReply): void;
 }
 
-export function createAdminSession(token: string, now: () => number = Date.now): AdminSession {
-  const expected = digest(token);
-  const cookie = cookieSession(token, ADMIN_SPEC, now);
+export interface AdminSessionOptions {
+  /** Signs the cookies. */
+  key: string | Buffer;
+  /** The name of a known token, or undefined for any other string. */
+  identify(token: string): string | undefined;
+  /** @defaultValue Date.now */
+  now?: () => number;
+}
+
+export function createAdminSession(opts: AdminSessionOptions): AdminSession {
+  const now = opts.now ?? Date.now;
+  /** Sets the cookie for the token `given`; false when it is not a known token. */
+  const issue = (given: string, req: FastifyRequest, reply: FastifyReply): boolean => {
+    const name = opts.identify(given);
+    if (name === undefined) return false;
+    const expiry = now() + ADMIN_SESSION_MS;
+    const secure = req.protocol === 'https' || req.headers['x-forwarded-proto'] === 'https' ? '; Secure' : '';
+    const value = `${expiry}.${Buffer.from(name).toString('base64url')}.${sign(opts.key, expiry, name).toString('base64url')}`;
+    reply
+      .header('set-cookie', `${ADMIN_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_SESSION_MS / 1000}${secure}`)
+      .header('cache-control', 'no-store');
+    return true;
+  };
   return {
-    accepts: (req) => cookie.valid(req),
+    accepts(req) {
+      const parts = cookieValue(req.headers.cookie, ADMIN_COOKIE)?.split('.');
+      if (parts?.length !== 3) return undefined;
+      const [rawExpiry, rawName, sig] = parts as [string, string, string];
+      const expiry = Number(rawExpiry);
+      if (!Number.isSafeInteger(expiry) || expiry <= now()) return undefined;
+      const name = Buffer.from(rawName, 'base64url').toString('utf8');
+      return equal(Buffer.from(sig, 'base64url'), sign(opts.key, expiry, name)) ? name : undefined;
+    },
     login(req, reply) {
       if (req.method !== 'GET') return false;
       const url = new URL(req.url, 'http://localhost');
       const given = url.searchParams.get('token');
-      if (given === null || !equal(digest(given), expected)) return false;
+      if (given === null || !issue(given, req, reply)) return false;
       url.searchParams.delete('token');
-      cookie.set(req, reply);
       reply.redirect(url.pathname + url.search, 303);
       return true;
     },
-  };
-}
-
-export interface ConsoleSession {
-  /**
-   * True when the request carries a valid, unexpired console cookie and, unless it is a GET or
-   * HEAD, the CONSOLE_HEADER.
-   */
-  accepts(req: FastifyRequest): boolean;
-  /** Sets the cookie when `given` is the token; false (and nothing set) otherwise. */
-  signIn(given: string, req: FastifyRequest, reply: FastifyReply): boolean;
-  /** Asks the browser to forget the cookie. */
-  signOut(reply: FastifyReply): void;
-}
-
-export function createConsoleSession(token: string, now: () => number = Date.now): ConsoleSession {
-  const expected = digest(token);
-  const cookie = cookieSession(token, CONSOLE_SPEC, now);
-  return {
-    accepts(req) {
-      const safe = req.method === 'GET' || req.method === 'HEAD';
-      return (safe || req.headers[CONSOLE_HEADER] !== undefined) && cookie.valid(req);
+    signIn: issue,
+    signOut(reply) {
+      reply.header('set-cookie', `${ADMIN_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`).header('cache-control', 'no-store');
     },
-    signIn(given, req, reply) {
-      if (!equal(digest(given), expected)) return false;
-      cookie.set(req, reply);
-      return true;
-    },
-    signOut: (reply) => cookie.clear(reply),
   };
 }

@@ -10,12 +10,12 @@ import { formatIssues } from '../actions/param-validator.js';
 import { readActivity, type ActivityCounts } from '../queue/action-activity.js';
 import { readCircuitState, type CircuitState } from '../delivery/circuit-breaker.js';
 import { getJobStatus, type JobStatus } from '../queue/job-status.js';
-import type { ConsoleSession } from './admin-session.js';
+import type { AdminSession } from './admin-session.js';
 import { sendError } from './api-errors.js';
 
 /** Where the console's page is served. */
 export const CONSOLE_PATH = '/console';
-/** The console's own data routes; the API's auth hook guards them as it guards /v1/*. */
+/** The console's own data routes; access control guards them as it guards /v1/*. */
 export const CONSOLE_API_PATH = '/console/api/';
 
 /**
@@ -44,10 +44,8 @@ const CSP =
   "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
 
 export interface ConsoleOptions {
-  /** The console's session; undefined when the API has no token (loopback only, open). */
-  session: ConsoleSession | undefined;
-  /** True when the request may read through the API (a token with a scope, or the session cookie). */
-  authorized(req: FastifyRequest): boolean;
+  /** The browser session its sign-in form opens; undefined when the API has no token (loopback only, open). */
+  session: Pick<AdminSession, 'signIn' | 'signOut'> | undefined;
   /** The scopes of the caller, for the console to show only what it may do. */
   scopesOf(req: FastifyRequest): readonly string[];
   /** A folder with the built console (index.html, login.html, assets/). @defaultValue dist/console */
@@ -127,10 +125,8 @@ export async function registerConsole(app: FastifyInstance, ctx: RelayContext, o
       .send(asset.body);
   };
 
-  const page = async (req: FastifyRequest, reply: FastifyReply) => {
-    if (opts.session && !opts.authorized(req)) return reply.header('cache-control', 'no-store').redirect(`${CONSOLE_PATH}/login`, 303);
-    return send(reply, 'index.html', 'no-store');
-  };
+  // Access control has sent a browser without a session to the sign-in page already.
+  const page = async (_req: FastifyRequest, reply: FastifyReply) => send(reply, 'index.html', 'no-store');
   app.get(CONSOLE_PATH, page);
   app.get(`${CONSOLE_PATH}/`, page);
   app.get(`${CONSOLE_PATH}/login`, async (_req, reply) => send(reply, 'login.html', 'no-store'));

@@ -1,7 +1,11 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { createApiServer } from '../../src/api/api-server.js';
 import { CONSOLE_HEADER } from '../../src/api/admin-session.js';
+import { tokenDigest } from '../../src/api/api-tokens.js';
 import { createHttpSender } from '../../src/delivery/http-sender.js';
 import { createOutcomeWriter, type Outcome } from '../../src/queue/outcome-writer.js';
 import { readActivity } from '../../src/queue/action-activity.js';
@@ -11,12 +15,17 @@ import { removePrefixKeys, testConfig, testContext } from '../support/harness.js
 
 /* The console's server side through fastify's inject: sign-in, its data routes, and what its cookie opens. */
 const TOKEN = 'console-api-token-0123456789';
+const READER = 'console-api-reader-0123456789';
+let tokensDir: string;
 let config: Config;
 let ctx: RelayContext;
 let api: FastifyInstance;
 
 beforeAll(async () => {
-  config = testConfig({ ADMIN_TOKEN: TOKEN });
+  tokensDir = await mkdtemp(join(tmpdir(), 'console-tokens-'));
+  const tokensFile = join(tokensDir, 'tokens.yaml');
+  await writeFile(tokensFile, `tokens:\n  - { name: reader, sha256: ${tokenDigest(READER)}, scopes: [read] }\n`);
+  config = testConfig({ ADMIN_TOKEN: TOKEN, API_TOKENS_FILE: tokensFile });
   ctx = await testContext(config);
   api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
   await ctx.store.put({ id: 'sms', name: 'SMS', endpoint: { url: 'http://127.0.0.1:9/sms', method: 'POST' } });
@@ -32,17 +41,18 @@ afterAll(async () => {
   await api.close();
   await ctx.close();
   await removePrefixKeys(config);
+  await rm(tokensDir, { recursive: true, force: true });
 });
 
 const bearer = { authorization: `Bearer ${TOKEN}` };
 
-async function signIn(): Promise<string> {
-  const res = await api.inject({ method: 'POST', url: '/console/session', payload: { token: TOKEN } });
+async function signIn(token = TOKEN): Promise<string> {
+  const res = await api.inject({ method: 'POST', url: '/console/session', payload: { token } });
   expect(res.statusCode).toBe(204);
   const set = String(res.headers['set-cookie']);
-  expect(set).toMatch(/^action_relay_console=\d+\.[\w-]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=43200$/);
-  // The cookie holds a signature, never the token.
-  expect(set).not.toContain(TOKEN);
+  expect(set).toMatch(/^action_relay_admin=\d+\.[\w-]+\.[\w-]+; Path=\/; HttpOnly; SameSite=Strict; Max-Age=43200$/);
+  // The cookie holds the token's name and a signature, never the token.
+  expect(set).not.toContain(token);
   return set.split(';')[0] as string;
 }
 
@@ -73,8 +83,30 @@ describe('console sign-in and session', () => {
     const session = await api.inject({ method: 'GET', url: '/console/api/session', headers: { cookie } });
     expect(session.json()).toEqual({ auth: 'token', scopes: ['enqueue', 'read', 'replay', 'admin'] });
     expect((await api.inject({ method: 'GET', url: '/console/api/session' })).statusCode).toBe(401);
-    // The queue board keeps its own cookie.
-    expect((await api.inject({ method: 'GET', url: '/admin/queues', headers: { cookie } })).statusCode).toBe(401);
+  });
+
+  it('gives a read token a session that sees but changes nothing, and not the queue board', async () => {
+    const cookie = await signIn(READER);
+    const headers = { cookie, [CONSOLE_HEADER]: '1' };
+    expect((await api.inject({ method: 'GET', url: '/console', headers: { cookie } })).statusCode).toBe(200);
+    expect((await api.inject({ method: 'GET', url: '/console/api/session', headers: { cookie } })).json()).toEqual({
+      auth: 'token',
+      scopes: ['read'],
+    });
+    expect((await api.inject({ method: 'GET', url: '/console/api/activity', headers: { cookie } })).statusCode).toBe(200);
+    const validate = await api.inject({ method: 'POST', url: '/console/api/validate', headers, payload: { id: 'x' } });
+    expect(validate.statusCode).toBe(200);
+    const save = await api.inject({
+      method: 'PUT',
+      url: '/v1/actions/sms',
+      headers,
+      payload: { name: 'SMS changed', endpoint: { url: 'http://127.0.0.1:9/sms', method: 'POST' } },
+    });
+    expect(save.statusCode).toBe(403);
+    expect(save.json().error.code).toBe('forbidden');
+    expect((await ctx.store.get('sms'))?.definition.name).toBe('SMS');
+    expect((await api.inject({ method: 'POST', url: '/v1/dlq/replay', headers, payload: { jobIds: ['x'] } })).statusCode).toBe(403);
+    expect((await api.inject({ method: 'GET', url: '/admin/queues', headers: { cookie } })).statusCode).toBe(403);
   });
 
   it('accepts the cookie on a change only with the console header, which another origin cannot send without a preflight', async () => {
@@ -96,7 +128,7 @@ describe('console sign-in and session', () => {
   it('signs out by expiring the cookie', async () => {
     const res = await api.inject({ method: 'DELETE', url: '/console/session' });
     expect(res.statusCode).toBe(204);
-    expect(String(res.headers['set-cookie'])).toContain('action_relay_console=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0');
+    expect(String(res.headers['set-cookie'])).toContain('action_relay_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0');
   });
 });
 

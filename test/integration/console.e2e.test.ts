@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { createApiServer } from '../../src/api/api-server.js';
+import { tokenDigest } from '../../src/api/api-tokens.js';
 import { createHttpSender } from '../../src/delivery/http-sender.js';
 import type { Config } from '../../src/config/config.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
@@ -21,6 +22,8 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SHOTS = join(ROOT, 'docs/console');
 const TOKEN = 'console-admin-token-0123456789';
+/** A token of API_TOKENS_FILE with the read scope only. */
+const READER = 'console-reader-token-0123456789';
 
 let config: Config;
 let ctx: RelayContext;
@@ -38,13 +41,15 @@ beforeAll(async () => {
     await build({ configFile: join(ROOT, 'console/vite.config.ts'), logLevel: 'warn' });
   }
   receiver = await startReceiver();
-  config = testConfig({ ADMIN_TOKEN: TOKEN });
+  profile = await mkdtemp(join(tmpdir(), 'console-chromium-'));
+  const tokensFile = join(profile, 'tokens.yaml');
+  await writeFile(tokensFile, `tokens:\n  - { name: dashboards, sha256: ${tokenDigest(READER)}, scopes: [read] }\n`);
+  config = testConfig({ ADMIN_TOKEN: TOKEN, API_TOKENS_FILE: tokensFile });
   ctx = await testContext(config);
   api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
   base = await api.listen({ port: 0, host: '127.0.0.1' });
   worker = await startTestWorker(config);
-  profile = await mkdtemp(join(tmpdir(), 'console-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, {
+  browser = await chromium.launchPersistentContext(join(profile, 'user-data'), {
     executablePath: CHROMIUM,
     headless: true,
     args: [
@@ -106,7 +111,7 @@ describe('the action console', () => {
     const page = await browser.newPage();
     await signIn(page, TOKEN, true);
     const cookies = await browser.cookies(base);
-    const session = cookies.find((c) => c.name === 'action_relay_console');
+    const session = cookies.find((c) => c.name === 'action_relay_admin');
     expect(session?.httpOnly).toBe(true);
     expect(session?.sameSite).toBe('Strict');
     // Nothing of the session is in the page's reach.
@@ -289,6 +294,38 @@ describe('the action console', () => {
     expect(await page.getByRole('dialog').count()).toBe(0);
     await shot(page, 'dead-letters-paged');
     expect((await ctx.deadLetters.list({ actionId: 'bulk' }, 1000)).items).toHaveLength(1000);
+    await page.close();
+  }, 30_000);
+
+  it('a read token sees the console but cannot save, replay or purge', async () => {
+    await ctx.store.put({ id: 'read_only', name: 'Seen, not changed', endpoint: { url: `${receiver.url}/ro`, method: 'POST' } });
+    await browser.clearCookies();
+    const page = await browser.newPage();
+    await signIn(page, READER);
+    await page.locator('header .who').getByText('read').waitFor();
+    await page.locator('tr[data-action="read_only"]').waitFor();
+    expect(await page.getByRole('link', { name: 'New action' }).count()).toBe(0);
+
+    await page.goto(`${base}/console#/actions/read_only`);
+    await page.getByText('Your token can read actions but not change them').waitFor();
+    await expect.poll(() => page.getByLabel('Name', { exact: true }).inputValue()).toBe('Seen, not changed');
+    expect(await page.getByRole('button', { name: 'Save' }).isDisabled()).toBe(true);
+    expect(await page.getByRole('button', { name: 'Delete' }).isDisabled()).toBe(true);
+    await shot(page, 'read-only');
+    // The API refuses it too, whatever the page shows: the same call the Save button makes.
+    const status = await page.evaluate(`fetch('/v1/actions/read_only', {
+      method: 'PUT', credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', 'x-action-relay-console': '1' },
+      body: JSON.stringify({ name: 'Changed', endpoint: { url: '${receiver.url}/ro', method: 'POST' } }),
+    }).then((r) => r.status)`);
+    expect(status).toBe(403);
+    expect((await ctx.store.get('read_only'))?.definition.name).toBe('Seen, not changed');
+
+    await page.goto(`${base}/console#/dead-letters`);
+    await page.getByRole('button', { name: 'Apply filter' }).waitFor();
+    for (const name of ['Replay selected', 'Purge selected', 'Replay all matching', 'Purge all matching']) {
+      expect(await page.getByRole('button', { name }).isDisabled(), name).toBe(true);
+    }
     await page.close();
   }, 30_000);
 });
