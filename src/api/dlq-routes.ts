@@ -42,7 +42,9 @@ export function registerDlqRoutes(app: FastifyInstance, ctx: RelayContext): void
       throw new ValidationError('invalid request', [{ path: 'jobIds', message: 'give jobIds or a filter ({} replays everything)' }]);
     }
     const r = await replayDeadLetters(dl, body);
-    return body.dryRun ? { matched: r.matched, jobIds: r.jobIds } : { replayed: r.replayed, jobIds: r.jobIds };
+    if (body.dryRun) return { matched: r.matched, jobIds: r.matchedIds };
+    // jobIds: the new ids, in the order of `replays` (kept for clients of the earlier answer).
+    return { replayed: r.replayed, replays: r.replays, jobIds: r.replays.map((m) => m.jobId) };
   });
 
   app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req) => ({ purged: await dl.remove([req.params.jobId]) }));
