@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { createContextTokens, type RelayContext } from '../context/relay-context.js';
 import type { HttpSender } from '../delivery/http-sender.js';
 import { isLoopbackAddress } from '../delivery/egress-guard.js';
-import { ValidationError, coerceError } from '../errors/errors.js';
+import { ManagedByFilesError, ValidationError, coerceError } from '../errors/errors.js';
 import { sendError } from './api-errors.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
@@ -11,6 +11,7 @@ import { registerDlqRoutes } from './dlq-routes.js';
 import { createAdminSession } from './admin-session.js';
 import { registerQueueBoard } from './queue-board.js';
 import { registerApiDocs } from './openapi.js';
+import { checkRedis } from '../redis/redis-health.js';
 
 export interface ApiServerDeps {
   ctx: RelayContext;
@@ -60,6 +61,7 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
 
   app.setErrorHandler((err: unknown, req, reply) => {
     if (err instanceof ValidationError) return sendError(reply, 400, err.code, err.message, err.problems);
+    if (err instanceof ManagedByFilesError) return sendError(reply, 409, err.code, err.message, { file: err.file });
     const e = err as { statusCode?: number; code?: string; message?: string };
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
       const code =
@@ -74,13 +76,10 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   app.setNotFoundHandler((req, reply) => sendError(reply, 404, 'not_found', `no route ${req.method} ${req.url}`));
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  // Liveness above; readiness says within READY_TIMEOUT_MS whether Redis answers.
   app.get('/readyz', async (_req, reply) => {
-    try {
-      await ctx.redis.ping();
-      return { status: 'ready' };
-    } catch (err: unknown) {
-      return sendError(reply, 503, 'redis_unavailable', coerceError(err).message);
-    }
+    const health = await checkRedis(ctx.redis);
+    return health.ok ? { status: 'ready' } : sendError(reply, 503, 'redis_unavailable', health.reason);
   });
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', ctx.metrics.registry.contentType);
