@@ -138,7 +138,7 @@ function fromDeadLetter(jobId: string, rec: DeadLetterRecord): JobStatus {
 }
 
 /** Turns one consistent read into the public status; a finish in flight reads as the state before it. */
-export function toJobStatus(jobId: string, raw: RawStatus): JobStatus | null {
+function toJobStatus(jobId: string, raw: RawStatus): JobStatus | null {
   const [state, name, atm, returnvalue, failedReason, lastAttempt, dlqRecord, replayPointer] = raw;
   const rec = parseJson<DeadLetterRecord>(dlqRecord);
   const pointer = parseJson<ReplayPointer>(replayPointer);
