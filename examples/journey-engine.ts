@@ -158,7 +158,7 @@ export async function runExample(opts: ExampleOptions): Promise<ExampleResult> {
     for (const stream of streams) await createResultsGroup(redis, stream);
 
     // 2. The action, from code.
-    const saved = await ctx.store.put(smsAction(opts.receiverUrl));
+    const saved = await ctx.store.put(smsAction(opts.receiverUrl), { keepUnchanged: true });
     log(`action ${saved.id} v${saved.version}${saved.unchanged ? ' (unchanged)' : ''}`);
 
     // 3. One job per journey step; the idempotency key names the step, so a retried enqueue is one job.

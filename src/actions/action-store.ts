@@ -17,20 +17,23 @@ export interface PutOptions {
   /**
    * Saving from ACTIONS_DIR: the file the definition comes from (`''` to hand a no longer managed
    * action back to the API). Without it, saving a file-managed action throws ManagedByFilesError.
+   * Implies `keepUnchanged`.
    */
   fromFile?: string;
+  /** A definition equal to the stored one keeps its version (applying files). @defaultValue false: every save is a version */
+  keepUnchanged?: boolean;
 }
 
 export interface PutResult {
   id: string;
   version: number;
   created: boolean;
-  /** The stored definition was already this one: no new version. */
+  /** The stored definition was already this one and `keepUnchanged` was asked: no new version. */
   unchanged: boolean;
 }
 
 export interface ActionStore {
-  /** Validates and saves a definition; the version grows by one on every save that changes it. */
+  /** Validates and saves a definition; the version grows by one on every save (unless `keepUnchanged` and unchanged). */
   put(input: unknown, opts?: PutOptions): Promise<PutResult>;
   get(id: string): Promise<StoredAction | null>;
   list(): Promise<StoredAction[]>;
@@ -43,11 +46,12 @@ export interface ActionStore {
 }
 
 /*
- * Saves a definition unless it is file-managed and this save is not from its files; a definition
- * equal to the stored one keeps its version (only the file mark may change).
+ * Saves a definition unless it is file-managed and this save is not from its files; with ARGV[7]
+ * '1', a definition equal to the stored one keeps its version (only the file mark may change).
  * KEYS[1] actions hash, KEYS[2] versions hash
  * ARGV[1] id, ARGV[2] definition JSON, ARGV[3] updatedAt ms, ARGV[4] change channel,
- *   ARGV[5] 'files' or 'user', ARGV[6] the managing file ('' for none; read when ARGV[5] is 'files')
+ *   ARGV[5] 'files' or 'user', ARGV[6] the managing file ('' for none; read when ARGV[5] is 'files'),
+ *   ARGV[7] '1' to keep the version of an unchanged definition
  * Returns { version, existed (0|1), unchanged (0|1) }, or { -1, file } when the action is
  * managed by that file. Versions only grow, even across a delete.
  */
@@ -61,7 +65,7 @@ end
 if ARGV[5] ~= 'files' and managed ~= '' then return { -1, managed } end
 local mark = managed
 if ARGV[5] == 'files' then mark = ARGV[6] end
-local same = cur and string.sub(cur, -(#ARGV[2] + 1)) == ARGV[2] .. '}'
+local same = ARGV[7] == '1' and cur and string.sub(cur, -(#ARGV[2] + 1)) == ARGV[2] .. '}'
 if same and mark == managed then
   return { tonumber(redis.call('HGET', KEYS[2], ARGV[1])), 1, 1 }
 end
@@ -162,6 +166,7 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
         keys.actionsChannel,
         fromFiles ? 'files' : 'user',
         opts.fromFile ?? '',
+        fromFiles || opts.keepUnchanged ? '1' : '0',
       )) as [number, number, number] | [-1, string];
       if (answer[0] === -1) throw new ManagedByFilesError(def.id, String(answer[1]));
       const [version, existed, unchanged] = answer as [number, number, number];

@@ -164,7 +164,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
         let failed = 0;
         for (const f of files) {
           try {
-            const saved = await ctx.store.put(f.definition);
+            const saved = await ctx.store.put(f.definition, { keepUnchanged: true });
             const what = saved.unchanged ? 'unchanged' : saved.created ? 'created' : 'updated';
             io.out(`${what} ${saved.id} v${saved.version} (${f.path})`);
           } catch (err: unknown) {
