@@ -36,7 +36,7 @@ const CLOSE_MARGIN_MS = 3000;
  * says whether Redis answers); ACTIONS_DIR is applied once Redis answers, and again on SIGHUP.
  */
 export async function runApi(config: Config, ctx?: RelayContext): Promise<RunningApi> {
-  assertSafeBind(config.HOST, config.ADMIN_TOKEN);
+  assertSafeBind(config.HOST, config.ADMIN_TOKEN ?? config.API_TOKENS_FILE);
   // Resolved once, against the folder the process started in: a later chdir changes nothing.
   const actionsDir = config.ACTIONS_DIR ? resolve(config.ACTIONS_DIR) : undefined;
   const context = ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false }));

@@ -3,7 +3,8 @@ import type { RedisClient } from './redis-connection.js';
 /** How long a readiness check waits for Redis to answer. */
 export const READY_TIMEOUT_MS = 2000;
 
-export type RedisHealth = { ok: true } | { ok: false; reason: string };
+/** `reason` is short and names no host; `detail` is the driver's own text, for the log only. */
+export type RedisHealth = { ok: true } | { ok: false; reason: string; detail?: string };
 
 /**
  * Whether Redis answers a PING within `timeoutMs`. A connection that is not up answers at once
@@ -18,7 +19,11 @@ export async function checkRedis(redis: RedisClient, timeoutMs = READY_TIMEOUT_M
   });
   const ping = redis.ping().then(
     (): RedisHealth => ({ ok: true }),
-    (err: unknown): RedisHealth => ({ ok: false, reason: `redis: ${err instanceof Error ? err.message : String(err)}` }),
+    (err: unknown): RedisHealth => ({
+      ok: false,
+      reason: 'redis refused the check',
+      detail: err instanceof Error ? err.message : String(err),
+    }),
   );
   try {
     return await Promise.race([ping, late]);
