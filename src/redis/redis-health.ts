@@ -12,16 +12,16 @@ export type RedisHealth = { ok: true } | { ok: false; reason: string; detail?: s
  * answers when the time is over. Never throws.
  */
 export async function checkRedis(redis: RedisClient, timeoutMs = READY_TIMEOUT_MS): Promise<RedisHealth> {
-  if (redis.status !== 'ready') return { ok: false, reason: `redis connection ${redis.status}` };
+  if (redis.status !== 'ready') return { ok: false, reason: `redis unavailable: connection ${redis.status}` };
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<RedisHealth>((resolve) => {
-    timer = setTimeout(() => resolve({ ok: false, reason: `redis did not answer within ${timeoutMs} ms` }), timeoutMs);
+    timer = setTimeout(() => resolve({ ok: false, reason: `redis unavailable: no answer within ${timeoutMs} ms` }), timeoutMs);
   });
   const ping = redis.ping().then(
     (): RedisHealth => ({ ok: true }),
     (err: unknown): RedisHealth => ({
       ok: false,
-      reason: 'redis refused the check',
+      reason: 'redis unavailable: the check failed',
       detail: err instanceof Error ? err.message : String(err),
     }),
   );
