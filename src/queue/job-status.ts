@@ -3,6 +3,7 @@ import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { AttemptRecord, DeadLetterRecord } from './outcome-writer.js';
 import type { DeliveryQueues } from './delivery-queue.js';
 import { luaScript } from '../redis/lua-script.js';
+import { ENDED_STATE, JOB_FIELDS } from './bullmq-internals.js';
 
 export type PublicJobState = 'waiting' | 'delayed' | 'active' | 'delivered' | 'dead';
 
@@ -34,10 +35,14 @@ export interface ReplayPointer {
  */
 const STALLED_MESSAGE = 'job stalled more than allowable limit';
 
+/** `arAttempt:` of `arAttempt:<n>`: the script appends the attempt count it reads. */
+const ATTEMPT_FIELD_PREFIX = JOB_FIELDS.attempt(0).slice(0, -1);
+
 /*
  * Reads everything a job's status is made of in one step, so that no finish in flight (our results
  * script, then BullMQ's completion) can be seen half done. The state tests follow BullMQ's own
- * getState script (bullmq 5, getStateV2-8.lua); every key shares the partition's hash tag.
+ * getState script (bullmq 5, getStateV2-8.lua; the rest of what we rely on inside BullMQ is in
+ * bullmq-internals.ts); every key shares the partition's hash tag.
  * KEYS[1] job hash, KEYS[2] completed, KEYS[3] failed, KEYS[4] delayed, KEYS[5] prioritized,
  *   KEYS[6] active, KEYS[7] wait, KEYS[8] paused, KEYS[9] waiting-children, KEYS[10] dlq records,
  *   KEYS[11] the job's replay pointer
@@ -67,7 +72,7 @@ elseif rcall('ZSCORE', KEYS[9], id) then state = 'waiting'
 end
 local f = rcall('HMGET', KEYS[1], 'name', 'atm', 'returnvalue', 'failedReason')
 local last = false
-if state ~= 'completed' and f[2] then last = rcall('HGET', KEYS[1], 'arAttempt:' .. f[2]) end
+if state ~= 'completed' and f[2] then last = rcall('HGET', KEYS[1], '${ATTEMPT_FIELD_PREFIX}' .. f[2]) end
 return { state, f[1], f[2] or '0', f[3], f[4], last, rec, pointer }
 `);
 
@@ -153,7 +158,7 @@ function toJobStatus(jobId: string, raw: RawStatus): JobStatus | null {
   }
   const base = { jobId, actionId: name ?? rec?.actionId ?? '' };
 
-  if (state === 'completed') {
+  if (state === ENDED_STATE) {
     const out = parseJson<unknown>(returnvalue);
     if (isOutcome(out)) {
       if (out.outcome === 'delivered') {
