@@ -21,7 +21,6 @@ import { secretReferenceProblems } from '../actions/secret-references.js';
 import type { ActionDefinition } from '../actions/action-schema.js';
 import { createLogger } from '../logger.js';
 import { USER_AGENT } from '../version.js';
-import { loadActionFiles } from '../actions/action-files.js';
 import { createDeadLetters, type DeadLetters } from '../queue/dead-letters.js';
 import { createTokenProvider, type TokenProvider } from '../delivery/token-provider.js';
 import type { HttpSender } from '../delivery/http-sender.js';
@@ -48,13 +47,21 @@ export interface RelayContext {
   egress: EgressGuard;
   metrics: RelayMetrics;
   deadLetters: DeadLetters;
+  /** Closes the queues and connections gracefully (QUIT): waits for Redis. */
   close(): Promise<void>;
+  /** Drops every connection at once, without waiting for Redis (a shutdown past its deadline). */
+  disconnect(): void;
 }
 
 export interface RelayContextOptions {
   logger?: Logger;
   /** Subscribe to action changes (long-running processes). @defaultValue false */
   watchActions?: boolean;
+  /**
+   * Wait for the change subscription before returning. A process that must open its listeners
+   * while Redis is down passes false: the subscription is made whenever Redis answers. @defaultValue true
+   */
+  waitForRedis?: boolean;
   /** Register process metrics. @defaultValue true */
   processMetrics?: boolean;
   env?: NodeJS.ProcessEnv;
@@ -84,7 +91,16 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     )),
   ];
   const store = createActionStore({ redis, keys, userAgent: USER_AGENT, logger, vet });
-  if (subscriber) await store.watch(subscriber);
+  if (subscriber) {
+    if (opts.waitForRedis ?? true) await store.watch(subscriber);
+    else {
+      // Subscribed once connected: a SUBSCRIBE queued while Redis is down could fail for good.
+      const watch = () =>
+        store.watch(subscriber).catch((err: unknown) => logger.warn({ err: String(err) }, 'action change subscription failed'));
+      if (subscriber.status === 'ready') void watch();
+      else subscriber.once('ready', () => void watch());
+    }
+  }
   const queues = createDeliveryQueues({ connection: bullConnection, keys, retentionSeconds: config.JOB_RETENTION_SECONDS });
   for (const p of queues.partitions) p.queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
   const producer = createProducer({
@@ -117,14 +133,6 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     oldestWaitingSeconds: async () => Math.max(0, ...(await Promise.all(oldestWaiting.map((probe) => probe())))),
   });
 
-  if (config.ACTIONS_DIR) {
-    const applied = await loadActionFiles(config.ACTIONS_DIR);
-    for (const file of applied) {
-      const saved = await store.put(file.definition);
-      logger.info({ actionId: saved.id, version: saved.version, file: file.path }, 'action applied from ACTIONS_DIR');
-    }
-  }
-
   return {
     config,
     logger,
@@ -142,6 +150,8 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     deadLetters: createDeadLetters({
       redis,
       queues,
+      // A replayed job's id still answers replayedAs as long as its dead letter could have been kept.
+      replayPointerTtlSeconds: Math.ceil(config.DLQ_MAX_AGE_DAYS * 86_400),
       // A replay goes where new jobs of its action go; an action gone or broken dies in partition 0.
       route: async (actionId) => {
         const action = await store.getCompiled(actionId).catch(() => null);
@@ -151,6 +161,9 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     async close() {
       await queues.close();
       await Promise.all([redis, bullConnection, subscriber].map((c) => c?.quit().catch(() => undefined)));
+    },
+    disconnect() {
+      for (const c of [redis, bullConnection, subscriber]) c?.disconnect();
     },
   };
 }
