@@ -14,7 +14,7 @@ export interface RunningApi {
 /** Starts the HTTP API of `action-relay api`. */
 export async function runApi(config: Config, ctx?: RelayContext): Promise<RunningApi> {
   assertSafeBind(config.HOST, config.ADMIN_TOKEN);
-  const context = ctx ?? (await createRelayContext(config, { watchActions: true }));
+  const context = ctx ?? (await createRelayContext(config, { watchActions: true, serviceName: 'action-relay-api' }));
   const sender = createHttpSender({ guard: context.egress });
   const app = await createApiServer({ ctx: context, sender });
   const url = await app.listen({ port: config.PORT, host: config.HOST });

@@ -16,7 +16,7 @@ export interface RunningWorker {
 
 /** Starts delivery workers and the metrics listener of `action-relay worker`. */
 export async function runWorker(config: Config, ctx?: RelayContext): Promise<RunningWorker> {
-  const context = ctx ?? (await createRelayContext(config, { watchActions: true }));
+  const context = ctx ?? (await createRelayContext(config, { watchActions: true, serviceName: 'action-relay-worker' }));
   const sender = createHttpSender({ guard: context.egress });
   let stopping = false;
   const delivery = createDeliveryWorker({
