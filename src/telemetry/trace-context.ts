@@ -44,3 +44,16 @@ export function withTraceparentHeader(job: unknown, header: string | string[] | 
   if (job === null || typeof job !== 'object' || Array.isArray(job) || 'traceparent' in job) return job;
   return { ...job, traceparent: header };
 }
+
+/**
+ * A request's headers with `traceparent` set (any header of that name in another case removed
+ * first), or as they are when there is none to send. The input is not changed: a 401 refresh
+ * sends the prepared request again, under a span of its own.
+ */
+export function withTraceparent(headers: Record<string, string>, traceparent: string | undefined): Record<string, string> {
+  if (traceparent === undefined) return headers;
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) if (name.toLowerCase() !== 'traceparent') out[name] = value;
+  out.traceparent = traceparent;
+  return out;
+}

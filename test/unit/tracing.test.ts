@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatTraceparent, parseTraceparent, withTraceparentHeader } from '../../src/telemetry/trace-context.js';
+import { formatTraceparent, parseTraceparent, withTraceparent, withTraceparentHeader } from '../../src/telemetry/trace-context.js';
 import { readTracingSettings } from '../../src/telemetry/tracing-config.js';
 import { noTracing } from '../../src/telemetry/tracing.js';
 import { jobInputSchema } from '../../src/queue/job-schema.js';
@@ -84,5 +84,14 @@ describe('noTracing', () => {
     expect(
       noTracing.attemptSpan({ actionId: 'a', jobId: 'j', attempt: 1 }).startHttp({ method: 'GET', url: 'http://x/' }).traceparent,
     ).toBeUndefined();
+  });
+});
+
+describe('withTraceparent', () => {
+  it('sets the header once, whatever the case of one already there, and leaves the input alone', () => {
+    const headers = { 'content-type': 'application/json', TraceParent: 'old' };
+    expect(withTraceparent(headers, TP)).toEqual({ 'content-type': 'application/json', traceparent: TP });
+    expect(headers).toEqual({ 'content-type': 'application/json', TraceParent: 'old' });
+    expect(withTraceparent(headers, undefined)).toBe(headers);
   });
 });
