@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { DelayedError } from 'bullmq';
+import { attemptEnd, spanUrl } from '../../src/delivery/attempt-tracing.js';
 import { formatTraceparent, parseTraceparent, withTraceparent, withTraceparentHeader } from '../../src/telemetry/trace-context.js';
 import { readTracingSettings } from '../../src/telemetry/tracing-config.js';
 import { noTracing } from '../../src/telemetry/tracing.js';
@@ -93,5 +95,27 @@ describe('withTraceparent', () => {
     expect(withTraceparent(headers, TP)).toEqual({ 'content-type': 'application/json', traceparent: TP });
     expect(headers).toEqual({ 'content-type': 'application/json', TraceParent: 'old' });
     expect(withTraceparent(headers, undefined)).toBe(headers);
+  });
+});
+
+describe('attempt spans', () => {
+  it('show a URL with secrets masked and query values replaced', () => {
+    const redact = (s: string) => s.replaceAll('tok-123', '***');
+    expect(spanUrl({ origin: 'https://api.example:8443', path: '/v1/tok-123/send?key=abc&n=&x=1' }, redact)).toBe(
+      'https://api.example:8443/v1/***/send?key=REDACTED&n=REDACTED&x=REDACTED',
+    );
+    expect(spanUrl({ origin: 'http://h', path: '/p' }, redact)).toBe('http://h/p');
+  });
+
+  it('end as the processor ended: outcome, deferral, or a retry with its reason and status', () => {
+    expect(attemptEnd({ value: { outcome: 'dead', status: 404, reason: 'http_status', attempts: 1 } })).toEqual({
+      outcome: 'dead',
+      status: 404,
+      reason: 'http_status',
+    });
+    expect(attemptEnd({ thrown: new DelayedError() })).toEqual({ outcome: 'deferred' });
+    const retry = Object.assign(new Error('503'), { error: { reason: 'http_status', status: 503 } });
+    expect(attemptEnd({ thrown: retry })).toEqual({ outcome: 'retry', reason: 'http_status', status: 503 });
+    expect(attemptEnd({ thrown: new Error('x') })).toEqual({ outcome: 'retry', reason: null, status: null });
   });
 });
