@@ -31,6 +31,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     circuitBreaker: createCircuitBreaker(context.redis, context.keys),
     metrics: context.metrics,
     logger: context.logger,
+    tracing: context.tracing,
     concurrency: config.WORKER_CONCURRENCY,
     maxResponseBytes: config.RESPONSE_MAX_BYTES,
     lockDurationMs: config.JOB_LOCK_MS,
