@@ -170,6 +170,12 @@ describe('traces from the caller through api and worker to the third party', () 
       // caller -> enqueue span (api) -> attempt span (worker) -> HTTP span -> traceparent at the receiver
       const enqueue = spansOf(jobId).find((s) => s.name === 'enqueue traced');
       expect(enqueue).toMatchObject({ traceId: CALLER_TRACE, parentSpanId: CALLER_SPAN, kind: 4, service: 'action-relay-api' });
+      // BullMQ's own span of the Redis write (bullmq-otel) nests under it.
+      await waitFor(
+        () => otlp.spans.some((s) => s.parentSpanId === enqueue?.spanId && s.name === 'add deliveries.traced'),
+        10_000,
+        "BullMQ's add span",
+      );
       const attempts = spansOf(jobId)
         .filter((s) => s.name === 'deliver traced')
         .sort((a, b) => Number(a.attributes['action_relay.attempt']) - Number(b.attributes['action_relay.attempt']));
