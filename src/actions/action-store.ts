@@ -106,7 +106,8 @@ export interface ActionStoreDeps {
   redis: RedisClient;
   keys: RelayKeys;
   userAgent: string;
-  logger: Logger;
+  /** Only warnings of the change subscriber go there. */
+  logger: Pick<Logger, 'warn'>;
   /** Checks a parsed definition before it is saved (the egress policy of its URLs); problems refuse the save. */
   vet?: (def: ActionDefinition) => Promise<FieldProblem[]>;
   now?: () => number;

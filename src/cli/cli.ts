@@ -86,7 +86,12 @@ export function buildCli(io: CliIo = defaultIo): Command {
   /** Runs a short command with a context that is closed afterwards. */
   const withContext = async (fn: (ctx: RelayContext) => Promise<void>) => {
     const cfg = config();
-    const ctx = await createRelayContext(cfg, { logger: createLogger('warn'), processMetrics: false, env: io.env });
+    const ctx = await createRelayContext(cfg, {
+      logger: createLogger('warn'),
+      processMetrics: false,
+      env: io.env,
+      serviceName: 'action-relay-cli',
+    });
     try {
       await fn(ctx);
     } finally {
@@ -253,10 +258,17 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .option('--context <json>', 'the journey context, a JSON object', jsonOption('--context'))
     .option('--idempotency-key <key>', 'the same key enqueued twice is one job')
     .option('--delay-ms <ms>', 'wait before the first attempt', positiveInt)
+    .option('--traceparent <value>', "the caller's W3C trace context: the job's spans and request continue that trace")
     .action(
       (
         actionId: string,
-        opts: { params: Record<string, unknown>; context?: Record<string, unknown>; idempotencyKey?: string; delayMs?: number },
+        opts: {
+          params: Record<string, unknown>;
+          context?: Record<string, unknown>;
+          idempotencyKey?: string;
+          delayMs?: number;
+          traceparent?: string;
+        },
       ) =>
         withContext(async (ctx) => {
           const result = await ctx.producer.enqueue({
@@ -265,6 +277,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
             context: opts.context ?? {},
             ...(opts.idempotencyKey !== undefined ? { idempotencyKey: opts.idempotencyKey } : {}),
             ...(opts.delayMs !== undefined ? { delayMs: opts.delayMs } : {}),
+            ...(opts.traceparent !== undefined ? { traceparent: opts.traceparent } : {}),
           });
           io.out(JSON.stringify(result));
         }),

@@ -39,7 +39,7 @@ export async function runApi(config: Config, ctx?: RelayContext): Promise<Runnin
   assertSafeBind(config.HOST, config.ADMIN_TOKEN ?? config.API_TOKENS_FILE);
   // Resolved once, against the folder the process started in: a later chdir changes nothing.
   const actionsDir = config.ACTIONS_DIR ? resolve(config.ACTIONS_DIR) : undefined;
-  const context = ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false }));
+  const context = ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false, serviceName: 'action-relay-api' }));
   const { logger } = context;
   const sender = createHttpSender({ guard: context.egress });
   const app = await createApiServer({ ctx: context, sender });

@@ -31,7 +31,7 @@ const CLOSE_MARGIN_MS = 3000;
 
 /** Starts delivery workers and the metrics listener of `action-relay worker`; nothing here waits for Redis. */
 export async function runWorker(config: Config, ctx?: RelayContext): Promise<RunningWorker> {
-  const context = ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false }));
+  const context = ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false, serviceName: 'action-relay-worker' }));
   const sender = createHttpSender({ guard: context.egress });
   let stopping = false;
   const delivery = createDeliveryWorker({
@@ -46,6 +46,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     circuitBreaker: createCircuitBreaker(context.redis, context.keys),
     metrics: context.metrics,
     logger: context.logger,
+    tracing: context.tracing,
     concurrency: config.WORKER_CONCURRENCY,
     maxResponseBytes: config.RESPONSE_MAX_BYTES,
     lockDurationMs: config.JOB_LOCK_MS,

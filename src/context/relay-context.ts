@@ -20,7 +20,9 @@ import {
 import { secretReferenceProblems } from '../actions/secret-references.js';
 import type { ActionDefinition } from '../actions/action-schema.js';
 import { createLogger } from '../logger.js';
-import { USER_AGENT } from '../version.js';
+import { USER_AGENT, VERSION } from '../version.js';
+import type { Tracing } from '../telemetry/tracing.js';
+import { startTracing } from '../telemetry/start-tracing.js';
 import { createDeadLetters, type DeadLetters } from '../queue/dead-letters.js';
 import { createTokenProvider, type TokenProvider } from '../delivery/token-provider.js';
 import type { HttpSender } from '../delivery/http-sender.js';
@@ -47,6 +49,8 @@ export interface RelayContext {
   egress: EgressGuard;
   metrics: RelayMetrics;
   deadLetters: DeadLetters;
+  /** Spans over OTLP when the OTel variables set an endpoint, else a no-op that passes traceparents on. */
+  tracing: Tracing;
   /** Closes the queues and connections gracefully (QUIT): waits for Redis. */
   close(): Promise<void>;
   /** Drops every connection at once, without waiting for Redis (a shutdown past its deadline). */
@@ -67,10 +71,15 @@ export interface RelayContextOptions {
   env?: NodeJS.ProcessEnv;
   /** The egress guard's DNS lookup; tests inject one so that no DNS server is asked. @defaultValue dns.lookup */
   lookup?: EgressLookup;
+  /** Tracing of this process; by default started from the OTel variables of process.env (and shut down by close). */
+  tracing?: Tracing;
+  /** `service.name` of its spans when OTEL_SERVICE_NAME is unset. @defaultValue 'action-relay' */
+  serviceName?: string;
 }
 
 export async function createRelayContext(config: Config, opts: RelayContextOptions = {}): Promise<RelayContext> {
   const logger = opts.logger ?? createLogger(config.LOG_LEVEL);
+  const tracing = opts.tracing ?? (await startTracing({ serviceName: opts.serviceName ?? 'action-relay', serviceVersion: VERSION }));
   const egress = createEgressGuard({
     allowPrivate: config.EGRESS_ALLOW_PRIVATE,
     allowHosts: config.EGRESS_ALLOW_HOSTS,
@@ -101,13 +110,19 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
       else subscriber.once('ready', () => void watch());
     }
   }
-  const queues = createDeliveryQueues({ connection: bullConnection, keys, retentionSeconds: config.JOB_RETENTION_SECONDS });
+  const queues = createDeliveryQueues({
+    connection: bullConnection,
+    keys,
+    retentionSeconds: config.JOB_RETENTION_SECONDS,
+    telemetry: tracing.queueTelemetry,
+  });
   for (const p of queues.partitions) p.queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
   const producer = createProducer({
     queues,
     store,
     idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
     maxJobBytes: config.JOB_MAX_BYTES,
+    tracing,
   });
   const outcomes = createOutcomeWriter(redis, config.RESULTS_MAXLEN);
   const oldestWaiting = queues.partitions.map((p) => createOldestWaitingProbe(redis, p.keys));
@@ -158,9 +173,13 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
         return action ? queues.forLimitKey(action.limitKey) : (queues.partitions[0] as QueuePartition);
       },
     }),
+    tracing,
     async close() {
       await queues.close();
       await Promise.all([redis, bullConnection, subscriber].map((c) => c?.quit().catch(() => undefined)));
+      // Exports the spans still buffered; a tracing handed in belongs to the caller.
+      if (!opts.tracing)
+        await tracing.shutdown().catch((err: unknown) => logger.warn({ err: String(err) }, 'trace export at close failed'));
     },
     disconnect() {
       for (const c of [redis, bullConnection, subscriber]) c?.disconnect();
