@@ -31,7 +31,8 @@ const CLOSE_MARGIN_MS = 3000;
 
 /** Starts delivery workers and the metrics listener of `action-relay worker`; nothing here waits for Redis. */
 export async function runWorker(config: Config, ctx?: RelayContext): Promise<RunningWorker> {
-  const context = ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false, serviceName: 'action-relay-worker' }));
+  const context =
+    ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false, serviceName: 'action-relay-worker' }));
   const sender = createHttpSender({ guard: context.egress });
   let stopping = false;
   const delivery = createDeliveryWorker({
