@@ -148,6 +148,50 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
 
   const port = base.port || (base.protocol === 'https:' ? '443' : '80');
 
+  const constantPath = r.path.isConstant
+    ? basePath + r.path.render({ params: {}, context: {}, job: { id: '', attempt: 0, idempotencyKey: '' } })
+    : undefined;
+
+  /** The URL's own query as URLSearchParams writes it, for actions that add none. */
+  const constantQuery = new URLSearchParams(baseQuery).toString();
+
+  /** Headers and body of a request whose path (query included) is rendered. */
+  const finishRequest = (scope: RenderScope, path: string): BuiltRequest => {
+    const headers: Record<string, string> = {};
+    for (const [lower, name, t] of r.headers) {
+      // Checked when the definition was compiled.
+      if (t.isConstant) {
+        headers[lower] = t.render(scope);
+        continue;
+      }
+      if (t.exact && (t.exact(scope) === undefined || t.exact(scope) === null)) continue;
+      const value = t.render(scope);
+      if (!isHeaderValue(value)) {
+        // Name the value that brought the character in: that is what the caller can fix.
+        const culprit = t.refs.find((ref) => !isHeaderValue(stringify(ref.get(scope))));
+        throw new InvalidParamsError([
+          {
+            path: culprit?.ref ?? `endpoint.headers.${name}`,
+            message: `would put CR, LF or another character not allowed in a header into ${name}`,
+          },
+        ]);
+      }
+      headers[lower] = value;
+    }
+    if (!isHeaderValue(scope.job.idempotencyKey)) {
+      throw new InvalidParamsError([{ path: 'idempotencyKey', message: 'not allowed in the Idempotency-Key header' }]);
+    }
+    headers['user-agent'] = opts.userAgent;
+    headers['idempotency-key'] = scope.job.idempotencyKey;
+    let body: string | undefined;
+    if (hasBody) {
+      const rendered = r.body!(scope);
+      body = JSON.stringify(rendered === MISSING ? null : rendered);
+      headers['content-type'] ??= 'application/json';
+    }
+    return { method, origin, path, headers, body };
+  };
+
   return {
     id: def.id,
     version: opts.version,
@@ -156,8 +200,12 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
     capturesResponse: fields.length > 0,
     limitKey: def.rateLimit?.key ?? `${base.hostname}:${port}`,
     buildRequest(scope) {
-      let path = basePath + r.path.render(scope, encodeURIComponent);
+      let path = constantPath ?? basePath + r.path.render(scope, encodeURIComponent);
       if (path === '') path = '/';
+      // Most actions have no query: no URLSearchParams per job for them.
+      if (r.query.length === 0) {
+        return finishRequest(scope, constantQuery ? `${path}?${constantQuery}` : path);
+      }
       const search = new URLSearchParams(baseQuery);
       for (const [name, t] of r.query) {
         if (t.exact) {
@@ -171,35 +219,9 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
         } else search.append(name, t.render(scope));
       }
       const qs = search.toString();
-      const headers: Record<string, string> = {};
-      for (const [lower, name, t] of r.headers) {
-        if (t.exact && (t.exact(scope) === undefined || t.exact(scope) === null)) continue;
-        const value = t.render(scope);
-        if (!isHeaderValue(value)) {
-          // Name the value that brought the character in: that is what the caller can fix.
-          const culprit = t.refs.find((ref) => !isHeaderValue(stringify(ref.get(scope))));
-          throw new InvalidParamsError([
-            {
-              path: culprit?.ref ?? `endpoint.headers.${name}`,
-              message: `would put CR, LF or another character not allowed in a header into ${name}`,
-            },
-          ]);
-        }
-        headers[lower] = value;
-      }
-      if (!isHeaderValue(scope.job.idempotencyKey)) {
-        throw new InvalidParamsError([{ path: 'idempotencyKey', message: 'not allowed in the Idempotency-Key header' }]);
-      }
-      headers['user-agent'] = opts.userAgent;
-      headers['idempotency-key'] = scope.job.idempotencyKey;
-      let body: string | undefined;
-      if (hasBody) {
-        const rendered = r.body!(scope);
-        body = JSON.stringify(rendered === MISSING ? null : rendered);
-        headers['content-type'] ??= 'application/json';
-      }
-      return { method, origin, path: qs ? `${path}?${qs}` : path, headers, body };
+      return finishRequest(scope, qs ? `${path}?${qs}` : path);
     },
+
     captureResponse(body, status) {
       const out: Record<string, unknown> = {};
       for (const f of fields) {
