@@ -148,22 +148,22 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
 
   const port = base.port || (base.protocol === 'https:' ? '443' : '80');
 
-  const constantPath = r.path.isConstant
-    ? basePath + r.path.render({ params: {}, context: {}, job: { id: '', attempt: 0, idempotencyKey: '' } })
-    : undefined;
-
   /** The URL's own query as URLSearchParams writes it, for actions that add none. */
   const constantQuery = new URLSearchParams(baseQuery).toString();
 
+  const emptyScope: RenderScope = { params: {}, context: {}, job: { id: '', attempt: 0, idempotencyKey: '' } };
+  const constantHeaders = Object.fromEntries(
+    r.headers.filter(([, , t]) => t.isConstant).map(([lower, , t]) => [lower, t.render(emptyScope)]),
+  );
+  const templatedHeaders = r.headers.filter(([, , t]) => !t.isConstant);
+
+  const constantPath = r.path.isConstant ? basePath + r.path.render(emptyScope) : undefined;
+
   /** Headers and body of a request whose path (query included) is rendered. */
   const finishRequest = (scope: RenderScope, path: string): BuiltRequest => {
-    const headers: Record<string, string> = {};
-    for (const [lower, name, t] of r.headers) {
-      // Checked when the definition was compiled.
-      if (t.isConstant) {
-        headers[lower] = t.render(scope);
-        continue;
-      }
+    // Constant headers were checked and rendered when the definition was compiled.
+    const headers: Record<string, string> = { ...constantHeaders };
+    for (const [lower, name, t] of templatedHeaders) {
       if (t.exact && (t.exact(scope) === undefined || t.exact(scope) === null)) continue;
       const value = t.render(scope);
       if (!isHeaderValue(value)) {
