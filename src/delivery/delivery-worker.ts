@@ -7,7 +7,7 @@ import type { RelayMetrics } from '../metrics/relay-metrics.js';
 import { BACKOFF_TYPE } from '../queue/delivery-queue.js';
 import type { OutcomeWriter } from '../queue/outcome-writer.js';
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
-import type { PipelineContext } from './attempt/attempt.js';
+import { actionLoggers, type PipelineContext } from './attempt/attempt.js';
 import { RetryScheduled } from './attempt/finish.js';
 import { runAttempt } from './attempt/run-attempt.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
@@ -92,6 +92,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     circuitBreaker: deps.circuitBreaker,
     events,
     logger: traced.logger,
+    actionLogger: actionLoggers(traced.logger),
     maxResponseBytes: deps.maxResponseBytes ?? 1024 * 1024,
     timeoutCapMs,
     now: deps.now ?? Date.now,

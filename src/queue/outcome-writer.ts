@@ -95,8 +95,12 @@ const attemptField = JOB_FIELDS.attempt;
 
 /** Each call names the partition the job lives in: its results stream and dead letters are that partition's. */
 export interface OutcomeWriter {
-  /** Writes the terminal outcome; false when the job had already ended (a rerun after a crash). */
-  finish(keys: PartitionKeys, o: Outcome): Promise<boolean>;
+  /**
+   * Writes the terminal outcome; false when the job had already ended (a rerun after a crash).
+   * `via` sends it on another connection (the worker's BullMQ connection, so that it travels
+   * ahead of BullMQ's own completion command, in order).
+   */
+  finish(keys: PartitionKeys, o: Outcome, via?: RedisClient): Promise<boolean>;
   /** Keeps a failed attempt's record on the job until it ends. */
   recordAttempt(keys: PartitionKeys, jobId: string, record: AttemptRecord): Promise<void>;
   /** The failed attempts recorded so far, in order. */
@@ -105,9 +109,9 @@ export interface OutcomeWriter {
 
 export function createOutcomeWriter(redis: RedisClient, maxLen: number): OutcomeWriter {
   return {
-    async finish(keys, o) {
+    async finish(keys, o, via) {
       const written = await FINISH_SCRIPT.run(
-        redis,
+        via ?? redis,
         5,
         keys.jobKey(o.jobId),
         keys.results,
