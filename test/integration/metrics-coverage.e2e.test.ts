@@ -8,7 +8,7 @@ import { freePort } from '../../src/redis/embedded-redis.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import type { Config } from '../../src/config/config.js';
 import { kill, readResults, setupRun, spawnWorker, waitFor, type Receiver } from '../support/harness.js';
-import { PROMETHEUS_SYNTHETIC, alertRules, dashboardPanels, metricNames, readYaml } from '../support/ops-files.js';
+import { PROMETHEUS_SYNTHETIC, alertRules, dashboardPanels, exportedMetricNames, readYaml } from '../support/ops-files.js';
 
 // A real worker process and an API run a few deliveries that succeed, retry, die, get
 // rate-limited, get capped, open a circuit and fetch a token; then every metric that the
@@ -149,8 +149,9 @@ function exposition(text: string): { samples: Set<string>; types: Map<string, st
 function wantedMetrics(): Map<string, string[]> {
   const wanted = new Map<string, string[]>();
   const add = (name: string, where: string) => wanted.set(name, [...(wanted.get(name) ?? []), where]);
-  for (const p of dashboardPanels()) for (const t of p.targets ?? []) for (const n of metricNames(t.expr)) add(n, `panel "${p.title}"`);
-  for (const r of alertRules()) for (const n of metricNames(r.expr)) add(n, `alert ${r.alert}`);
+  for (const p of dashboardPanels())
+    for (const t of p.targets ?? []) for (const n of exportedMetricNames(t.expr)) add(n, `panel "${p.title}"`);
+  for (const r of alertRules()) for (const n of exportedMetricNames(r.expr)) add(n, `alert ${r.alert}`);
   return wanted;
 }
 

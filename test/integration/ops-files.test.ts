@@ -13,6 +13,7 @@ import {
   ROOT,
   alertRules,
   dashboardPanels,
+  recordingRules,
   metricNames,
   readDashboard,
   readText,
@@ -415,30 +416,83 @@ describe('Grafana provisioning and dashboard', () => {
 describe('alert rules', () => {
   const rules = alertRules();
 
-  it('has the six alerts of the issue, each with a severity, a summary, a description and a valid for', () => {
+  it('has the alerts of the issue, each with severity and service labels, a summary, a description, a runbook and a valid for', () => {
     expect(rules.map((r) => r.alert).sort()).toEqual([
       'ActionRelayActionErrorRatioHigh',
       'ActionRelayCapping',
       'ActionRelayCircuitOpen',
+      'ActionRelayDeliveryErrorBudgetBurn',
+      'ActionRelayDeliveryErrorBudgetSlowBurn',
+      'ActionRelayDeliveryLatencyBudgetBurn',
+      'ActionRelayDeliveryLatencyBudgetSlowBurn',
       'ActionRelayDlqGrowing',
       'ActionRelayNoWorkerAlive',
       'ActionRelayOldestWaitingJobTooOld',
+      'ActionRelayRedisDown',
+      'ActionRelayResultsConsumerLagging',
     ]);
     for (const r of rules) {
       expect(['warning', 'critical'], r.alert).toContain(r.labels?.severity);
+      expect(r.labels?.service, r.alert).toBe('action-relay');
       expect(r.annotations?.summary, r.alert).toBeTruthy();
       expect(r.annotations?.description, r.alert).toBeTruthy();
+      expect(r.annotations?.runbook_url, r.alert).toBe(`docs/runbooks.md#${r.alert.toLowerCase()}`);
       if (r.for !== undefined) expect(r.for, r.alert).toMatch(/^\d+[smh]$/);
     }
+    for (const r of recordingRules()) expect(r.labels?.service ?? '', r.record).toMatch(/^(action-relay)?$/);
     const byName = (n: string) => rules.find((r) => r.alert === n)?.expr ?? '';
     expect(byName('ActionRelayActionErrorRatioHigh')).toMatch(/> 0\.2\b/);
-    expect(byName('ActionRelayActionErrorRatioHigh')).toContain('[5m]');
+    expect(byName('ActionRelayActionErrorRatioHigh')).toContain('status_class=~"5xx|timeout|network"');
     expect(byName('ActionRelayCapping')).toContain('reason="capped"');
     expect(byName('ActionRelayNoWorkerAlive')).toContain('up{job="action-relay-worker"}');
+    expect(byName('ActionRelayRedisDown')).toContain('action_relay_redis_up == 0');
+    // Bursts are counted on counters by action and reason, never on the DLQ size.
+    for (const n of ['ActionRelayDlqGrowing', 'ActionRelayCapping']) {
+      expect(byName(n)).toContain('action_relay_dead_letters_total');
+      expect(byName(n)).not.toContain('action_relay_queue_jobs');
+    }
     // Rule unit tests exist for promtool (run by .ci/run).
     const tests = readYaml<{ tests: { alert_rule_test: { alertname: string }[] }[] }>('grafana/prometheus/alerts.test.yml');
     const tested = new Set(tests.tests.flatMap((t) => t.alert_rule_test.map((a) => a.alertname)));
     expect([...tested].sort()).toEqual(rules.map((r) => r.alert).sort());
+  });
+
+  it('burns the SLO budgets on the workbook windows: page 14.4x over 1h and 5m or 6x over 6h and 30m, ticket 1x over 3d and 6h', () => {
+    const records = recordingRules().map((r) => r.record);
+    for (const slo of ['delivery_errors', 'delivery_slow']) {
+      for (const w of ['5m', '30m', '1h', '6h', '3d']) {
+        expect(records).toContain(`action_relay:${slo}:ratio_rate${w}`);
+        expect(records).toContain(`action_relay:${slo}:burn_rate${w}`);
+      }
+    }
+    const ratio = recordingRules().find((r) => r.record === 'action_relay:delivery_errors:ratio_rate1h')?.expr ?? '';
+    expect(ratio).toContain('reason!~"invalid_params|unknown_action|blocked_destination"');
+    const slow = recordingRules().find((r) => r.record === 'action_relay:delivery_slow:ratio_rate1h')?.expr ?? '';
+    expect(slow).toContain('action_relay_delivery_latency_seconds_bucket{le="300"}');
+    const compact = (n: string) => (rules.find((r) => r.alert === n)?.expr ?? '').replace(/\s+/g, ' ');
+    for (const slo of ['Error', 'Latency']) {
+      const metric = slo === 'Error' ? 'delivery_errors' : 'delivery_slow';
+      const page = compact(`ActionRelayDelivery${slo}BudgetBurn`);
+      expect(page).toContain(`action_relay:${metric}:burn_rate1h > 14.4 and action_relay:${metric}:burn_rate5m > 14.4`);
+      expect(page).toContain(`action_relay:${metric}:burn_rate6h > 6 and action_relay:${metric}:burn_rate30m > 6`);
+      expect(rules.find((r) => r.alert === `ActionRelayDelivery${slo}BudgetBurn`)?.labels?.severity).toBe('critical');
+      const ticket = compact(`ActionRelayDelivery${slo}BudgetSlowBurn`);
+      expect(ticket).toContain(`action_relay:${metric}:burn_rate3d > 1 and action_relay:${metric}:burn_rate6h > 1`);
+      expect(rules.find((r) => r.alert === `ActionRelayDelivery${slo}BudgetSlowBurn`)?.labels?.severity).toBe('warning');
+    }
+  });
+
+  it('has a runbook section per alert in docs/runbooks.md and a row per alert in docs/slo.md', () => {
+    const runbooks = readText('docs/runbooks.md');
+    const headings = new Set([...runbooks.matchAll(/^## (\S+)\s*$/gm)].map((m) => m[1] as string));
+    const slo = readText('docs/slo.md');
+    for (const r of rules) {
+      expect(headings.has(r.alert), `## ${r.alert} in docs/runbooks.md`).toBe(true);
+      const section = runbooks.split(/^## /m).find((s) => s.startsWith(`${r.alert}\n`)) ?? '';
+      for (const part of ['Meaning', 'Verify', 'Mitigate', 'Escalate']) expect(section, `${r.alert}: ${part}`).toContain(`**${part}**`);
+      expect(section, `${r.alert}: a CLI command`).toMatch(/action-relay (stats|dlq|actions)|curl|redis-cli/);
+      expect(slo, `${r.alert} in the alert table of docs/slo.md`).toMatch(new RegExp(`^\\| \\[?\`?${r.alert}\\b`, 'm'));
+    }
   });
 
   it('uses only the job names that prometheus.yml defines', () => {
