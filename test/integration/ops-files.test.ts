@@ -92,7 +92,16 @@ function healthUrl(s: Service): URL {
 
 describe('docker-compose.yml', () => {
   it('has the services of the issue, each with a healthcheck (the one-shot traffic client excepted)', () => {
-    expect(Object.keys(services).sort()).toEqual(['api', 'grafana', 'prometheus', 'receiver', 'redis', 'traffic', 'worker']);
+    expect(Object.keys(services).sort()).toEqual([
+      'alertmanager',
+      'api',
+      'grafana',
+      'prometheus',
+      'receiver',
+      'redis',
+      'traffic',
+      'worker',
+    ]);
     for (const [name, s] of Object.entries(services)) {
       if (name === 'traffic') {
         expect(s.profiles, 'sample traffic only on request').toEqual(['traffic']);
@@ -114,7 +123,7 @@ describe('docker-compose.yml', () => {
     // Every process that talks to Redis waits for it; Prometheus for what it scrapes; Grafana for Prometheus.
     expect(service('api').depends_on?.redis?.condition).toBe('service_healthy');
     expect(service('worker').depends_on?.redis?.condition).toBe('service_healthy');
-    expect(Object.keys(service('prometheus').depends_on ?? {}).sort()).toEqual(['api', 'worker']);
+    expect(Object.keys(service('prometheus').depends_on ?? {}).sort()).toEqual(['alertmanager', 'api', 'worker']);
     expect(Object.keys(service('grafana').depends_on ?? {})).toEqual(['prometheus']);
   });
 
@@ -277,6 +286,7 @@ describe('Prometheus configuration', () => {
   const prom = readYaml<{
     global: { scrape_interval: string };
     rule_files: string[];
+    alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
     scrape_configs: {
       job_name: string;
       static_configs?: { targets: string[] }[];
@@ -301,6 +311,36 @@ describe('Prometheus configuration', () => {
     expect(configFlag).toBe(posix.join(mount?.[1] ?? '', posix.basename(PROMETHEUS_FILE)));
     expect(prom.rule_files).toEqual([posix.basename(ALERTS_FILE)]);
     expect(statSync(join(ROOT, posix.dirname(PROMETHEUS_FILE), prom.rule_files[0] as string)).isFile()).toBe(true);
+  });
+
+  it('sends alerts to the Alertmanager service, whose config is mounted where its command line reads it and checked in CI', () => {
+    const am = service('alertmanager');
+    const [port] = ports(am);
+    expect(prom.alerting?.alertmanagers[0]?.static_configs[0]?.targets).toEqual([`alertmanager:${port?.target}`]);
+    expect(healthUrl(am).port).toBe(String(port?.target));
+    const mount = (am.volumes ?? []).map((v) => v.split(':')).find(([src]) => src === './grafana/alertmanager');
+    const configFlag = am.command?.find((c) => c.startsWith('--config.file='))?.split('=')[1];
+    expect(configFlag).toBe(posix.join(mount?.[1] ?? '', 'alertmanager.yml'));
+    expect(readText('.ci/run')).toContain('amtool check-config grafana/alertmanager/alertmanager.yml');
+    // Every severity the rules use has a route; inhibitions name alerts that exist.
+    const config = readYaml<{
+      route: { receiver: string; routes: { matchers: string[]; receiver: string }[] };
+      receivers: { name: string }[];
+      inhibit_rules: { source_matchers: string[]; target_matchers: string[] }[];
+    }>('grafana/alertmanager/alertmanager.yml');
+    const receivers = config.receivers.map((r) => r.name);
+    expect(config.route.routes.find((r) => r.matchers.includes('severity="critical"'))?.receiver).toBe('pager');
+    expect(config.route.receiver).toBe('ticket');
+    for (const r of [config.route, ...config.route.routes]) expect(receivers).toContain(r.receiver);
+    const names = alertRules().map((r) => r.alert);
+    for (const rule of config.inhibit_rules) {
+      for (const m of [...rule.source_matchers, ...rule.target_matchers]) {
+        const re = /^alertname=~?"(.+)"$/.exec(m);
+        if (!re) continue;
+        const matched = names.filter((n) => new RegExp(`^(?:${re[1]})$`).test(n));
+        expect(matched.length, m).toBeGreaterThan(0);
+      }
+    }
   });
 });
 
