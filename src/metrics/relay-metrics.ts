@@ -5,7 +5,7 @@ import { SCRAPE_OPS, type CircuitStateName, type QueueState, type ScrapeSnapshot
 
 export type { QueueState } from './scrape-reader.js';
 
-/** The metrics of CONTRACT section 5 and the on-call extras, registered on a registry handed in. */
+/** The metrics of docs/metrics-and-alerts.md, registered on a registry handed in. */
 export interface RelayMetrics {
   registry: Registry;
   httpRequests: Counter<'action' | 'status_class'>;
