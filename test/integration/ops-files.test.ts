@@ -14,6 +14,7 @@ import {
   alertRules,
   dashboardPanels,
   recordingRules,
+  type Panel,
   metricNames,
   readDashboard,
   readText,
@@ -364,10 +365,17 @@ describe('Grafana provisioning and dashboard', () => {
     expect(new URL(prometheus.url).host).toBe(`prometheus:${ports(service('prometheus'))[0]?.target}`);
     expect(prometheus.jsonData?.timeInterval).toBe('15s');
     for (const p of panels) {
-      expect(p.datasource?.uid, p.title).toBe(prometheus.uid);
-      for (const t of p.targets ?? []) expect(t.datasource?.uid, `${p.title} ${t.refId}`).toBe(prometheus.uid);
+      expect(p.datasource?.uid, p.title).toBe('${datasource}');
+      for (const t of p.targets ?? []) expect(t.datasource?.uid, `${p.title} ${t.refId}`).toBe('${datasource}');
     }
-    for (const v of dashboard.templating.list) expect(v.datasource?.uid, `variable ${v.name}`).toBe(prometheus.uid);
+    // Panels follow the datasource variable, whose default is the provisioned Prometheus.
+    const variable = dashboard.templating.list.find((v) => v.name === 'datasource');
+    expect(variable?.type).toBe('datasource');
+    expect(variable?.query).toBe('prometheus');
+    expect(variable?.current?.value).toBe(prometheus.uid);
+    for (const v of dashboard.templating.list.filter((x) => x.type === 'query')) {
+      expect(v.datasource?.uid, `variable ${v.name}`).toBe('${datasource}');
+    }
   });
 
   it('loads the dashboards from where compose mounts grafana/dashboards, and makes ours the home', () => {
@@ -386,12 +394,19 @@ describe('Grafana provisioning and dashboard', () => {
       /deliveries per second by action and outcome/i,
       /error ratio by action/i,
       /HTTP latency p50 \/ p95 \/ p99 by action/i,
-      /enqueue-to-delivery latency/i,
+      /ready-to-delivery latency/i,
       /queue depth by state/i,
       /DLQ size/i,
       /DLQ growth/i,
       /retries .* by reason/i,
       /rate-limited deferrals/i,
+      /rate-limit wait/i,
+      /in flight vs WORKER_CONCURRENCY/i,
+      /queue depth by partition/i,
+      /results stream length and consumer lag/i,
+      /enqueue rate by result/i,
+      /enqueue duration/i,
+      /error-budget burn rate/i,
       /circuit state/i,
       /worker process CPU/i,
       /worker process memory/i,
@@ -433,12 +448,80 @@ describe('Grafana provisioning and dashboard', () => {
       (m) => m[1] as string,
     );
     expect(withAction).toContain('action_relay_jobs_total');
-    for (const p of panels) {
+    // The health row's stats answer for every action at once.
+    for (const p of panels.filter((x) => x.type !== 'stat')) {
       for (const t of p.targets ?? []) {
         const reads = metricNames(t.expr).map((n) => n.replace(/_(bucket|sum|count)$/, ''));
         if (reads.some((n) => withAction.includes(n))) expect(t.expr, `${p.title} ${t.refId}`).toContain('action=~"$action"');
       }
     }
+  });
+
+  it('opens with a health row of stat panels whose thresholds are the alert thresholds, each linked to its runbook', () => {
+    const top = dashboard.panels.filter((p) => p.gridPos.y <= 1);
+    expect(top[0]?.type).toBe('row');
+    const stats = dashboard.panels.filter((p) => p.type === 'stat');
+    expect(stats.every((p) => p.gridPos.y === 1 && p.gridPos.h === 4)).toBe(true);
+    const titles = stats.map((p) => p.title);
+    for (const wanted of [
+      /burn/i,
+      /success/i,
+      /deliveries per second/i,
+      /oldest ready job/i,
+      /dead letters/i,
+      /workers up/i,
+      /redis up/i,
+      /firing alerts/i,
+    ]) {
+      expect(
+        titles.filter((t) => wanted.test(t)),
+        String(wanted),
+      ).toHaveLength(1);
+    }
+    const stat = (re: RegExp) => stats.find((p) => re.test(p.title)) as Panel;
+    const steps = (p: Panel) =>
+      (p.fieldConfig?.defaults.thresholds?.steps ?? []).map((s) => s.value).filter((v): v is number => v !== null);
+    const alert = (n: string) => alertRules().find((r) => r.alert === n);
+    const number = (expr: string, re: RegExp) => Number(re.exec(expr.replace(/\s+/g, ' '))?.[1]);
+    // Oldest ready job: red from the alert's threshold.
+    expect(steps(stat(/oldest ready job/i))).toEqual([number(alert('ActionRelayOldestWaitingJobTooOld')?.expr ?? '', /> (\d+)/)]);
+    // Burn: orange at the 6x page, red at the 14.4x page.
+    const burn = alert('ActionRelayDeliveryErrorBudgetBurn')?.expr ?? '';
+    expect(steps(stat(/burn/i))).toEqual([number(burn, /burn_rate6h > ([\d.]+)/), number(burn, /burn_rate1h > ([\d.]+)/)]);
+    // Success: the same page thresholds, and the objective, as shares of jobs delivered.
+    const objective = number(
+      recordingRules().find((r) => r.record === 'action_relay:slo_delivery_success:objective')?.expr ?? '',
+      /vector\(([\d.]+)\)/,
+    );
+    const budget = 1 - objective;
+    const success = steps(stat(/success/i));
+    expect(success).toHaveLength(3);
+    [1 - 14.4 * budget, 1 - 6 * budget, objective].forEach((v, i) => expect(success[i]).toBeCloseTo(v, 9));
+    // Workers and Redis: red at 0, as their alerts.
+    expect(alert('ActionRelayNoWorkerAlive')?.expr).toContain('== 0');
+    expect(steps(stat(/workers up/i))).toEqual([1]);
+    expect(alert('ActionRelayRedisDown')?.expr).toContain('== 0');
+    expect(steps(stat(/redis up/i))).toEqual([1]);
+    expect(steps(stat(/dead letters/i))).toContain(number(alert('ActionRelayDlqGrowing')?.expr ?? '', />= (\d+)/));
+    for (const p of stats) {
+      if (/deliveries per second|firing/i.test(p.title)) continue;
+      expect(p.links?.[0]?.url, p.title).toMatch(/^\$\{runbooks\}#actionrelay[a-z]+$/);
+    }
+  });
+
+  it('gives every panel a unit that fits what it counts (jobs are not requests) and links to the runbooks, queue board and console', () => {
+    for (const p of panels) {
+      const unit = p.fieldConfig?.defaults.unit;
+      expect(unit, p.title).toBeTruthy();
+      const exprs = (p.targets ?? []).map((t) => t.expr).join(' ');
+      if (/action_relay_(jobs|enqueue|rate_limited)_total/.test(exprs) && /rate\(/.test(exprs)) expect(unit, p.title).not.toBe('reqps');
+      // One quantity per panel: no rate next to seconds.
+      const rates = (p.targets ?? []).filter((t) => /^sum by \([^)]*\) \(rate\(/.test(t.expr)).length;
+      const quantiles = (p.targets ?? []).filter((t) => t.expr.startsWith('histogram_quantile')).length;
+      expect(rates > 0 && quantiles > 0, p.title).toBe(false);
+    }
+    const links = (dashboard as unknown as { links: { url: string }[] }).links.map((l) => l.url);
+    expect(links).toEqual(['${runbooks}', '${api_url}/admin/queues', '${api_url}/console']);
   });
 
   it('counts queue gauges once: every process reports them, so panels take max, never sum', () => {

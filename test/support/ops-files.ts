@@ -34,13 +34,24 @@ export interface Panel {
   datasource?: { type: string; uid: string };
   targets?: PanelTarget[];
   panels?: Panel[];
+  fieldConfig?: { defaults: { unit?: string; thresholds?: { steps: { color: string; value: number | null }[] } } };
+  links?: { title: string; url: string }[];
 }
 
 export interface Dashboard {
   uid: string;
   title: string;
   panels: Panel[];
-  templating: { list: { name: string; type: string; query: unknown; datasource?: { uid: string }; allValue?: string }[] };
+  templating: {
+    list: {
+      name: string;
+      type: string;
+      query: unknown;
+      datasource?: { uid: string };
+      allValue?: string;
+      current?: { value: unknown };
+    }[];
+  };
 }
 
 export function readDashboard(): Dashboard {
