@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiServer } from '../../src/api/api-server.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
@@ -35,9 +36,24 @@ function sample(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
+/** Whether a PING on a new connection goes unanswered for a second. */
+async function hangs(url: string): Promise<boolean> {
+  const probe = new Redis(url, { maxRetriesPerRequest: 0, lazyConnect: true });
+  probe.on('error', () => undefined);
+  try {
+    return await Promise.race([
+      probe.connect().then(() => probe.ping().then(() => false)),
+      new Promise<boolean>((r) => setTimeout(() => r(true), 1000)),
+    ]);
+  } finally {
+    probe.disconnect();
+  }
+}
+
 describe.runIf(redisServerOnPath())('metrics while Redis is down', () => {
   beforeAll(async () => {
-    redis = await startPrivateRedis();
+    // DEBUG SLEEP makes this Redis hang on purpose (never on a Redis shared with other tests).
+    redis = await startPrivateRedis(['--enable-debug-command', 'yes']);
     const config = testConfig({ REDIS_URL: redis.url });
     ctx = await testContext(config);
     api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
@@ -78,6 +94,28 @@ describe.runIf(redisServerOnPath())('metrics while Redis is down', () => {
       expect(sample(text, 'action_relay_results_stream_maxlen'), url).toBeGreaterThan(0);
     }
   });
+
+  it('answers within the budget while Redis hangs (DEBUG SLEEP), with redis_up 0 and the timed-out read counted', async () => {
+    const blocker = new Redis(redis.url);
+    try {
+      const before = sample(await scrape(apiUrl), 'action_relay_redis_errors_total{op="ping"}') as number;
+      // The server stops answering anyone for 8 s; this connection waits for it.
+      await blocker.ping();
+      const sleeping = blocker.call('DEBUG', 'SLEEP', '8');
+      await waitFor(() => hangs(redis.url), 5000, 'Redis to hang');
+      for (const url of [apiUrl, workerUrl]) {
+        const text = await scrape(url);
+        expect(sample(text, 'action_relay_redis_up'), url).toBe(0);
+        expect(text, url).not.toMatch(/^action_relay_queue_jobs\{/m);
+      }
+      expect(sample(await scrape(apiUrl), 'action_relay_redis_errors_total{op="ping"}')).toBeGreaterThan(before);
+      await sleeping;
+      // Redis answers again: the next scrape reads it.
+      await waitFor(async () => sample(await scrape(apiUrl), 'action_relay_redis_up') === 1, 10_000, 'redis_up back to 1');
+    } finally {
+      blocker.disconnect();
+    }
+  }, 30_000);
 
   it('answers every scrape within the budget once Redis is stopped, with redis_up 0, the errors counted and the queue gauges dropped', async () => {
     await redis.stop();
