@@ -119,7 +119,7 @@ function formatStat(panel: DashboardPanel, value: number): string {
   const fixed = (v: number) => v.toFixed(d.decimals ?? (Math.abs(v) >= 100 ? 0 : 2));
   const unit = d.unit ?? 'none';
   if (unit === 'percentunit') return `${fixed(value * 100)}%`;
-  if (unit === 's') return value >= 60 ? `${Math.floor(value / 60)} min ${Math.round(value % 60)} s` : `${fixed(value)} s`;
+  if (unit === 's') return value >= 60 ? `${Math.floor(value / 60)} min ${Math.round(value % 60)} s` : `${Number(value.toFixed(1))} s`;
   if (unit === 'x') return `${fixed(value)}x`;
   if (unit.startsWith('suffix:')) return `${fixed(value)} ${unit.slice('suffix:'.length).trim()}`;
   return fixed(value);
