@@ -23,6 +23,7 @@ let apiUrl: string;
 let workerUrl: string;
 
 const CLIENT_SECRET = 'metrics-coverage-client-secret';
+const DELAY_MS = 3000;
 
 beforeAll(async () => {
   let config: Config;
@@ -116,8 +117,12 @@ beforeAll(async () => {
     'worker /healthz',
   );
 
+  // The journey engine's consumer group on the results stream: its lag is exported.
+  await ctx.redis.xgroup('CREATE', ctx.keys.results, 'journeys', '$', 'MKSTREAM');
   const jobs = [
     ...['ok', 'flaky', 'oauth'].map((actionId) => ({ actionId, params: {} })),
+    // Ready 3 s after enqueue: its latency counts from then, not from the enqueue.
+    { actionId: 'ok', params: {}, delayMs: DELAY_MS },
     ...Array.from({ length: 3 }, () => ({ actionId: 'down', params: {} })),
     ...Array.from({ length: 3 }, () => ({ actionId: 'limited', params: {} })),
   ];
@@ -175,13 +180,14 @@ describe('metrics named by the dashboard and the alert rules', () => {
     const results = await waitFor(
       async () => {
         const r = await readResults(ctx);
-        return r.length >= 8 && r;
+        return r.length >= 9 && r;
       },
       15_000,
-      'eight outcomes',
+      'nine outcomes',
     );
-    expect(results).toHaveLength(8);
+    expect(results).toHaveLength(9);
     const outcome = (id: string) => results.filter((r) => r.actionId === id).map((r) => `${r.outcome}:${r.reason}`);
+    expect(outcome('ok')).toEqual(['delivered:', 'delivered:']);
     expect(outcome('flaky')).toEqual(['delivered:']);
     expect(outcome('oauth')).toEqual(['delivered:']);
     expect(outcome('limited').sort()).toEqual(['dead:capped', 'delivered:', 'delivered:'].sort());
@@ -210,6 +216,47 @@ describe('metrics named by the dashboard and the alert rules', () => {
     const api = await scrape(apiUrl);
     expect(api).toMatch(/^action_relay_queue_jobs\{state="dlq"\} 3$/m);
     expect(api).toMatch(/^action_relay_oldest_waiting_seconds \d/m);
+    // Read from Redis at scrape time, by the API as by the worker: one series per circuit state.
+    for (const t of [text, api]) {
+      expect(t).toMatch(/^action_relay_circuit\{key="down-key",state="open"\} 1$/m);
+      expect(t).toMatch(/^action_relay_circuit\{key="down-key",state="closed"\} 0$/m);
+      expect(t).toMatch(/^action_relay_redis_up 1$/m);
+      expect(t).toMatch(/^action_relay_partition_jobs\{partition="0",state="dlq"\} 3$/m);
+      // Nine results, none read by the consumer group yet.
+      expect(t).toMatch(/^action_relay_results_stream_entries\{partition="0"\} 9$/m);
+      expect(t).toMatch(/^action_relay_results_consumer_lag\{partition="0",group="journeys"\} 9$/m);
+      expect(t).toMatch(/^action_relay_rate_limit_reserved_slots\{key="slow-key"\} \d+$/m);
+    }
+    // The jobs were enqueued through the API's context: enqueue RED counts them there.
+    expect(api).toMatch(/^action_relay_enqueue_total\{result="accepted"\} 10$/m);
+    expect(api).toMatch(/^action_relay_enqueue_duration_seconds_count\{kind="batch"\} 1$/m);
+    expect(text).toMatch(/^action_relay_build_info\{version="[^"]+",node="v\d+[^"]*"\} 1$/m);
+  });
+
+  it('starts every counter of an action at 0 once a worker compiled it, so the first event moves increase()', async () => {
+    const text = await scrape(workerUrl);
+    // `ok` never failed: its dead letters, retries and error classes exist all the same.
+    expect(text).toMatch(/^action_relay_dead_letters_total\{action="ok",reason="capped"\} 0$/m);
+    expect(text).toMatch(/^action_relay_dead_letters_total\{action="ok",reason="http_status"\} 0$/m);
+    expect(text).toMatch(/^action_relay_jobs_total\{action="ok",outcome="dead"\} 0$/m);
+    expect(text).toMatch(/^action_relay_retries_total\{action="ok",reason="timeout"\} 0$/m);
+    expect(text).toMatch(/^action_relay_http_requests_total\{action="ok",status_class="5xx"\} 0$/m);
+  });
+
+  it('measures delivery latency from when the job became ready, not from its enqueue', async () => {
+    const text = await scrape(workerUrl);
+    const count = Number(/^action_relay_delivery_latency_seconds_count\{action="ok"\} (\S+)$/m.exec(text)?.[1]);
+    const sum = Number(/^action_relay_delivery_latency_seconds_sum\{action="ok"\} (\S+)$/m.exec(text)?.[1]);
+    expect(count).toBe(2);
+    // Counted from enqueue, the delayed job alone would add DELAY_MS.
+    expect(sum).toBeLessThan(DELAY_MS / 1000);
+  });
+
+  it('shows jobs in flight against WORKER_CONCURRENCY', async () => {
+    const text = await scrape(workerUrl);
+    expect(text).toMatch(/^action_relay_worker_concurrency 1$/m);
+    expect(text).toMatch(/^action_relay_in_flight_jobs 0$/m);
+    expect(await scrape(apiUrl)).not.toMatch(/^action_relay_in_flight_jobs/m);
   });
 
   it("answers the compose file's healthchecks (the same node commands, pointed at these ports)", async () => {
