@@ -59,6 +59,7 @@ beforeAll(async () => {
   const base = { endpoint: { url: receiver.url, method: 'POST' }, body: { n: 1 } };
   const fixed = { type: 'fixed', delayMs: 50, maxDelayMs: 50 };
   await ctx.store.put({ ...base, id: 'ok', name: 'ok', endpoint: { ...base.endpoint, path: '/ok' } });
+  await ctx.store.put({ ...base, id: 'later', name: 'later', endpoint: { ...base.endpoint, path: '/ok' } });
   await ctx.store.put({
     ...base,
     id: 'flaky',
@@ -122,7 +123,7 @@ beforeAll(async () => {
   const jobs = [
     ...['ok', 'flaky', 'oauth'].map((actionId) => ({ actionId, params: {} })),
     // Ready 3 s after enqueue: its latency counts from then, not from the enqueue.
-    { actionId: 'ok', params: {}, delayMs: DELAY_MS },
+    { actionId: 'later', params: {}, delayMs: DELAY_MS },
     ...Array.from({ length: 3 }, () => ({ actionId: 'down', params: {} })),
     ...Array.from({ length: 3 }, () => ({ actionId: 'limited', params: {} })),
   ];
@@ -187,7 +188,8 @@ describe('metrics named by the dashboard and the alert rules', () => {
     );
     expect(results).toHaveLength(9);
     const outcome = (id: string) => results.filter((r) => r.actionId === id).map((r) => `${r.outcome}:${r.reason}`);
-    expect(outcome('ok')).toEqual(['delivered:', 'delivered:']);
+    expect(outcome('ok')).toEqual(['delivered:']);
+    expect(outcome('later')).toEqual(['delivered:']);
     expect(outcome('flaky')).toEqual(['delivered:']);
     expect(outcome('oauth')).toEqual(['delivered:']);
     expect(outcome('limited').sort()).toEqual(['dead:capped', 'delivered:', 'delivered:'].sort());
@@ -235,21 +237,25 @@ describe('metrics named by the dashboard and the alert rules', () => {
 
   it('starts every counter of an action at 0 once a worker compiled it, so the first event moves increase()', async () => {
     const text = await scrape(workerUrl);
-    // `ok` never failed: its dead letters, retries and error classes exist all the same.
+    // Events that cannot happen to `ok` (no rate limit, valid params, a receiver that answers):
+    // their series exist all the same.
     expect(text).toMatch(/^action_relay_dead_letters_total\{action="ok",reason="capped"\} 0$/m);
-    expect(text).toMatch(/^action_relay_dead_letters_total\{action="ok",reason="http_status"\} 0$/m);
-    expect(text).toMatch(/^action_relay_jobs_total\{action="ok",outcome="dead"\} 0$/m);
-    expect(text).toMatch(/^action_relay_retries_total\{action="ok",reason="timeout"\} 0$/m);
-    expect(text).toMatch(/^action_relay_http_requests_total\{action="ok",status_class="5xx"\} 0$/m);
+    expect(text).toMatch(/^action_relay_dead_letters_total\{action="ok",reason="invalid_params"\} 0$/m);
+    expect(text).toMatch(/^action_relay_retries_total\{action="ok",reason="network"\} 0$/m);
+    expect(text).toMatch(/^action_relay_http_requests_total\{action="ok",status_class="3xx"\} 0$/m);
+    expect(text).toMatch(/^action_relay_jobs_total\{action="limited",outcome="dead"\} 1$/m);
+    expect(text).toMatch(/^action_relay_dead_letters_total\{action="limited",reason="unknown_action"\} 0$/m);
   });
 
   it('measures delivery latency from when the job became ready, not from its enqueue', async () => {
     const text = await scrape(workerUrl);
-    const count = Number(/^action_relay_delivery_latency_seconds_count\{action="ok"\} (\S+)$/m.exec(text)?.[1]);
-    const sum = Number(/^action_relay_delivery_latency_seconds_sum\{action="ok"\} (\S+)$/m.exec(text)?.[1]);
-    expect(count).toBe(2);
-    // Counted from enqueue, the delayed job alone would add DELAY_MS.
-    expect(sum).toBeLessThan(DELAY_MS / 1000);
+    const count = Number(/^action_relay_delivery_latency_seconds_count\{action="later"\} (\S+)$/m.exec(text)?.[1]);
+    const sum = Number(/^action_relay_delivery_latency_seconds_sum\{action="later"\} (\S+)$/m.exec(text)?.[1]);
+    expect(count).toBe(1);
+    // The results entry's durationMs runs from the enqueue: the latency is that minus the delay the caller asked for.
+    const entry = (await readResults(ctx)).find((r) => r.actionId === 'later');
+    expect(Number(entry?.durationMs)).toBeGreaterThanOrEqual(DELAY_MS);
+    expect(sum).toBeCloseTo((Number(entry?.durationMs) - DELAY_MS) / 1000, 3);
   });
 
   it('shows jobs in flight against WORKER_CONCURRENCY', async () => {

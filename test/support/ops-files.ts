@@ -111,7 +111,7 @@ export function exportedMetricNames(expr: string): string[] {
 }
 
 /** Series Prometheus makes itself (not exported by action-relay). */
-export const PROMETHEUS_SYNTHETIC = new Set(['up', 'scrape_duration_seconds', 'scrape_samples_scraped']);
+export const PROMETHEUS_SYNTHETIC = new Set(['up', 'scrape_duration_seconds', 'scrape_samples_scraped', 'ALERTS']);
 
 const NOT_METRICS = new Set([
   'by',

@@ -39,7 +39,9 @@ export async function finishDelivered(
     context: attempt.data.context,
     response,
   });
-  ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs: durationMs });
+  // From when the job became ready: a delay the caller asked for is not latency.
+  const latencyMs = end - job.timestamp - (job.opts.delay ?? 0);
+  ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs });
   ctx.logger.info(
     { jobId, actionId: job.name, attempt: attempt.number, status, durationMs: end - attempt.startedAt, outcome: 'delivered' },
     'delivered',
