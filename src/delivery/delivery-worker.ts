@@ -78,7 +78,9 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   const events =
     deps.events ??
     createDeliveryEvents((err, name) => deps.logger.warn({ err: coerceError(err).message, event: name }, 'delivery event listener failed'));
-  const unobserve = observeDeliveryMetrics(events, deps.metrics);
+  // One worker per partition in this process; with several, they share the concurrency budget.
+  const budget = deps.concurrency ?? 64;
+  const unobserve = observeDeliveryMetrics(events, deps.metrics, { concurrency: budget });
   // Wraps the sender, the logger and each attempt: the pipeline's steps know nothing of tracing.
   const traced = traceAttempts(deps);
   const ctx: PipelineContext = {
@@ -101,8 +103,6 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     redact: (s) => deps.secrets.redact(s),
   };
 
-  // One worker per partition in this process; with several, they share the concurrency budget.
-  const budget = deps.concurrency ?? 64;
   const partitions = deps.keys.partitions;
   const shared = partitions.length > 1 ? createSharedConcurrency(budget, partitions.length) : undefined;
   const workers = partitions.map((partition) => {

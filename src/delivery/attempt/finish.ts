@@ -53,7 +53,9 @@ export async function finishDelivered(
       ctx.connection,
     )
     .catch((err: unknown) => attempt.log().error({ err: ctx.redact(coerceError(err).message) }, 'results entry not written'));
-  ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs: durationMs });
+  // From when the job became ready: a delay the caller asked for is not latency.
+  const latencyMs = end - job.timestamp - (job.opts.delay ?? 0);
+  ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs });
   ctx
     .actionLogger(job.name)
     .info({ jobId, attempt: attempt.number, status, durationMs: end - attempt.startedAt, outcome: 'delivered' }, 'delivered');
