@@ -167,7 +167,7 @@ describe('docker-compose.yml', () => {
     expect(healthUrl(worker).port).toBe(worker.environment?.METRICS_PORT);
     expect(healthUrl(worker).pathname).toBe('/healthz');
     expect(readText('src/api/api-server.ts')).toContain("app.get('/readyz'");
-    expect(readText('src/metrics/metrics-server.ts')).toContain("req.url === '/healthz'");
+    expect(readText('src/metrics/metrics-server.ts')).toContain("path === '/healthz'");
     const receiverPort = receiver.command?.[receiver.command.indexOf('--port') + 1];
     expect(healthUrl(receiver).port).toBe(receiverPort);
     expect(healthUrl(service('prometheus')).port).toBe('9090');
