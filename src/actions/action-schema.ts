@@ -208,6 +208,8 @@ export const actionDefinitionSchema = z.strictObject({
   parameters: z.record(paramName, paramSpecSchema).default({}),
   body: z.unknown().optional(),
   allowNulls: z.boolean().default(false),
+  /** Send the W3C `traceparent` header of the job's trace to the third party. @defaultValue true */
+  propagateTrace: z.boolean().optional(),
   response: z
     .strictObject({
       fields: z.record(z.string().min(1).max(200), z.strictObject({ type: z.enum(scalarParamTypes), path: z.string().min(1).optional() })),

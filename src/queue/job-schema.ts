@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TRACEPARENT_MESSAGE, parseTraceparent } from '../telemetry/trace-context.js';
 
 const jsonObject = z.record(z.string(), z.unknown());
 
@@ -13,6 +14,11 @@ export const jobInputSchema = z.strictObject({
     .min(1)
     .max(256)
     .regex(/^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/, 'visible ASCII characters only: it is sent as the Idempotency-Key header')
+    .optional(),
+  /** The caller's W3C trace context: the job's spans (and its request's traceparent) continue that trace. */
+  traceparent: z
+    .string()
+    .refine((v) => parseTraceparent(v) !== null, TRACEPARENT_MESSAGE)
     .optional(),
   /** Wait this long before the first attempt. @defaultValue 0 */
   delayMs: z
@@ -32,6 +38,8 @@ export const jobDataSchema = z.object({
   idempotencyKey: z.string().optional(),
   /** Set on a replayed job: the dead-letter record it came from. */
   replayOf: z.string().optional(),
+  /** The trace the job's attempts continue (its enqueue span's, or the caller's). */
+  traceparent: z.string().optional(),
 });
 export type JobData = z.infer<typeof jobDataSchema>;
 
@@ -45,14 +53,16 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  */
 export function readJobData(raw: unknown): { ok: true; value: JobData } | { ok: false; path: string } {
   if (!isRecord(raw)) return { ok: false, path: 'job.data' };
-  const { params, context, idempotencyKey, replayOf } = raw;
+  const { params, context, idempotencyKey, replayOf, traceparent } = raw;
   if (!isRecord(params)) return { ok: false, path: 'job.data.params' };
   if (!isRecord(context)) return { ok: false, path: 'job.data.context' };
   if (idempotencyKey !== undefined && typeof idempotencyKey !== 'string') return { ok: false, path: 'job.data.idempotencyKey' };
   if (replayOf !== undefined && typeof replayOf !== 'string') return { ok: false, path: 'job.data.replayOf' };
+  if (traceparent !== undefined && typeof traceparent !== 'string') return { ok: false, path: 'job.data.traceparent' };
   const value: JobData = { params, context };
   if (idempotencyKey !== undefined) value.idempotencyKey = idempotencyKey;
   if (replayOf !== undefined) value.replayOf = replayOf;
+  if (traceparent !== undefined) value.traceparent = traceparent;
   return { ok: true, value };
 }
 

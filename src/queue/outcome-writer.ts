@@ -41,35 +41,58 @@ export interface Outcome {
   context: Record<string, unknown>;
   response: Record<string, unknown>;
   dead?: DeadLetterRecord;
+  /** The job's idempotency key (its id when none was given); without it, both fields are read from the job's data. */
+  idempotencyKey?: string;
+  /** The dead letter a replayed job came from; taken only along with `idempotencyKey`. */
+  replayOf?: string;
 }
 
 /*
- * Ends a job exactly once: marks its BullMQ hash, appends the results entry and, for a dead
- * job, stores the dead-letter record, all in one step. A rerun after a crash finds the mark.
- * Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
+ * Ends a job exactly once: marks its BullMQ hash, appends the results entry, counts the outcome
+ * and, for a dead job, stores the dead-letter record, all in one step. A rerun after a crash finds
+ * the mark. Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
+ * The entry's idempotencyKey (the job id when none was given) and replayOf come from ARGV[13] and
+ * ARGV[14] when the caller gives the key, else both from the job's stored data.
  * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash),
- *   KEYS[5] this minute's activity counters (hash)
+ *   KEYS[5] outcome counts (hash), KEYS[6] this minute's activity counters (hash)
  * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
  *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON,
- *   ARGV[13] activity counters' lifetime in seconds
+ *   ARGV[13] idempotency key or '', ARGV[14] replayOf or '', ARGV[15] activity counters' lifetime in seconds
  * Returns 1 when written, 0 when the job had already ended.
  */
 const FINISH_SCRIPT = luaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HSETNX', KEYS[1], '${JOB_FIELDS.outcome}', ARGV[1]) == 0 then return 0 end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-  'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
-  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10])
+local idem, replayOf = ARGV[13], ARGV[14]
+if idem == '' then
+  idem = ARGV[3]
+  local data = redis.call('HGET', KEYS[1], 'data')
+  if data then
+    local ok, d = pcall(cjson.decode, data)
+    if ok and type(d) == 'table' then
+      if type(d.idempotencyKey) == 'string' then idem = d.idempotencyKey end
+      if replayOf == '' and type(d.replayOf) == 'string' then replayOf = d.replayOf end
+    end
+  end
+end
+local fields = { 'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
+  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'idempotencyKey', idem }
+if replayOf ~= '' then
+  fields[#fields + 1] = 'replayOf'
+  fields[#fields + 1] = replayOf
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 if ARGV[1] == 'dead' then
   redis.call('ZADD', KEYS[3], ARGV[11], ARGV[3])
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[12])
 end
 -- Per-minute counts for the console: two O(1) writes here instead of a scan of the stream per read.
-redis.call('HINCRBY', KEYS[5], ARGV[4] .. (ARGV[1] == 'dead' and '|x' or '|d'), 1)
+redis.call('HINCRBY', KEYS[6], ARGV[4] .. (ARGV[1] == 'dead' and '|x' or '|d'), 1)
 local retries = tonumber(ARGV[7]) - 1
-if retries > 0 then redis.call('HINCRBY', KEYS[5], ARGV[4] .. '|r', retries) end
-redis.call('EXPIRE', KEYS[5], ARGV[13])
+if retries > 0 then redis.call('HINCRBY', KEYS[6], ARGV[4] .. '|r', retries) end
+redis.call('EXPIRE', KEYS[6], ARGV[15])
 return 1
 `);
 
@@ -77,8 +100,12 @@ const attemptField = JOB_FIELDS.attempt;
 
 /** Each call names the partition the job lives in: its results stream and dead letters are that partition's. */
 export interface OutcomeWriter {
-  /** Writes the terminal outcome; false when the job had already ended (a rerun after a crash). */
-  finish(keys: PartitionKeys, o: Outcome): Promise<boolean>;
+  /**
+   * Writes the terminal outcome; false when the job had already ended (a rerun after a crash).
+   * `via` sends it on another connection (the worker's BullMQ connection, so that it travels
+   * ahead of BullMQ's own completion command, in order).
+   */
+  finish(keys: PartitionKeys, o: Outcome, via?: RedisClient): Promise<boolean>;
   /** Keeps a failed attempt's record on the job until it ends. */
   recordAttempt(keys: PartitionKeys, jobId: string, record: AttemptRecord): Promise<void>;
   /** The failed attempts recorded so far, in order. */
@@ -90,14 +117,15 @@ export const ACTIVITY_TTL_SECONDS = 2 * 3600;
 
 export function createOutcomeWriter(redis: RedisClient, maxLen: number, now: () => number = Date.now): OutcomeWriter {
   return {
-    async finish(keys, o) {
+    async finish(keys, o, via) {
       const written = await FINISH_SCRIPT.run(
-        redis,
-        5,
+        via ?? redis,
+        6,
         keys.jobKey(o.jobId),
         keys.results,
         keys.dlq,
         keys.dlqRecords,
+        keys.outcomeCounts,
         keys.activity(Math.floor(now() / 60_000)),
         o.outcome,
         String(maxLen),
@@ -111,6 +139,8 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, now: () 
         JSON.stringify(o.response),
         o.dead ? String(Date.parse(o.dead.failedAt)) : '0',
         o.dead ? JSON.stringify(o.dead) : '',
+        o.idempotencyKey ?? '',
+        o.replayOf ?? '',
         String(ACTIVITY_TTL_SECONDS),
       );
       return written === 1;

@@ -5,6 +5,7 @@ import { InvalidParamsError, ValidationError, type FieldProblem } from '../error
 import { formatIssues } from '../actions/param-validator.js';
 import { jobInputSchema, type JobData, type JobInput } from './job-schema.js';
 import { FRESH_PRIORITY, type DeliveryQueues, type QueuePartition } from './delivery-queue.js';
+import { noTracing, type EnqueueSpan, type Tracing } from '../telemetry/tracing.js';
 
 export interface EnqueueResult {
   jobId: string;
@@ -29,6 +30,8 @@ export interface ProducerDeps {
   idempotencyTtlMs: number;
   /** Largest params + context of one job, serialized as JSON (JOB_MAX_BYTES). @defaultValue 262144 */
   maxJobBytes?: number;
+  /** Each job gets an enqueue span under its caller's traceparent. @defaultValue noTracing */
+  tracing?: Tracing;
 }
 
 interface PreparedJob {
@@ -36,6 +39,7 @@ interface PreparedJob {
   data: JobData;
   opts: JobsOptions;
   partition: QueuePartition;
+  span: EnqueueSpan;
 }
 
 /** Most jobs one enqueueMany call accepts. */
@@ -60,6 +64,7 @@ function checkJobSize(params: Record<string, unknown>, context: Record<string, u
 
 export function createProducer(deps: ProducerDeps): Producer {
   const { queues, store } = deps;
+  const tracing = deps.tracing ?? noTracing;
 
   async function prepare(raw: unknown, root: string): Promise<PreparedJob> {
     const parsed = jobInputSchema.safeParse(raw);
@@ -101,15 +106,24 @@ export function createProducer(deps: ProducerDeps): Producer {
       opts.deduplication = { id: input.idempotencyKey, ttl: deps.idempotencyTtlMs };
     }
     if (input.delayMs) opts.delay = input.delayMs;
+    // Started last, once the job is known good: a refused job leaves no span.
+    const span = tracing.enqueueSpan({ actionId: input.actionId, jobId: opts.jobId as string, traceparent: input.traceparent });
+    if (span.traceparent !== undefined) data.traceparent = span.traceparent;
     // An idempotency key deduplicates within the partition, that is among jobs of one rate-limit key.
-    return { name: input.actionId, data, opts, partition: queues.forLimitKey(action.limitKey) };
+    return { name: input.actionId, data, opts, partition: queues.forLimitKey(action.limitKey), span };
   }
 
   return {
     async enqueue(input) {
       const job = await prepare(input, '');
-      const added = await job.partition.queue.add(job.name, job.data, job.opts);
-      return { jobId: added.id as string, deduplicated: added.id !== job.opts.jobId };
+      try {
+        const added = await job.span.run(() => job.partition.queue.add(job.name, job.data, job.opts));
+        job.span.end();
+        return { jobId: added.id as string, deduplicated: added.id !== job.opts.jobId };
+      } catch (err: unknown) {
+        job.span.end(err);
+        throw err;
+      }
     },
     async enqueueMany(inputs) {
       if (inputs.length > MAX_BATCH) {
@@ -134,8 +148,14 @@ export function createProducer(deps: ProducerDeps): Producer {
       const addedIds = new Map<string, string>();
       await Promise.all(
         [...byPartition].map(async ([partition, jobs]) => {
-          const added = await partition.queue.addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
-          added.forEach((a, i) => addedIds.set(jobs[i]?.opts.jobId as string, a.id as string));
+          try {
+            const added = await partition.queue.addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
+            added.forEach((a, i) => addedIds.set(jobs[i]?.opts.jobId as string, a.id as string));
+            for (const job of jobs) job.span.end();
+          } catch (err: unknown) {
+            for (const job of jobs) job.span.end(err);
+            throw err;
+          }
         }),
       );
       return prepared.map((p): EnqueueManyItem => {

@@ -41,7 +41,11 @@ export interface PartitionKeys {
   results: string;
   dlq: string;
   dlqRecords: string;
+  /** Jobs ended so far, by outcome (hash: delivered, dead), counted by the finish script. */
+  outcomeCounts: string;
   jobKey(jobId: string): string;
+  /** Left by a replay for the dead job's id: the new job's id and the dead job's summary (expires). */
+  replayedAs(jobId: string): string;
   /**
    * Ended jobs of one minute (epoch ms / 60000), per action: a hash of `<actionId>|d` delivered,
    * `|x` dead and `|r` retries, written with the results entry; read by the console's counts.
@@ -117,7 +121,9 @@ export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
       results: `${tag}:results`,
       dlq: `${tag}:dlq`,
       dlqRecords: `${tag}:dlq:records`,
+      outcomeCounts: `${tag}:outcomes`,
       jobKey: (jobId) => `${tag}:${QUEUE_NAME}:${jobId}`,
+      replayedAs: (jobId) => `${tag}:replayed:${jobId}`,
       activity: (minute) => `${tag}:activity:${minute}`,
     };
   };

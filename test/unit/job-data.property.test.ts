@@ -13,7 +13,10 @@ describe('readJobData', () => {
       fc.dictionary(fc.string(), fc.jsonValue()),
     );
     const data = fc.oneof(
-      fc.record({ params: field, context: field, idempotencyKey: field, replayOf: field, extra: field }, { requiredKeys: [] }),
+      fc.record(
+        { params: field, context: field, idempotencyKey: field, replayOf: field, traceparent: field, extra: field },
+        { requiredKeys: [] },
+      ),
       fc.jsonValue(),
     );
     fc.assert(
@@ -30,6 +33,7 @@ describe('readJobData', () => {
   it('names the field at fault', () => {
     expect(readJobData({ params: {}, context: [] })).toEqual({ ok: false, path: 'job.data.context' });
     expect(readJobData({ params: {}, context: {}, idempotencyKey: 7 })).toEqual({ ok: false, path: 'job.data.idempotencyKey' });
+    expect(readJobData({ params: {}, context: {}, traceparent: 1 })).toEqual({ ok: false, path: 'job.data.traceparent' });
     expect(readJobData('x')).toEqual({ ok: false, path: 'job.data' });
   });
 });
