@@ -34,6 +34,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     concurrency: config.WORKER_CONCURRENCY,
     maxResponseBytes: config.RESPONSE_MAX_BYTES,
     lockDurationMs: config.JOB_LOCK_MS,
+    maxStalledCount: config.JOB_MAX_STALLS,
     requestTimeoutCapMs: config.REQUEST_TIMEOUT_CAP_MS,
   });
   // Bounded dead-letter store: trimmed by age and count once a minute (cheap when nothing is due).

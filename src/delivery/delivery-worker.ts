@@ -70,8 +70,10 @@ export interface DeliveryWorkerDeps {
   concurrency?: number;
   /** Most bytes of a 2xx body read to capture response fields. @defaultValue 1 MiB */
   maxResponseBytes?: number;
-  /** Milliseconds a job's lock lasts without renewal (renewed every half). @defaultValue 130000 */
+  /** Milliseconds a job's lock lasts without renewal (renewed every half). @defaultValue 10000 */
   lockDurationMs?: number;
+  /** Times a job may stall (its lock lost) before BullMQ fails it; see stalled-sweeper. @defaultValue 5 */
+  maxStalledCount?: number;
   /** Longest request; an action's timeoutMs is clamped to it. @defaultValue 120000 */
   requestTimeoutCapMs?: number;
   now?: () => number;
@@ -101,11 +103,8 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   const random = deps.random ?? Math.random;
   const maxResponseBytes = deps.maxResponseBytes ?? 1024 * 1024;
   const { metrics, secrets, outcomes } = deps;
-  const lockDuration = deps.lockDurationMs ?? 130_000;
+  const lockDuration = deps.lockDurationMs ?? 10_000;
   const timeoutCap = deps.requestTimeoutCapMs ?? 120_000;
-  if (lockDuration <= timeoutCap) {
-    throw new Error(`lock duration ${lockDuration} ms must exceed the request timeout cap ${timeoutCap} ms`);
-  }
 
   const redactText = (s: string) => secrets.redact(s);
   /** Labelled metric children per action for the delivered path: no label hashing per job. */
@@ -532,10 +531,14 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       prefix: partition.bullPrefix,
       concurrency: shared ? shared.initial(partition.index) : budget,
       autorun: deps.autorun ?? true,
-      lockDuration: lockDuration,
-      // A killed worker's jobs are found within lockDuration + stalledInterval.
+      // Renewed every half period while the job runs, so the lock need not outlast a request: a
+      // killed worker's jobs are moved back to wait by the first stalled check after their lock
+      // expires, within lockDuration + stalledInterval of the kill (docs/recovery.md).
+      lockDuration,
       stalledInterval: Math.min(30_000, Math.max(1000, Math.floor(lockDuration / 2))),
-      maxStalledCount: 10,
+      maxStalledCount: deps.maxStalledCount ?? 5,
+      // After a Redis outage, fetch again within a second rather than BullMQ's default 15 s.
+      runRetryDelay: 1000,
       settings: {
         backoffStrategy: (_attemptsMade: number, type?: string, err?: Error) =>
           type === BACKOFF_TYPE && err instanceof RetryScheduled ? err.delayMs : 1000,
