@@ -6,6 +6,7 @@ import { createHttpSender } from '../delivery/http-sender.js';
 import { startMetricsServer } from '../metrics/metrics-server.js';
 import { createRateLimiter } from '../delivery/rate-limiter.js';
 import { createCircuitBreaker } from '../delivery/circuit-breaker.js';
+import { createStalledSweeper } from '../queue/stalled-sweeper.js';
 
 export interface RunningWorker {
   ctx: RelayContext;
@@ -37,6 +38,15 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     maxStalledCount: config.JOB_MAX_STALLS,
     requestTimeoutCapMs: config.REQUEST_TIMEOUT_CAP_MS,
   });
+  // Jobs BullMQ fails by itself (stalled too often) are dead-lettered with reason `stalled`.
+  const sweeper = createStalledSweeper({
+    queues: context.queues,
+    redis: context.redis,
+    outcomes: context.outcomes,
+    metrics: context.metrics,
+    logger: context.logger,
+  });
+  sweeper.start(delivery.workers);
   // Bounded dead-letter store: trimmed by age and count once a minute (cheap when nothing is due).
   const trim = () =>
     context.deadLetters
@@ -61,6 +71,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     async stop() {
       stopping = true;
       clearInterval(trimTimer);
+      sweeper.stop();
       // Finish in-flight requests within the grace period; past it, jobs still active are left
       // locked and another worker takes them over when the lock expires.
       let timer: NodeJS.Timeout | undefined;

@@ -34,7 +34,8 @@ export async function getJobStatus(queues: DeliveryQueues, redis: RedisClient, j
       };
     }
     if (bullState === 'failed') {
-      return { ...base, state: 'dead', attempts: job.attemptsMade, error: { reason: 'network', status: null, message: job.failedReason } };
+      // Only BullMQ fails a job by itself (the processor ends every job it runs): a job stalled too often.
+      return { ...base, state: 'dead', attempts: job.attemptsMade, error: { reason: 'stalled', status: null, message: job.failedReason } };
     }
     const state: PublicJobState = bullState === 'active' ? 'active' : bullState === 'delayed' ? 'delayed' : 'waiting';
     const status: JobStatus = { ...base, state, attempts: job.attemptsMade };
