@@ -3,6 +3,7 @@ import type { Config } from '../config/config.js';
 import { createRelayContext, type RelayContext } from '../context/relay-context.js';
 import { assertSafeBind, createApiServer } from '../api/api-server.js';
 import { createHttpSender } from '../delivery/http-sender.js';
+import { checkEvictionPolicy } from '../redis/eviction-policy.js';
 
 export interface RunningApi {
   ctx: RelayContext;
@@ -15,6 +16,10 @@ export interface RunningApi {
 export async function runApi(config: Config, ctx?: RelayContext): Promise<RunningApi> {
   assertSafeBind(config.HOST, config.ADMIN_TOKEN);
   const context = ctx ?? (await createRelayContext(config, { watchActions: true }));
+  await checkEvictionPolicy(context.redis, context.logger).catch(async (err: unknown) => {
+    if (!ctx) await context.close();
+    throw err;
+  });
   const sender = createHttpSender({ guard: context.egress });
   const app = await createApiServer({ ctx: context, sender });
   const url = await app.listen({ port: config.PORT, host: config.HOST });

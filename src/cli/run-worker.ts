@@ -7,6 +7,7 @@ import { startMetricsServer } from '../metrics/metrics-server.js';
 import { createRateLimiter } from '../delivery/rate-limiter.js';
 import { createCircuitBreaker } from '../delivery/circuit-breaker.js';
 import { createStalledSweeper } from '../queue/stalled-sweeper.js';
+import { checkEvictionPolicy } from '../redis/eviction-policy.js';
 
 export interface RunningWorker {
   ctx: RelayContext;
@@ -18,6 +19,10 @@ export interface RunningWorker {
 /** Starts delivery workers and the metrics listener of `action-relay worker`. */
 export async function runWorker(config: Config, ctx?: RelayContext): Promise<RunningWorker> {
   const context = ctx ?? (await createRelayContext(config, { watchActions: true }));
+  await checkEvictionPolicy(context.redis, context.logger).catch(async (err: unknown) => {
+    if (!ctx) await context.close();
+    throw err;
+  });
   const sender = createHttpSender({ guard: context.egress });
   let stopping = false;
   const delivery = createDeliveryWorker({
