@@ -70,7 +70,14 @@ async function main() {
   const refusingPort = (refusing.address() as { port: number }).port;
 
   const prefix = 'soak';
-  const config = loadConfig({ REDIS_URL: lab.redisUrl, ACTION_RELAY_PREFIX: prefix, LOG_LEVEL: 'silent', EGRESS_ALLOW_PRIVATE: 'true' });
+  // Retention is set where jobs are enqueued (BullMQ keeps it in each job's options): the producer's too.
+  const config = loadConfig({
+    REDIS_URL: lab.redisUrl,
+    ACTION_RELAY_PREFIX: prefix,
+    LOG_LEVEL: 'silent',
+    EGRESS_ALLOW_PRIVATE: 'true',
+    ...RETENTION,
+  });
   const ctx = await createRelayContext(config, { processMetrics: false });
   const retry = { maxAttempts: 4, backoff: { type: 'fixed', delayMs: 1000, maxDelayMs: 1000 } };
   await ctx.store.put({
