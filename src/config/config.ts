@@ -13,6 +13,10 @@ const commaList = z.string().transform((v) =>
 export const envSchema = z.object({
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
   REDIS_CLUSTER_NODES: commaList.optional(),
+  /** Redis Sentinel addresses (host:port, comma list): the master is found through them and followed across failovers. */
+  REDIS_SENTINELS: commaList.optional(),
+  /** The master name the sentinels monitor. @defaultValue mymaster */
+  REDIS_SENTINEL_MASTER: z.string().min(1).default('mymaster'),
   ACTION_RELAY_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.{}-]{1,64}$/, 'letters, digits, _ . - { } only, at most 64')
@@ -85,6 +89,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid environment: ${lines.join('; ')}`);
+  }
+  if (parsed.data.REDIS_SENTINELS?.length && parsed.data.REDIS_CLUSTER_NODES?.length) {
+    throw new ConfigError('invalid environment: REDIS_SENTINELS and REDIS_CLUSTER_NODES exclude each other: set one');
   }
   return parsed.data;
 }

@@ -1,9 +1,10 @@
 // Helpers of the recovery tests: private redis-server processes that a test may kill, and the
 // results stream read with the time each entry was appended.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import { freePort, redisAnswers } from '../../src/redis/embedded-redis.js';
 import { waitFor } from './harness.js';
@@ -46,12 +47,16 @@ export interface OwnedRedis {
   remove(): Promise<void>;
 }
 
-/** Starts `redis-server` on a free loopback port with `args` (e.g. AOF settings) in a dir of its own. */
-export async function startOwnedRedis(args: string[], opts: { port?: number; dir?: string } = {}): Promise<OwnedRedis> {
+/**
+ * Starts `redis-server` on a free loopback port with `args` (e.g. AOF settings) in a dir of its own;
+ * `command` replaces the usual arguments (a sentinel's config file and `--sentinel`).
+ */
+export async function startOwnedRedis(args: string[], opts: { port?: number; dir?: string; command?: string[] } = {}): Promise<OwnedRedis> {
   const port = opts.port ?? (await freePort());
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'ar-redis-'));
   const url = `redis://127.0.0.1:${port}`;
-  const launch = () => spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...args], { stdio: 'ignore' });
+  const argv = opts.command ?? ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...args];
+  const launch = () => spawn('redis-server', argv, { stdio: 'ignore' });
   const owned: OwnedRedis = {
     url,
     port,
@@ -80,3 +85,86 @@ export async function startOwnedRedis(args: string[], opts: { port?: number; dir
 
 /** AOF with an fsync per write: what was acknowledged survives a SIGKILL. */
 export const AOF_ALWAYS = ['--appendonly', 'yes', '--appendfsync', 'always', '--save', ''];
+
+/** One master, one replica and three sentinels on loopback, all in one temp dir. */
+export interface SentinelSet {
+  master: OwnedRedis;
+  replica: OwnedRedis;
+  sentinels: OwnedRedis[];
+  /** `host:port` of each sentinel, as REDIS_SENTINELS takes them. */
+  addresses: string;
+  masterName: string;
+  /** The port the sentinels name as master now. */
+  masterPort(): Promise<number>;
+  remove(): Promise<void>;
+}
+
+const sentinelQuery = async (url: string, ...args: string[]) => {
+  const client = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
+  try {
+    await client.connect();
+    return (await client.call('SENTINEL', ...args)) as unknown;
+  } finally {
+    client.disconnect();
+  }
+};
+
+/**
+ * Starts the set from the `redis-server` binary (`--sentinel` for the sentinels), and waits until
+ * the replica is in sync and every sentinel knows the replica and the other two.
+ */
+export async function startSentinelSet(masterName = 'mymaster'): Promise<SentinelSet> {
+  const noPersistence = ['--save', '', '--appendonly', 'no'];
+  const master = await startOwnedRedis(noPersistence);
+  const replica = await startOwnedRedis([...noPersistence, '--replicaof', '127.0.0.1', String(master.port)]);
+  const replicaClient = new Redis(replica.url);
+  await waitFor(async () => /master_link_status:up/.test(await replicaClient.info('replication')), 20_000, 'the replica in sync');
+  replicaClient.disconnect();
+  const sentinels: OwnedRedis[] = [];
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'ar-sentinel-'));
+    const conf = join(dir, 'sentinel.conf');
+    writeFileSync(
+      conf,
+      [
+        `port ${port}`,
+        'bind 127.0.0.1',
+        `dir ${dir}`,
+        `sentinel monitor ${masterName} 127.0.0.1 ${master.port} 2`,
+        `sentinel down-after-milliseconds ${masterName} 1000`,
+        `sentinel failover-timeout ${masterName} 10000`,
+        `sentinel parallel-syncs ${masterName} 1`,
+        '',
+      ].join('\n'),
+    );
+    sentinels.push(await startOwnedRedis([], { port, dir, command: [conf, '--sentinel'] }));
+  }
+  for (const s of sentinels) {
+    await waitFor(
+      async () => {
+        const replicas = (await sentinelQuery(s.url, 'REPLICAS', masterName)) as unknown[];
+        const others = (await sentinelQuery(s.url, 'SENTINELS', masterName)) as unknown[];
+        return replicas.length === 1 && others.length === 2;
+      },
+      30_000,
+      'each sentinel to know the replica and the other sentinels',
+    );
+  }
+  return {
+    master,
+    replica,
+    sentinels,
+    masterName,
+    addresses: sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
+    async masterPort() {
+      const addr = (await sentinelQuery(sentinels[0]?.url ?? '', 'GET-MASTER-ADDR-BY-NAME', masterName)) as [string, string];
+      return Number(addr[1]);
+    },
+    async remove() {
+      for (const s of sentinels) await s.remove();
+      await replica.remove();
+      await master.remove();
+    },
+  };
+}
