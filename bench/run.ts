@@ -1,6 +1,6 @@
 // `npm run bench`: starts a private redis-server, a sink process and worker processes, measures
 // action-relay against bare BullMQ, raw undici and two hand-written baselines on the same jobs,
-// prints a markdown report and writes the raw figures to bench/results/. See README "Benchmarks".
+// prints a markdown report and writes the raw figures to bench/results/. See docs/benchmarks.md.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';

@@ -184,7 +184,7 @@ const circuitBreakerSchema = z.strictObject({
 
 const templateString = z.string().max(8192);
 
-/** The action definition document (CONTRACT section 2). Unknown keys are errors. */
+/** The action definition document (docs/actions.md). Unknown keys are errors. */
 export const actionDefinitionSchema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, at most 64'),
   name: z.string().min(1).max(200),

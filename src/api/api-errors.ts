@@ -5,7 +5,7 @@ export interface ApiErrorBody {
   error: { code: string; message: string; details?: FieldProblem[] | Record<string, unknown> };
 }
 
-/** Sends the error shape of CONTRACT section 4. */
+/** Sends the error shape of docs/api.md ("Errors"). */
 export function sendError(reply: FastifyReply, status: number, code: string, message: string, details?: ApiErrorBody['error']['details']) {
   const body: ApiErrorBody = { error: { code, message } };
   if (details !== undefined) body.error.details = details;

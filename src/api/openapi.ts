@@ -153,7 +153,7 @@ export interface OpenApiOptions {
   bearer: boolean;
 }
 
-/** The OpenAPI 3.1 document of CONTRACT section 4, generated from the zod schemas. */
+/** The OpenAPI 3.1 document of the routes in docs/api.md, generated from the zod schemas. */
 export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
   const schemas = componentSchemas();
   const definition = schemas.ActionDefinition as JsonSchema & { required?: string[]; properties: { id: JsonSchema } };
@@ -376,7 +376,7 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
 }
 
 /**
- * Serves the document at /docs/json and Swagger UI at /docs. Not behind ADMIN_TOKEN: the contract
+ * Serves the document at /docs/json and Swagger UI at /docs. Not behind ADMIN_TOKEN: the token
  * guards /v1/* and /admin/*, and the document holds only what this open-source repository already
  * publishes (no data, no configuration); "Try it out" still needs the token for /v1.
  */

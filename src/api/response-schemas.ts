@@ -16,7 +16,7 @@ import type { ApiErrorBody } from './api-errors.js';
 
 const fieldProblemSchema = z.object({ path: z.string(), message: z.string() });
 
-/** `{ error: { code, message, details? } }` (CONTRACT section 4). */
+/** `{ error: { code, message, details? } }` (docs/api.md, "Errors"). */
 export const errorBodySchema = z.object({
   error: z.object({
     code: z.string(),
@@ -128,7 +128,7 @@ export const attemptRecordSchema = z.object({
   error: z.object({ code: z.string(), message: z.string() }).optional(),
 });
 
-/** The whole dead-letter record (CONTRACT section 3), every secret redacted. */
+/** The whole dead-letter record (docs/delivery.md, "Dead letters"), every secret redacted. */
 export const deadLetterRecordSchema = z.object({
   jobId: z.string(),
   actionId: z.string(),

@@ -1,4 +1,4 @@
-/** Why a job ended in the dead-letter queue (CONTRACT section 3). */
+/** Why a job ended in the dead-letter queue (docs/delivery.md, "Outcomes"). */
 export type DeadReason =
   | 'http_status'
   | 'timeout'

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-/** The metrics of CONTRACT section 5, registered on a registry handed in. */
+/** The metrics of docs/metrics-and-alerts.md, registered on a registry handed in. */
 export interface RelayMetrics {
   registry: Registry;
   httpRequests: Counter<'action' | 'status_class'>;

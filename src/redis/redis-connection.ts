@@ -66,7 +66,7 @@ export interface PartitionKeys {
 /**
  * Every key name of one deployment, under its hash-tagged prefix. The queue, results and
  * dead-letter names at the top level are partition 0's: the only partition when QUEUE_PARTITIONS
- * is 1 (then the results stream is `{prefix}:results`, as the contract fixes). With more, use
+ * is 1 (then the results stream is `{prefix}:results`, as docs/delivery.md documents). With more, use
  * `partitions` and `partitionFor`.
  */
 export interface RelayKeys extends PartitionKeys {

@@ -1,0 +1,225 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { createCircuitBreaker, type CircuitConfig } from '../../src/delivery/circuit-breaker.js';
+import {
+  createRateLimiter,
+  IN_PROCESS_WAIT_MS,
+  LATE_TOLERANCE_MS,
+  SPACING_MARGIN,
+  type RateDecision,
+  type RateLimitSpec,
+} from '../../src/delivery/rate-limiter.js';
+import { relayKeys } from '../../src/redis/redis-connection.js';
+
+/*
+ * The rate-limit and circuit-breaker scripts against a real Redis, with the clock passed in: every
+ * figure here is exact, so a script that lets a request go a millisecond early, admits one more
+ * per window or grants a second probe fails. (Rates measured with real time live in the bench.)
+ */
+
+const prefix = `{test-policy-${randomUUID().slice(0, 8)}}`;
+const keys = relayKeys(prefix);
+let redis: Redis;
+
+beforeAll(() => {
+  redis = new Redis(inject('redisUrl'));
+});
+afterAll(async () => {
+  const found = await redis.keys(`${prefix}*`);
+  if (found.length > 0) await redis.unlink(...found);
+  await redis.quit();
+});
+
+const slotAt = (d: RateDecision): number => {
+  if (d.kind === 'go') return -1;
+  if (d.kind === 'wait') return d.at;
+  throw new Error(`capped after ${d.waitMs} ms`);
+};
+
+describe('rate limiter (GCRA with reservations)', () => {
+  const spec = (key: string, over: Partial<RateLimitSpec> = {}): RateLimitSpec => ({
+    key,
+    max: 10,
+    perMs: 1000,
+    maxWaitMs: 60_000,
+    ...over,
+  });
+  const spacing = (1000 / 10) * SPACING_MARGIN;
+
+  it('spaces requests exactly perMs / max (1% wider) apart, the first at once', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const now = 1_000_000;
+    const slots: number[] = [];
+    for (let i = 0; i < 25; i++) {
+      const d = await limiter.acquire(spec('spacing'), `job-${i}`, now);
+      slots.push(d.kind === 'go' ? now : slotAt(d));
+    }
+    expect(slots[0]).toBe(now);
+    for (let i = 1; i < slots.length; i++) expect(slots[i]).toBe(Math.ceil(now + i * spacing));
+  });
+
+  it('never lets more than max requests into any window of perMs', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const start = 2_000_000;
+    const sent: number[] = [];
+    // 40 callers arrive at random moments of the first 2 s; each is granted a slot.
+    const arrivals = Array.from({ length: 40 }, (_, i) => start + ((i * 7919) % 2000)).sort((a, b) => a - b);
+    for (const [i, at] of arrivals.entries()) {
+      const d = await limiter.acquire(spec('window', { maxWaitMs: 600_000 }), `w-${i}`, at);
+      sent.push(d.kind === 'go' ? at : slotAt(d));
+    }
+    sent.sort((a, b) => a - b);
+    for (let i = 0; i + 10 < sent.length; i++) {
+      // The 11th request after any request is at least perMs later: no window of 1000 ms holds 11.
+      expect(sent[i + 10]! - sent[i]!).toBeGreaterThanOrEqual(1000);
+    }
+  });
+
+  it('reserves slots beyond the in-process wait, and a job back for its slot neither waits again nor takes another', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const now = 3_000_000;
+    const k = spec('reserve');
+    // Fill the in-process horizon: slots within IN_PROCESS_WAIT_MS are not reserved.
+    const decisions: RateDecision[] = [];
+    for (let i = 0; i < 12; i++) decisions.push(await limiter.acquire(k, `r-${i}`, now));
+    const far = decisions.findIndex((d) => d.kind === 'wait' && d.waitMs > IN_PROCESS_WAIT_MS);
+    let firstFar = 0;
+    while (Math.ceil(firstFar * spacing) <= IN_PROCESS_WAIT_MS) firstFar++;
+    expect(far).toBe(firstFar);
+    const reserved = slotAt(decisions[far]!);
+    expect(await redis.zscore(keys.rateLimitSlots('reserve'), `r-${far}`)).toBe(String(reserved));
+    const near = far - 1;
+    expect(await redis.zscore(keys.rateLimitSlots('reserve'), `r-${near}`)).toBeNull();
+
+    // Back 150 ms early (woken ahead on purpose): it is told to wait for the same slot.
+    expect(await limiter.acquire(k, `r-${far}`, reserved - 150)).toEqual({ kind: 'wait', at: reserved, waitMs: 150 });
+    // Back on time (within the late tolerance): it goes, and its reservation is used up.
+    await redis.zadd(keys.rateLimitSlots('reserve'), reserved, `r-${far}`);
+    expect(await limiter.acquire(k, `r-${far}`, reserved + LATE_TOLERANCE_MS)).toEqual({ kind: 'go' });
+    expect(await redis.zscore(keys.rateLimitSlots('reserve'), `r-${far}`)).toBeNull();
+  });
+
+  it('a job too late for its reserved slot queues again behind the others instead of bunching', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const now = 4_000_000;
+    const k = spec('late');
+    let last: RateDecision = { kind: 'go' };
+    for (let i = 0; i < 12; i++) last = await limiter.acquire(k, `l-${i}`, now);
+    const slot = slotAt(last);
+    const tat = Number(await redis.get(keys.rateLimit('late')));
+    const lateBy = LATE_TOLERANCE_MS + 1;
+    const again = await limiter.acquire(k, 'l-11', slot + lateBy);
+    // It takes the next free slot after every one already handed out, not its old one.
+    expect(slotAt(again)).toBe(Math.ceil(tat));
+  });
+
+  it('refuses a slot further than maxWaitMs with capped, and keeps the budget untouched', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const now = 5_000_000;
+    const k = spec('cap', { maxWaitMs: 500 });
+    // Slots 0..4 are at most 4 x 101 ms away; the sixth would be 505 ms away.
+    for (let i = 0; i < 5; i++) expect((await limiter.acquire(k, `c-${i}`, now)).kind).not.toBe('capped');
+    const before = await redis.get(keys.rateLimit('cap'));
+    const capped = await limiter.acquire(k, 'c-5', now);
+    expect(capped).toEqual({ kind: 'capped', waitMs: Math.ceil(5 * spacing) });
+    expect(await redis.get(keys.rateLimit('cap'))).toBe(before);
+  });
+
+  it('back-pressure pauses the whole key until the given time, and voids reservations made before it', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const now = 6_000_000;
+    const k = spec('pause');
+    for (let i = 0; i < 12; i++) await limiter.acquire(k, `p-${i}`, now);
+    const reservedSlot = Number(await redis.zscore(keys.rateLimitSlots('pause'), 'p-11'));
+    expect(reservedSlot).toBeGreaterThan(now);
+    await limiter.pushBack('pause', now + 30_000, now);
+    expect(await limiter.pausedUntil('pause')).toBe(now + 30_000);
+    // A fresh caller waits for the pause.
+    expect(slotAt(await limiter.acquire(k, 'p-new', now + 10))).toBeGreaterThanOrEqual(now + 30_000);
+    // The job that held a slot before the pause does not use it: it queues again after the pause.
+    expect(slotAt(await limiter.acquire(k, 'p-11', reservedSlot))).toBeGreaterThanOrEqual(now + 30_000);
+    // A shorter pause never shortens a longer one.
+    await limiter.pushBack('pause', now + 1_000, now);
+    expect(await limiter.pausedUntil('pause')).toBe(now + 30_000);
+  });
+
+  it('leases at most max permits, re-grants a holder its own, and frees expired or released ones', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const now = 7_000_000;
+    expect(await limiter.lease('lease', 2, 'a', now, 10_000)).toBe(true);
+    expect(await limiter.lease('lease', 2, 'b', now, 10_000)).toBe(true);
+    expect(await limiter.lease('lease', 2, 'c', now, 10_000)).toBe(false);
+    // A crashed worker's rerun of the same job holds its permit again.
+    expect(await limiter.lease('lease', 2, 'a', now + 1, 10_000)).toBe(true);
+    await limiter.release('lease', 'b');
+    expect(await limiter.lease('lease', 2, 'c', now + 2, 10_000)).toBe(true);
+    expect(await limiter.lease('lease', 2, 'd', now + 3, 10_000)).toBe(false);
+    // Leases of a worker that never released them run out by themselves.
+    expect(await limiter.lease('lease', 2, 'd', now + 10_002, 10_000)).toBe(true);
+  });
+});
+
+describe('circuit breaker', () => {
+  const cfg: CircuitConfig = { failureRatio: 0.5, minRequests: 4, windowMs: 10_000, openMs: 5_000 };
+  const probeLockMs = 60_000;
+
+  it('stays closed under minRequests or under the ratio, and opens exactly at the ratio', async () => {
+    const breaker = createCircuitBreaker(redis, keys);
+    const t = 20_000;
+    // 1 failure in 4: under the ratio.
+    for (const failed of [true, false, false]) expect(await breaker.record('ratio-low', failed, false, t, cfg)).toBe('none');
+    expect(await breaker.record('ratio-low', false, false, t, cfg)).toBe('none');
+    expect(await breaker.check('ratio-low', t, probeLockMs)).toEqual({ kind: 'closed' });
+    // 3 failures out of 3: over the ratio but under minRequests; the 4th request (a success) opens it at 3 of 4.
+    for (const failed of [true, true, true]) expect(await breaker.record('ratio-hit', failed, false, t, cfg)).toBe('none');
+    expect(await breaker.check('ratio-hit', t, probeLockMs)).toEqual({ kind: 'closed' });
+    expect(await breaker.record('ratio-hit', false, false, t, cfg)).toBe('opened');
+    // Exactly the ratio (2 of 4) opens too.
+    for (const failed of [true, false, true]) await breaker.record('ratio-exact', failed, false, t, cfg);
+    expect(await breaker.record('ratio-exact', false, false, t, cfg)).toBe('opened');
+  });
+
+  it('counts per window: failures of an earlier window do not add up with later ones', async () => {
+    const breaker = createCircuitBreaker(redis, keys);
+    const w0 = 30_000;
+    for (let i = 0; i < 3; i++) await breaker.record('windows', true, false, w0 + 100, cfg);
+    expect(await breaker.record('windows', true, false, w0 + cfg.windowMs + 100, cfg)).toBe('none');
+    expect(await breaker.check('windows', w0 + cfg.windowMs + 100, probeLockMs)).toEqual({ kind: 'closed' });
+    // Requests at different moments of one window do add up.
+    const w2 = w0 + 3 * cfg.windowMs;
+    for (const dt of [100, 2_000, 5_000]) expect(await breaker.record('windows-same', true, false, w2 + dt, cfg)).toBe('none');
+    expect(await breaker.record('windows-same', true, false, w2 + cfg.windowMs - 1, cfg)).toBe('opened');
+  });
+
+  it('defers for openMs, then lets exactly one probe through; a failed probe re-opens, a good one closes', async () => {
+    const breaker = createCircuitBreaker(redis, keys);
+    const t = 50_000;
+    for (let i = 0; i < 4; i++) await breaker.record('probe', true, false, t, cfg);
+    expect(await breaker.check('probe', t + cfg.openMs - 1, probeLockMs)).toEqual({ kind: 'defer', until: t + cfg.openMs, state: 'open' });
+    // Results that arrive while open (requests sent before it opened) change nothing.
+    expect(await breaker.record('probe', false, false, t + 10, cfg)).toBe('none');
+
+    const reopenAt = t + cfg.openMs;
+    expect(await breaker.check('probe', reopenAt, probeLockMs)).toEqual({ kind: 'probe' });
+    // Every other caller while the probe is out is deferred, however many there are.
+    for (let i = 0; i < 5; i++) {
+      const d = await breaker.check('probe', reopenAt + i, probeLockMs);
+      expect(d).toMatchObject({ kind: 'defer', state: 'half-open' });
+    }
+    // The probe failed: open again for a whole openMs from then.
+    expect(await breaker.record('probe', true, true, reopenAt + 100, cfg)).toBe('none');
+    expect(await breaker.check('probe', reopenAt + 100 + cfg.openMs - 1, probeLockMs)).toEqual({
+      kind: 'defer',
+      until: reopenAt + 100 + cfg.openMs,
+      state: 'open',
+    });
+    // The next probe succeeds: closed, with fresh counters.
+    const second = reopenAt + 100 + cfg.openMs;
+    expect(await breaker.check('probe', second, probeLockMs)).toEqual({ kind: 'probe' });
+    expect(await breaker.record('probe', false, true, second + 50, cfg)).toBe('closed');
+    expect(await breaker.check('probe', second + 60, probeLockMs)).toEqual({ kind: 'closed' });
+    for (let i = 0; i < 3; i++) expect(await breaker.record('probe', true, false, second + 70, cfg)).toBe('none');
+  });
+});
