@@ -26,7 +26,7 @@ describe('Redis SIGKILLed during delivery (AOF, appendfsync always)', () => {
       await redis.remove();
     });
     await ctx.store.put({ id: 'crash', name: 'crash', endpoint: { url: receiver.url, path: '/c', method: 'POST' }, body: { a: 1 } });
-    for (let w = 0; w < WORKERS; w++) spawnWorker(config, children, { WORKER_CONCURRENCY: String(CONCURRENCY), JOB_LOCK_MS: '' });
+    for (let w = 0; w < WORKERS; w++) spawnWorker(config, children, { WORKER_CONCURRENCY: String(CONCURRENCY) });
 
     const allIds: string[] = [];
     const rounds: { killedAfter: number; downMs: number; endedAfterS: number }[] = [];

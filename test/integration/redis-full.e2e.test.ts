@@ -36,7 +36,7 @@ describe('a full Redis (maxmemory, noeviction)', () => {
       await redis.remove();
     });
     await ctx.store.put({ id: 'full', name: 'full', endpoint: { url: receiver.url, path: '/f', method: 'POST' }, body: { a: 1 } });
-    const worker = spawnWorker(config, children, { WORKER_CONCURRENCY: '16', JOB_LOCK_MS: '' });
+    const worker = spawnWorker(config, children, { WORKER_CONCURRENCY: '16' });
 
     const batch = await api.inject({
       method: 'POST',

@@ -31,7 +31,7 @@ describe('Redis Sentinel failover', () => {
       await receiver.close();
     });
     await ctx.store.put({ id: 'ha', name: 'ha', endpoint: { url: receiver.url, path: '/ha', method: 'POST' }, body: { a: 1 } });
-    const workers = [0, 1].map(() => spawnWorker(config, children, { ...sentinelEnv, WORKER_CONCURRENCY: '32', JOB_LOCK_MS: '' }));
+    const workers = [0, 1].map(() => spawnWorker(config, children, { ...sentinelEnv, WORKER_CONCURRENCY: '32' }));
     // Both workers delivering before the clock starts (process start-up is slow on a busy machine).
     await api.inject({
       method: 'POST',

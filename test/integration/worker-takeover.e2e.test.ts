@@ -24,8 +24,8 @@ describe('a SIGKILLed worker', () => {
     const jobs = Array.from({ length: JOBS }, (_, i) => ({ actionId: 'takeover', params: {}, idempotencyKey: `k-${i}` }));
     const ids = (await ctx.producer.enqueueMany(jobs)).map((r) => ('jobId' in r ? r.jobId : ''));
 
-    // JOB_LOCK_MS '' keeps the shipped default (the harness shortens it for other tests).
-    const env = { WORKER_CONCURRENCY: String(CONCURRENCY), JOB_LOCK_MS: '', REQUEST_TIMEOUT_CAP_MS: '5000' };
+    // The shipped lock settings (JOB_LOCK_MS unset).
+    const env = { WORKER_CONCURRENCY: String(CONCURRENCY), REQUEST_TIMEOUT_CAP_MS: '5000' };
     const victim = spawnWorker(config, children, env);
     await waitFor(() => receiver.requests.length >= CONCURRENCY, 30_000, `${CONCURRENCY} requests in flight`);
     spawnWorker(config, children, env);
