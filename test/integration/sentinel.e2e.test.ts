@@ -68,18 +68,20 @@ describe('Redis Sentinel failover', () => {
     await waitFor(() => acknowledged.length >= KILL_AFTER, 60_000, `${KILL_AFTER} jobs acknowledged before the failover`);
     await set.master.kill('SIGKILL');
     const killedAt = Date.now();
-    await waitFor(async () => (await set.masterPort().catch(() => 0)) === set.replica.port, 30_000, 'the sentinels to promote the replica');
+    await waitFor(async () => (await set.masterPorts()).includes(set.replica.port), 30_000, 'the sentinels to promote the replica');
     const promotedAt = Date.now();
     await enqueueing;
 
-    const ackedAfterPromotion = acknowledged.filter((a) => a.at > promotedAt);
-    expect(ackedAfterPromotion.length).toBeGreaterThan(0);
+    // The old master is dead: whatever the api acknowledged after the kill is on the promoted replica.
+    const ackedAfterKill = acknowledged.filter((a) => a.at > killedAt);
+    expect(ackedAfterKill.length).toBeGreaterThan(0);
     // Wait for every acknowledged job; jobs whose last writes the replica never got may be gone.
     const want = new Set(acknowledged.map((a) => a.jobId));
-    let entries = await endedJobs(ctx);
+    // A read that meets the switch to the new master (a reconnect) is simply made again.
+    let entries = await waitFor(() => endedJobs(ctx).catch(() => undefined), 30_000, 'the results stream');
     await waitFor(
       async () => {
-        entries = await endedJobs(ctx);
+        entries = (await endedJobs(ctx).catch(() => undefined)) ?? entries;
         return new Set(entries.map((e) => e.jobId).filter((id) => want.has(id))).size >= want.size;
       },
       30_000,
@@ -87,8 +89,7 @@ describe('Redis Sentinel failover', () => {
     ).catch(() => undefined);
     const perJob = entriesPerJob(entries);
     const lost = acknowledged.filter((a) => !perJob.has(a.jobId));
-    // What the api acknowledged after the promotion is on the new master: every such job ends once.
-    expect(ackedAfterPromotion.filter((a) => perJob.get(a.jobId) !== 1)).toEqual([]);
+    expect(ackedAfterKill.filter((a) => perJob.get(a.jobId) !== 1)).toEqual([]);
     // No job has two results entries on the promoted replica.
     expect([...perJob.values()].filter((n) => n > 1)).toEqual([]);
     expect(entries.every((e) => e.outcome === 'delivered')).toBe(true);
@@ -104,7 +105,7 @@ describe('Redis Sentinel failover', () => {
     console.log(
       `sentinel failover: ${TOTAL} jobs offered through the api at ~${Math.round((BATCH * 1000) / PACE_MS)}/s, master SIGKILLed after ${KILL_AFTER} were acknowledged; ` +
         `replica promoted ${((promotedAt - killedAt) / 1000).toFixed(1)} s after the kill, first delivery on it ${((firstAfter - killedAt) / 1000).toFixed(1)} s after; ` +
-        `${acknowledged.length} acknowledged, ${refused} refused (503); ${lost.length} acknowledged jobs lost (${lost.filter((l) => sent.has(l.key)).length} of them delivered anyway), ` +
+        `${acknowledged.length} acknowledged (${ackedAfterKill.length} after the kill), ${refused} refused (503); ${lost.length} acknowledged jobs lost (${lost.filter((l) => sent.has(l.key)).length} of them delivered anyway), ` +
         `${duplicates} duplicate deliveries; last job ended ${((lastEnd - killedAt) / 1000).toFixed(1)} s after the kill; workers never restarted`,
     );
   }, 120_000);

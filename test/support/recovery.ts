@@ -94,8 +94,8 @@ export interface SentinelSet {
   /** `host:port` of each sentinel, as REDIS_SENTINELS takes them. */
   addresses: string;
   masterName: string;
-  /** The port the sentinels name as master now. */
-  masterPort(): Promise<number>;
+  /** The port each sentinel names as master now (0 for one that does not answer). */
+  masterPorts(): Promise<number[]>;
   remove(): Promise<void>;
 }
 
@@ -143,8 +143,8 @@ export async function startSentinelSet(masterName = 'mymaster'): Promise<Sentine
   for (const s of sentinels) {
     await waitFor(
       async () => {
-        const replicas = (await sentinelQuery(s.url, 'REPLICAS', masterName)) as unknown[];
-        const others = (await sentinelQuery(s.url, 'SENTINELS', masterName)) as unknown[];
+        const replicas = (await sentinelQuery(s.url, 'REPLICAS', masterName).catch(() => [])) as unknown[];
+        const others = (await sentinelQuery(s.url, 'SENTINELS', masterName).catch(() => [])) as unknown[];
         return replicas.length === 1 && others.length === 2;
       },
       30_000,
@@ -157,9 +157,15 @@ export async function startSentinelSet(masterName = 'mymaster'): Promise<Sentine
     sentinels,
     masterName,
     addresses: sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
-    async masterPort() {
-      const addr = (await sentinelQuery(sentinels[0]?.url ?? '', 'GET-MASTER-ADDR-BY-NAME', masterName)) as [string, string];
-      return Number(addr[1]);
+    async masterPorts() {
+      return Promise.all(
+        sentinels.map((s) =>
+          sentinelQuery(s.url, 'GET-MASTER-ADDR-BY-NAME', masterName).then(
+            (addr) => Number((addr as [string, string])[1]),
+            () => 0,
+          ),
+        ),
+      );
     },
     async remove() {
       for (const s of sentinels) await s.remove();
