@@ -13,6 +13,7 @@ import { loadTokensFile, tokenTable } from './api-tokens.js';
 import { registerQueueBoard } from './queue-board.js';
 import { registerApiDocs } from './openapi.js';
 import { checkRedis } from '../redis/redis-health.js';
+import { registerConsole } from './console-routes.js';
 
 export interface ApiServerDeps {
   ctx: RelayContext;
@@ -36,7 +37,7 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   const { ctx } = deps;
   const app = Fastify({ logger: false, bodyLimit: deps.bodyLimit ?? 5 * 1024 * 1024 });
   const tokens = tokenTable(ctx.config.API_TOKENS_FILE ? await loadTokensFile(ctx.config.API_TOKENS_FILE) : [], ctx.config.ADMIN_TOKEN);
-  registerAccessControl(app, {
+  const access = registerAccessControl(app, {
     tokens,
     sessionKey: ctx.config.ADMIN_TOKEN,
     allowedHosts: ctx.config.API_ALLOWED_HOSTS,
@@ -84,6 +85,7 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   registerJobRoutes(app, ctx);
   registerDlqRoutes(app, ctx);
   await registerQueueBoard(app, ctx);
+  await registerConsole(app, ctx, { session: access.session, scopesOf: (req) => access.principalOf(req)?.scopes ?? [] });
   await registerApiDocs(app, { bearer: tokens.length > 0 });
   return app;
 }

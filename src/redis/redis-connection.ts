@@ -65,6 +65,11 @@ export interface PartitionKeys {
   jobKey(jobId: string): string;
   /** Left by a replay for the dead job's id: the new job's id and the dead job's summary (expires). */
   replayedAs(jobId: string): string;
+  /**
+   * Ended jobs of one minute (epoch ms / 60000), per action: a hash of `<actionId>|d` delivered,
+   * `|x` dead and `|r` retries, written with the results entry; read by the console's counts.
+   */
+  activity(minute: number): string;
 }
 
 /**
@@ -138,6 +143,7 @@ export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
       outcomeCounts: `${tag}:outcomes`,
       jobKey: (jobId) => `${tag}:${QUEUE_NAME}:${jobId}`,
       replayedAs: (jobId) => `${tag}:replayed:${jobId}`,
+      activity: (minute) => `${tag}:activity:${minute}`,
     };
   };
   const partitions = Array.from({ length: partitionCount }, (_, i) => partition(i));
