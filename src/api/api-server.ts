@@ -4,6 +4,7 @@ import type { HttpSender } from '../delivery/http-sender.js';
 import { isLoopbackAddress } from '../delivery/egress-guard.js';
 import { InvalidParamsError, ManagedByFilesError, ValidationError, coerceError } from '../errors/errors.js';
 import { boundProblems, sendError } from './api-errors.js';
+import { redisRefusal } from '../redis/redis-refusal.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerDlqRoutes } from './dlq-routes.js';
@@ -55,6 +56,11 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
           ? 'invalid_json'
           : (e.code ?? 'bad_request').toLowerCase();
       return sendError(reply, e.statusCode, code, e.message ?? 'bad request');
+    }
+    const refusal = redisRefusal(err);
+    if (refusal) {
+      ctx.logger.warn({ err: coerceError(err).message, url: req.url }, 'redis refused the request');
+      return sendError(reply, 503, 'redis_unavailable', refusal);
     }
     ctx.logger.error({ err: ctx.secrets.redact(coerceError(err).message), url: req.url }, 'api error');
     return sendError(reply, 500, 'internal', 'internal error');

@@ -8,7 +8,7 @@ export type RedisClient = Redis | Cluster;
  * commands wait through a reconnect instead of failing.
  */
 export function createRedisConnection(
-  config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>,
+  config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'> & Partial<Pick<Config, 'REDIS_SENTINELS' | 'REDIS_SENTINEL_MASTER'>>,
   opts: { forBullmq?: boolean; name?: string } = {},
 ): RedisClient {
   const common: RedisOptions = {
@@ -16,15 +16,34 @@ export function createRedisConnection(
     enableReadyCheck: true,
     connectionName: opts.name,
     retryStrategy: (times) => Math.min(200 * times, 2000),
+    // A master demoted to replica (a failover it lived through) answers writes READONLY:
+    // reconnect, which asks the sentinels for the new master, and send the command again.
+    reconnectOnError: (err) => (err.message.startsWith('READONLY') ? 2 : false),
   };
   if (config.REDIS_CLUSTER_NODES && config.REDIS_CLUSTER_NODES.length > 0) {
-    const nodes = config.REDIS_CLUSTER_NODES.map((n) => {
-      const i = n.lastIndexOf(':');
-      return { host: n.slice(0, i), port: Number(n.slice(i + 1)) };
+    return new Cluster(config.REDIS_CLUSTER_NODES.map(hostPort), { redisOptions: common, enableReadyCheck: true });
+  }
+  if (config.REDIS_SENTINELS && config.REDIS_SENTINELS.length > 0) {
+    // The master's credentials and database come from REDIS_URL, its address from the sentinels.
+    const url = new URL(config.REDIS_URL);
+    return new Redis({
+      ...common,
+      sentinels: config.REDIS_SENTINELS.map(hostPort),
+      name: config.REDIS_SENTINEL_MASTER ?? 'mymaster',
+      ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+      ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+      db: Number(url.pathname.slice(1)) || 0,
+      sentinelRetryStrategy: (times) => Math.min(200 * times, 2000),
+      // Subscribes to the sentinels' +switch-master: a failover is followed at once, not at the next error.
+      failoverDetector: true,
     });
-    return new Cluster(nodes, { redisOptions: common, enableReadyCheck: true });
   }
   return new Redis(config.REDIS_URL, common);
+}
+
+function hostPort(n: string): { host: string; port: number } {
+  const i = n.lastIndexOf(':');
+  return { host: n.slice(0, i), port: Number(n.slice(i + 1)) };
 }
 
 /**
