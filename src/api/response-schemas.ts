@@ -139,10 +139,13 @@ export const deadLetterRecordSchema = z.object({
     enqueuedAt: z.iso.datetime(),
     /** Set on a replayed job: the dead letter it came from. */
     replayOf: z.string().optional(),
+    orderingKey: z.string().optional(),
   }),
   reason: deadReasonSchema,
   status: z.number().int().nullable(),
   failedAt: z.iso.datetime(),
+  /** The action's errorResponse fields captured from the last answer (`{}` when none). */
+  errorResponse: z.record(z.string(), z.unknown()).optional(),
   attempts: z.array(attemptRecordSchema),
 });
 

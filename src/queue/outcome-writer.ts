@@ -1,6 +1,7 @@
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadReason } from '../errors/errors.js';
 import { luaScript } from '../redis/lua-script.js';
+import { RELEASE_LUA, type LineEntry, type Ordering } from './ordering.js';
 
 /** One attempt as the dead-letter record keeps it (secrets already redacted). */
 export interface AttemptRecord {
@@ -22,10 +23,13 @@ export interface DeadLetterRecord {
     idempotencyKey?: string;
     enqueuedAt: string;
     replayOf?: string;
+    orderingKey?: string;
   };
   reason: DeadReason;
   status: number | null;
   failedAt: string;
+  /** The errorResponse fields captured from the last attempt's answer (absent in records written before they existed). */
+  errorResponse?: Record<string, unknown>;
   attempts: AttemptRecord[];
 }
 
@@ -39,28 +43,41 @@ export interface Outcome {
   durationMs: number;
   context: Record<string, unknown>;
   response: Record<string, unknown>;
+  /** A dead job's captured errorResponse fields. @defaultValue {} */
+  errorResponse?: Record<string, unknown>;
   dead?: DeadLetterRecord;
+  /** The job's orderingKey: ending it lets the next job of its line go. */
+  orderingKey?: string;
 }
 
 /*
  * Ends a job exactly once: marks its BullMQ hash, appends the results entry and, for a dead
  * job, stores the dead-letter record, all in one step. A rerun after a crash finds the mark.
+ * An ordered job also leaves its line here, and the next job of the line is marked due
+ * (queue/ordering.ts), so that ending one and releasing the other cannot be split by a crash.
  * Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
- * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash)
+ * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash),
+ *   KEYS[5..7] for an ordered job only: its line, the line entries, the due marks
  * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
- *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON
- * Returns 1 when written, 0 when the job had already ended.
+ *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON,
+ *   ARGV[13] errorResponse JSON, ARGV[14] now ms
+ * Returns 0 when the job had already ended, else 1, or { 1, next job id, its entry } when an
+ * ordered job's successor is due.
  */
-const FINISH_SCRIPT = luaScript(`
+const FINISH_SCRIPT = luaScript(`${RELEASE_LUA}
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HSETNX', KEYS[1], 'arOutcome', ARGV[1]) == 0 then return 0 end
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
-  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10])
+  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'errorResponse', ARGV[13])
 if ARGV[1] == 'dead' then
   redis.call('ZADD', KEYS[3], ARGV[11], ARGV[3])
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[12])
+end
+if KEYS[5] then
+  local nextJob = releaseLine(KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[14])
+  if nextJob then return { 1, nextJob[1], nextJob[2] } end
 end
 return 1
 `);
@@ -78,16 +95,24 @@ export interface OutcomeWriter {
   attemptsOf(keys: PartitionKeys, jobId: string, count: number): Promise<AttemptRecord[]>;
 }
 
-export function createOutcomeWriter(redis: RedisClient, maxLen: number): OutcomeWriter {
+export interface OutcomeWriterOptions {
+  /** Adds the next job of an ordered job's line to the queue; without it the ordering sweep does, later. */
+  ordering?: Pick<Ordering, 'moveIn'>;
+  /** Told when that add fails (the sweep adds the job later). */
+  onHandoffError?: (err: unknown, next: LineEntry) => void;
+  now?: () => number;
+}
+
+export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: OutcomeWriterOptions = {}): OutcomeWriter {
+  const now = opts.now ?? Date.now;
   return {
     async finish(keys, o) {
-      const written = await FINISH_SCRIPT.run(
+      const scriptKeys = [keys.jobKey(o.jobId), keys.results, keys.dlq, keys.dlqRecords];
+      if (o.orderingKey !== undefined) scriptKeys.push(keys.orderingLine(o.actionId, o.orderingKey), keys.orderingJobs, keys.orderingDue);
+      const written = (await FINISH_SCRIPT.run(
         redis,
-        4,
-        keys.jobKey(o.jobId),
-        keys.results,
-        keys.dlq,
-        keys.dlqRecords,
+        scriptKeys.length,
+        ...scriptKeys,
         o.outcome,
         String(maxLen),
         o.jobId,
@@ -100,7 +125,17 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number): Outcome
         JSON.stringify(o.response),
         o.dead ? String(Date.parse(o.dead.failedAt)) : '0',
         o.dead ? JSON.stringify(o.dead) : '',
-      );
+        JSON.stringify(o.errorResponse ?? {}),
+        String(now()),
+      )) as 0 | 1 | [1, string, string | null];
+      if (Array.isArray(written)) {
+        const [, , raw] = written;
+        if (raw !== null && opts.ordering) {
+          const next = JSON.parse(raw) as LineEntry;
+          await opts.ordering.moveIn(keys, next).catch((err: unknown) => opts.onHandoffError?.(err, next));
+        }
+        return true;
+      }
       return written === 1;
     },
     async recordAttempt(keys, jobId, record) {

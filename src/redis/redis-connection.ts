@@ -42,6 +42,15 @@ export interface PartitionKeys {
   dlq: string;
   dlqRecords: string;
   jobKey(jobId: string): string;
+  /**
+   * The line of one action's jobs with one orderingKey (a list of job ids, enqueue order). Its
+   * first job is the one in the queue; the others wait their turn outside it.
+   */
+  orderingLine(actionId: string, orderingKey: string): string;
+  /** What an ordered job needs to be moved into the queue, by job id (hash), until it is there. */
+  orderingJobs: string;
+  /** Ordered jobs whose turn has come, by when (zset): the sweep moves in any a crash left out. */
+  orderingDue: string;
 }
 
 /**
@@ -113,6 +122,10 @@ export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
       dlq: `${tag}:dlq`,
       dlqRecords: `${tag}:dlq:records`,
       jobKey: (jobId) => `${tag}:${QUEUE_NAME}:${jobId}`,
+      // An action id holds no ':', so no two (action, key) pairs share a line.
+      orderingLine: (actionId, orderingKey) => `${tag}:ord:line:${actionId}:${orderingKey}`,
+      orderingJobs: `${tag}:ord:jobs`,
+      orderingDue: `${tag}:ord:due`,
     };
   };
   const partitions = Array.from({ length: partitionCount }, (_, i) => partition(i));

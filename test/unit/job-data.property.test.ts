@@ -13,7 +13,10 @@ describe('readJobData', () => {
       fc.dictionary(fc.string(), fc.jsonValue()),
     );
     const data = fc.oneof(
-      fc.record({ params: field, context: field, idempotencyKey: field, replayOf: field, extra: field }, { requiredKeys: [] }),
+      fc.record(
+        { params: field, context: field, idempotencyKey: field, replayOf: field, orderingKey: field, extra: field },
+        { requiredKeys: [] },
+      ),
       fc.jsonValue(),
     );
     fc.assert(
