@@ -82,7 +82,15 @@ export const jobStatusSchema = z.object({
   state: z.enum(['waiting', 'delayed', 'active', 'delivered', 'dead']),
   attempts: z.number().int(),
   result: z.object({ status: z.number().int().nullable(), response: z.record(z.string(), z.unknown()) }).optional(),
-  error: z.object({ reason: z.string(), status: z.number().int().nullable(), message: z.string() }).optional(),
+  error: z
+    .object({
+      reason: z.string(),
+      status: z.number().int().nullable(),
+      message: z.string(),
+      /** A dead job's errorResponse fields, captured from the last answer (`{}` when none). */
+      errorResponse: z.record(z.string(), z.unknown()).optional(),
+    })
+    .optional(),
 });
 
 export const deadReasonSchema = z.enum([

@@ -79,5 +79,7 @@ export interface JobOutcome {
   reason: string | null;
   attempts: number;
   response?: Record<string, unknown>;
+  /** A dead job's captured errorResponse fields. */
+  errorResponse?: Record<string, unknown>;
   error?: string;
 }

@@ -2,6 +2,7 @@ import type { JobOutcome } from './job-schema.js';
 import type { RedisClient } from '../redis/redis-connection.js';
 import type { DeadLetterRecord } from './outcome-writer.js';
 import type { DeliveryQueues } from './delivery-queue.js';
+import type { LineEntry } from './ordering.js';
 
 export type PublicJobState = 'waiting' | 'delayed' | 'active' | 'delivered' | 'dead';
 
@@ -11,7 +12,8 @@ export interface JobStatus {
   state: PublicJobState;
   attempts: number;
   result?: { status: number | null; response: Record<string, unknown> };
-  error?: { reason: string; status: number | null; message: string };
+  /** `errorResponse`: a dead job's captured errorResponse fields (`{}` when none). */
+  error?: { reason: string; status: number | null; message: string; errorResponse?: Record<string, unknown> };
 }
 
 /** Reads a job's public state: from its partition's queue while it lives there, else from the dead letters. */
@@ -30,7 +32,12 @@ export async function getJobStatus(queues: DeliveryQueues, redis: RedisClient, j
         ...base,
         state: 'dead',
         attempts: out?.attempts ?? job.attemptsMade,
-        error: { reason: out?.reason ?? 'unknown', status: out?.status ?? null, message: out?.error ?? '' },
+        error: {
+          reason: out?.reason ?? 'unknown',
+          status: out?.status ?? null,
+          message: out?.error ?? '',
+          errorResponse: out?.errorResponse ?? {},
+        },
       };
     }
     if (bullState === 'failed') {
@@ -43,7 +50,7 @@ export async function getJobStatus(queues: DeliveryQueues, redis: RedisClient, j
   }
   const records = await Promise.all(queues.partitions.map((p) => redis.hget(p.keys.dlqRecords, jobId)));
   const raw = records.find((r) => r !== null);
-  if (!raw) return null;
+  if (!raw) return waitingInLine(queues, redis, jobId);
   const rec = JSON.parse(raw) as DeadLetterRecord;
   const last = rec.attempts.at(-1);
   return {
@@ -51,6 +58,19 @@ export async function getJobStatus(queues: DeliveryQueues, redis: RedisClient, j
     actionId: rec.actionId,
     state: 'dead',
     attempts: rec.attempts.length,
-    error: { reason: rec.reason, status: rec.status, message: last?.error?.message ?? (rec.status ? `HTTP ${rec.status}` : rec.reason) },
+    error: {
+      reason: rec.reason,
+      status: rec.status,
+      message: last?.error?.message ?? (rec.status ? `HTTP ${rec.status}` : rec.reason),
+      errorResponse: rec.errorResponse ?? {},
+    },
   };
+}
+
+/** A job with an orderingKey behind others of its line is not in the queue yet: it waits. */
+async function waitingInLine(queues: DeliveryQueues, redis: RedisClient, jobId: string): Promise<JobStatus | null> {
+  const entries = await Promise.all(queues.partitions.map((p) => redis.hget(p.keys.orderingJobs, jobId)));
+  const raw = entries.find((r) => r !== null);
+  if (!raw) return null;
+  return { jobId, actionId: (JSON.parse(raw) as LineEntry).name, state: 'waiting', attempts: 0 };
 }
