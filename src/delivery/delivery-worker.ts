@@ -180,7 +180,8 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       if (maxConcurrent && deps.rateLimiter) await awaitPermit(action, deps.rateLimiter, maxConcurrent, job, token, timeoutMs, startedAt);
       const sendStart = now();
       sent = true;
-      const sendOpts = { timeoutMs, readLimit: action.capturesResponse ? maxResponseBytes : RECORD_BODY_BYTES };
+      const captures = action.capturesResponse || action.capturesErrorResponse;
+      const sendOpts = { timeoutMs, readLimit: captures ? maxResponseBytes : RECORD_BODY_BYTES };
       try {
         res = await deps.sender.send(req, { ...sendOpts, ...(prepared.tls ? { tls: prepared.tls } : {}) });
         if (res.status === 401 && applied.token !== undefined) {
@@ -247,6 +248,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         durationMs: end - job.timestamp,
         context: data.context,
         response,
+        ...(data.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {}),
       });
       safely(() => {
         const m = metersOf(label());
@@ -294,6 +296,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       const history = [...(await outcomes.attemptsOf(partition, jobId, attempt - 1)), record];
       const failedAt = new Date(now()).toISOString();
       const context = data?.context ?? {};
+      const errorResponse = res && action ? captureErrorResponse(action, res) : {};
       await outcomes.finish(partition, {
         jobId,
         actionId: job.name,
@@ -304,6 +307,8 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         durationMs: now() - job.timestamp,
         context,
         response: {},
+        errorResponse,
+        ...(data?.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {}),
         dead: {
           jobId,
           actionId: job.name,
@@ -313,11 +318,13 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
             context,
             ...(data?.idempotencyKey !== undefined ? { idempotencyKey: data.idempotencyKey } : {}),
             ...(data?.replayOf !== undefined ? { replayOf: data.replayOf } : {}),
+            ...(data?.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {}),
             enqueuedAt: new Date(job.timestamp).toISOString(),
           },
           reason: err.reason,
           status,
           failedAt,
+          errorResponse,
           attempts: history,
         },
       });
@@ -327,7 +334,14 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
         { status, durationMs, reason: err.reason, err: record.error?.message, outcome: 'dead' },
         `attempt ${attempt} of ${maxAttempts} failed, dead-lettered`,
       );
-      return { outcome: 'dead', status, reason: err.reason, attempts: attempt, error: record.error?.message ?? `HTTP ${status}` };
+      return {
+        outcome: 'dead',
+        status,
+        reason: err.reason,
+        attempts: attempt,
+        errorResponse,
+        error: record.error?.message ?? `HTTP ${status}`,
+      };
     }
   }
 
@@ -482,6 +496,16 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       }
     } catch (err: unknown) {
       log().warn({ err: coerceError(err).message }, 'circuit record failed');
+    }
+  }
+
+  /** The errorResponse fields of a non-2xx JSON answer; anything else (a 2xx, a body cut short or not JSON) gives none. */
+  function captureErrorResponse(action: CompiledAction, res: SentResponse): Record<string, unknown> {
+    if (!action.capturesErrorResponse || (res.status >= 200 && res.status < 300) || res.truncated) return {};
+    try {
+      return action.captureErrorResponse(JSON.parse(res.body.toString('utf8')));
+    } catch {
+      return {};
     }
   }
 
