@@ -175,7 +175,7 @@ async function main(): Promise<number> {
       HOST: '127.0.0.1',
       PORT: String(apiPort),
       METRICS_PORT: String(metricsPort),
-      CHECK_CLIENT_SECRET: 'check-dashboards-secret',
+      ACTION_SECRET_CHECK_CLIENT: 'check-dashboards-secret',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -226,7 +226,7 @@ async function main(): Promise<number> {
         type: 'oauth2ClientCredentials',
         tokenUrl: `http://127.0.0.1:${tokenPort}/token`,
         clientId: 'check',
-        clientSecret: { env: 'CHECK_CLIENT_SECRET' },
+        clientSecret: { env: 'ACTION_SECRET_CHECK_CLIENT' },
       },
     });
     let n = 0;

@@ -1,5 +1,5 @@
 import { actionDefinitionSchema, type ActionDefinition } from './action-schema.js';
-import { compileJson, compileString, MISSING, stringify, type CompileContext, type RenderScope } from './template.js';
+import { compileJson, compileString, hasLoneSurrogate, MISSING, stringify, type CompileContext, type RenderScope } from './template.js';
 import { compileParamValidator, formatIssues, typeSchema, type ParamValidator } from './param-validator.js';
 import { InvalidParamsError, ResponseInvalidError, ValidationError, type FieldProblem } from '../errors/errors.js';
 
@@ -122,12 +122,57 @@ function buildRenderers(def: ActionDefinition, problems: FieldProblem[]) {
     problems.push({ path: 'endpoint.path', message: 'must start with /' });
   }
   const path = compileString(endpoint.path ?? '', 'endpoint.path', cx);
+  // Each segment on its own (problems were reported above), to check what substitution makes of it.
+  const quiet: CompileContext = { declaredParams: cx.declaredParams, problems: [] };
+  const segments = (endpoint.path ?? '')
+    .split('/')
+    .map((seg) => compileString(seg, 'endpoint.path', quiet))
+    .filter((t) => !t.isConstant);
   const query = Object.entries(endpoint.query ?? {}).map(([k, v]) => [k, compileString(v, `endpoint.query.${k}`, cx)] as const);
   const headers = Object.entries(endpoint.headers ?? {}).map(
     ([k, v]) => [k.toLowerCase(), k, compileString(v, `endpoint.headers.${k}`, cx)] as const,
   );
   const body = def.body === undefined ? undefined : compileJson(def.body, 'body', cx, def.allowNulls);
-  return { path, query, headers, body };
+  return { path, segments, query, headers, body };
+}
+
+const LONE_SURROGATE = 'holds a lone UTF-16 surrogate, which cannot be sent in a URL';
+const DOT_SEGMENT = 'would make a whole path segment "." or "..", which moves up the third party\'s path';
+
+/** encodeURIComponent, which throws URIError on a lone surrogate: checked before (checkPathSegments). */
+const encodePathValue = (s: string) => encodeURIComponent(s);
+
+type SegmentTemplate = ReturnType<typeof compileString>;
+
+/**
+ * Refuses what substitution would make of a path segment: "." or ".." (a server or proxy that
+ * normalizes the path would send the request elsewhere), or a value with a lone surrogate.
+ */
+function checkPathSegments(segments: readonly SegmentTemplate[], scope: RenderScope): void {
+  for (const seg of segments) {
+    const bad = seg.refs.find((ref) => hasLoneSurrogate(stringify(ref.get(scope))));
+    if (bad) throw new InvalidParamsError([{ path: bad.ref, message: LONE_SURROGATE }]);
+    const rendered = seg.render(scope);
+    if (rendered === '.' || rendered === '..') {
+      throw new InvalidParamsError(seg.refs.map((ref) => ({ path: ref.ref, message: DOT_SEGMENT })));
+    }
+  }
+}
+
+/** At enqueue: a parameter that alone makes a path segment may not be "." or "..". */
+function withPathSegmentCheck(validate: ParamValidator, segments: readonly SegmentTemplate[]): ParamValidator {
+  const whole = segments.flatMap((seg) => (seg.exact && seg.refs[0]?.ref.startsWith('params.') ? [seg.refs[0]] : []));
+  if (whole.length === 0) return validate;
+  return (params) => {
+    const result = validate(params);
+    if (!result.ok) return result;
+    const scope = { params: result.value, context: {}, job: { id: '', attempt: 1, idempotencyKey: '' } };
+    const problems = whole.flatMap((ref) => {
+      const v = stringify(ref.get(scope));
+      return v === '.' || v === '..' ? [{ path: ref.ref, message: DOT_SEGMENT }] : [];
+    });
+    return problems.length > 0 ? { ok: false, problems } : result;
+  };
 }
 
 export interface CompileOptions {
@@ -158,15 +203,19 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
     id: def.id,
     version: opts.version,
     definition: def,
-    validateParams: compileParamValidator(def.parameters),
+    validateParams: withPathSegmentCheck(compileParamValidator(def.parameters), r.segments),
     capturesResponse: response.size > 0,
     capturesErrorResponse: errorResponse.size > 0,
     limitKey: def.rateLimit?.key ?? `${base.hostname}:${port}`,
     buildRequest(scope) {
-      let path = basePath + r.path.render(scope, encodeURIComponent);
+      checkPathSegments(r.segments, scope);
+      let path = basePath + r.path.render(scope, encodePathValue);
       if (path === '') path = '/';
       const search = new URLSearchParams(baseQuery);
       for (const [name, t] of r.query) {
+        // URLSearchParams would turn a lone surrogate into U+FFFD: a silently different value.
+        const bad = t.refs.find((ref) => [ref.get(scope)].flat().some((v) => typeof v === 'string' && hasLoneSurrogate(v)));
+        if (bad) throw new InvalidParamsError([{ path: bad.ref, message: LONE_SURROGATE }]);
         if (t.exact) {
           const v = t.exact(scope);
           if (v === undefined || v === null) continue;

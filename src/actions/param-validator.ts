@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ParamSpec } from './action-schema.js';
 import type { FieldProblem } from '../errors/errors.js';
+import { hasLoneSurrogate } from './template.js';
 
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
@@ -23,14 +24,17 @@ const dateTime = z.union(
 const integer = z.number({ error: 'expected an integer' }).int('expected an integer').refine(Number.isSafeInteger, 'integer out of range');
 const decimal = z.number({ error: 'expected a number' }).refine(Number.isFinite, 'expected a finite number');
 
+/** A string a URL, a header or UTF-8 can carry: no lone UTF-16 surrogate. */
+const text = z.string({ error: 'expected a string' }).refine((s) => !hasLoneSurrogate(s), 'holds a lone UTF-16 surrogate');
+
 const scalar: Record<Exclude<ParamSpec['type'], 'listObject'>, z.ZodType> = {
-  string: z.string({ error: 'expected a string' }),
+  string: text,
   integer,
   decimal,
   boolean: z.boolean({ error: 'expected a boolean' }),
   date,
   dateTime,
-  listString: z.array(z.string({ error: 'expected a string' }), { error: 'expected a list of strings' }),
+  listString: z.array(text, { error: 'expected a list of strings' }),
   listInteger: z.array(integer, { error: 'expected a list of integers' }),
   listDecimal: z.array(decimal, { error: 'expected a list of numbers' }),
   listBoolean: z.array(z.boolean({ error: 'expected a boolean' }), { error: 'expected a list of booleans' }),

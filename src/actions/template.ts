@@ -37,6 +37,13 @@ function getter(source: string, name: string, path: string, cx: CompileContext):
   return (s) => s.job[name as keyof RenderScope['job']];
 }
 
+const LONE_SURROGATE_RE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** True when a string holds half of a UTF-16 surrogate pair: no UTF-8 (so no URL) can carry it. */
+export function hasLoneSurrogate(s: string): boolean {
+  return LONE_SURROGATE_RE.test(s);
+}
+
 /** How a substituted value reads inside longer text. */
 export function stringify(value: unknown): string {
   if (value === undefined || value === null) return '';

@@ -1,17 +1,19 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
-/** Name of the cookie that lets a browser reach /admin/* after it gave the token once. */
+/** Name of the cookie that lets a browser reach /admin/* and /console after it gave a token once. */
 export const ADMIN_COOKIE = 'action_relay_admin';
 /** How long a browser session lasts before the token must be given again. @defaultValue 12 h */
 export const ADMIN_SESSION_MS = 12 * 3_600_000;
 
 /*
- * A browser cannot put `Authorization: Bearer` on the page, scripts and styles of bull-board, so
- * /admin/* also accepts a cookie, obtained by opening /admin/queues?token=<ADMIN_TOKEN> once:
- * - the cookie holds `<expiry>.<HMAC-SHA256(ADMIN_TOKEN, expiry)>`, not the token: it opens /admin/*
- *   only (Path=/admin, and /v1/* never reads it), until it expires or ADMIN_TOKEN changes; every API
- *   process with the same token accepts it, so no session store is needed;
+ * A browser cannot put `Authorization: Bearer` on the page, scripts and styles of bull-board (or
+ * the console), so /admin/* and /console also accept a cookie, obtained by opening
+ * /admin/queues?token=<a token with the admin scope> once:
+ * - the cookie holds `<expiry>.<token name>.<HMAC-SHA256(key, expiry and name)>`, not the token: it
+ *   opens the browser pages only (/v1/* never reads it), until it expires, the key changes or the
+ *   named token loses its admin scope. The key is ADMIN_TOKEN when set, so every API process with
+ *   the same token accepts it and no session store is needed; otherwise a random key per process;
  * - HttpOnly, so page scripts cannot read it; SameSite=Strict, so another site cannot make the
  *   browser send it (no cross-site request forgery on the board's PUT routes);
  * - the token leaves the address bar at once (303 to the same URL without it), but it was in a URL:
@@ -19,16 +21,13 @@ export const ADMIN_SESSION_MS = 12 * 3_600_000;
  *   front add the Authorization header instead.
  */
 
-function sign(token: string, expiry: number): Buffer {
-  return createHmac('sha256', token).update(`action-relay admin session ${expiry}`).digest();
+function sign(key: string | Buffer, expiry: number, name: string): Buffer {
+  return createHmac('sha256', key).update(`action-relay admin session ${expiry} ${name}`).digest();
 }
 
 function equal(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
-
-/** Compared as digests, so that the time taken says nothing of the token's length either. */
-const digest = (s: string) => createHash('sha256').update(s).digest();
 
 function cookieValue(header: string | undefined, name: string): string | undefined {
   for (const part of header?.split(';') ?? []) {
@@ -39,38 +38,50 @@ function cookieValue(header: string | undefined, name: string): string | undefin
 }
 
 export interface AdminSession {
-  /** True when the request carries a valid, unexpired session cookie. */
-  accepts(req: FastifyRequest): boolean;
+  /** The name of the token that opened the session, when the request carries a valid, unexpired cookie. */
+  accepts(req: FastifyRequest): string | undefined;
   /**
-   * For a GET whose `?token=` is the admin token: sets the session cookie and redirects to the same
-   * URL without the token. Returns false (and sends nothing) otherwise.
+   * For a GET whose `?token=` is a token with the admin scope: sets the session cookie and
+   * redirects to the same URL without the token. Returns false (and sends nothing) otherwise.
    */
   login(req: FastifyRequest, reply: FastifyReply): boolean;
 }
 
-export function createAdminSession(token: string, now: () => number = Date.now): AdminSession {
-  const expected = digest(token);
+export interface AdminSessionOptions {
+  /** Signs the cookies. */
+  key: string | Buffer;
+  /** The name of an admin token, or undefined for any other string. */
+  identify(token: string): string | undefined;
+  /** @defaultValue Date.now */
+  now?: () => number;
+}
+
+export function createAdminSession(opts: AdminSessionOptions): AdminSession {
+  const now = opts.now ?? Date.now;
   return {
     accepts(req) {
-      const value = cookieValue(req.headers.cookie, ADMIN_COOKIE);
-      const dot = value?.indexOf('.') ?? -1;
-      if (!value || dot <= 0) return false;
-      const expiry = Number(value.slice(0, dot));
-      if (!Number.isSafeInteger(expiry) || expiry <= now()) return false;
-      return equal(Buffer.from(value.slice(dot + 1), 'base64url'), sign(token, expiry));
+      const parts = cookieValue(req.headers.cookie, ADMIN_COOKIE)?.split('.');
+      if (parts?.length !== 3) return undefined;
+      const [rawExpiry, rawName, sig] = parts as [string, string, string];
+      const expiry = Number(rawExpiry);
+      if (!Number.isSafeInteger(expiry) || expiry <= now()) return undefined;
+      const name = Buffer.from(rawName, 'base64url').toString('utf8');
+      return equal(Buffer.from(sig, 'base64url'), sign(opts.key, expiry, name)) ? name : undefined;
     },
     login(req, reply) {
       if (req.method !== 'GET') return false;
       const url = new URL(req.url, 'http://localhost');
       const given = url.searchParams.get('token');
-      if (given === null || !equal(digest(given), expected)) return false;
+      const name = given === null ? undefined : opts.identify(given);
+      if (name === undefined) return false;
       const expiry = now() + ADMIN_SESSION_MS;
       const secure = req.protocol === 'https' || req.headers['x-forwarded-proto'] === 'https' ? '; Secure' : '';
+      const value = `${expiry}.${Buffer.from(name).toString('base64url')}.${sign(opts.key, expiry, name).toString('base64url')}`;
       url.searchParams.delete('token');
       reply
         .header(
           'set-cookie',
-          `${ADMIN_COOKIE}=${expiry}.${sign(token, expiry).toString('base64url')}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_SESSION_MS / 1000}${secure}`,
+          `${ADMIN_COOKIE}=${value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=${ADMIN_SESSION_MS / 1000}${secure}`,
         )
         .header('cache-control', 'no-store')
         .redirect(url.pathname + url.search, 303);

@@ -4,7 +4,8 @@ import type { RelayContext } from '../context/relay-context.js';
 import { ValidationError } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
 import { dlqFilterSchema } from '../queue/dead-letters.js';
-import { purgeDeadLetters, replayDeadLetters, replayRequestSchema } from '../queue/dlq-operations.js';
+import { hasExplicitSelection, purgeDeadLetters, replayDeadLetters, replayRequestSchema } from '../queue/dlq-operations.js';
+import { isJobId } from '../queue/job-id.js';
 import { sendError } from './api-errors.js';
 
 /** Query of GET /v1/dlq. */
@@ -14,7 +15,13 @@ export const listQuerySchema = dlqFilterSchema.extend({
 });
 
 /** Body of POST /v1/dlq/purge. */
-export const purgeRequestSchema = z.strictObject({ filter: dlqFilterSchema.optional(), jobIds: z.array(z.string()).optional() });
+export const purgeRequestSchema = z.strictObject({
+  filter: dlqFilterSchema.optional(),
+  jobIds: z.array(z.string()).optional(),
+  all: z.literal(true).optional(),
+});
+
+const NO_SELECTION = [{ path: 'jobIds', message: 'give jobIds, a filter with at least one field, or all: true' }];
 
 function parse<T extends z.ZodType>(schema: T, input: unknown): z.infer<T> {
   const parsed = schema.safeParse(input ?? {});
@@ -31,24 +38,25 @@ export function registerDlqRoutes(app: FastifyInstance, ctx: RelayContext): void
   });
 
   app.get<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req, reply) => {
-    const rec = await dl.get(req.params.jobId);
+    const rec = isJobId(req.params.jobId) ? await dl.get(req.params.jobId) : null;
     if (!rec) return sendError(reply, 404, 'not_found', `no dead letter for job "${req.params.jobId}"`);
     return rec;
   });
 
   app.post('/v1/dlq/replay', async (req) => {
     const body = parse(replayRequestSchema, req.body);
-    if (!body.jobIds && !body.filter) {
-      throw new ValidationError('invalid request', [{ path: 'jobIds', message: 'give jobIds or a filter ({} replays everything)' }]);
-    }
+    if (!hasExplicitSelection(body)) throw new ValidationError('invalid request', NO_SELECTION);
     const r = await replayDeadLetters(dl, body);
     return body.dryRun ? { matched: r.matched, jobIds: r.jobIds } : { replayed: r.replayed, jobIds: r.jobIds };
   });
 
-  app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req) => ({ purged: await dl.remove([req.params.jobId]) }));
+  app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req) => ({
+    purged: isJobId(req.params.jobId) ? await dl.remove([req.params.jobId]) : 0,
+  }));
 
   app.post('/v1/dlq/purge', async (req) => {
     const body = parse(purgeRequestSchema, req.body);
+    if (!hasExplicitSelection(body)) throw new ValidationError('invalid request', NO_SELECTION);
     return { purged: await purgeDeadLetters(dl, body.jobIds, body.filter ?? {}) };
   });
 }

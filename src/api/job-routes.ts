@@ -3,7 +3,8 @@ import type { RelayContext } from '../context/relay-context.js';
 import { ValidationError } from '../errors/errors.js';
 import { getJobStatus } from '../queue/job-status.js';
 import { getStats } from '../queue/stats.js';
-import { sendError } from './api-errors.js';
+import { isJobId } from '../queue/job-id.js';
+import { boundBatchErrors, sendError } from './api-errors.js';
 
 export function registerJobRoutes(app: FastifyInstance, ctx: RelayContext): void {
   app.post('/v1/jobs', async (req, reply) => {
@@ -17,11 +18,11 @@ export function registerJobRoutes(app: FastifyInstance, ctx: RelayContext): void
       throw new ValidationError('invalid batch', [{ path: 'jobs', message: 'expected a list of jobs' }]);
     }
     const results = await ctx.producer.enqueueMany(body.jobs);
-    return reply.code(202).send({ results });
+    return reply.code(202).send({ results: boundBatchErrors(results) });
   });
 
   app.get<{ Params: { jobId: string } }>('/v1/jobs/:jobId', async (req, reply) => {
-    const status = await getJobStatus(ctx.queues, ctx.redis, req.params.jobId);
+    const status = isJobId(req.params.jobId) ? await getJobStatus(ctx.queues, ctx.redis, req.params.jobId) : null;
     if (!status)
       return sendError(
         reply,

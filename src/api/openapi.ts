@@ -350,7 +350,7 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
         "Delivers a journey engine's custom actions to third-party HTTP APIs.",
         'Errors are `{ "error": { "code", "message", "details"? } }`.',
         opts.bearer
-          ? 'Every /v1 route needs `Authorization: Bearer <ADMIN_TOKEN>`.'
+          ? 'Every /v1 route needs `Authorization: Bearer <token>`: ADMIN_TOKEN, or an API_TOKENS_FILE token whose scopes (enqueue, read, replay, admin) open the route (403 `forbidden` otherwise).'
           : 'This server runs without ADMIN_TOKEN (loopback only): no authentication.',
         'Queues and dead letters in a browser: /admin/queues.',
       ].join('\n\n'),
@@ -365,7 +365,9 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
     paths,
     components: {
       schemas,
-      ...(opts.bearer ? { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'the ADMIN_TOKEN' } } } : {}),
+      ...(opts.bearer
+        ? { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN or a scoped API token' } } }
+        : {}),
     },
   };
 }

@@ -13,7 +13,7 @@ export interface RunningApi {
 
 /** Starts the HTTP API of `action-relay api`. */
 export async function runApi(config: Config, ctx?: RelayContext): Promise<RunningApi> {
-  assertSafeBind(config.HOST, config.ADMIN_TOKEN);
+  assertSafeBind(config.HOST, config.ADMIN_TOKEN ?? config.API_TOKENS_FILE);
   const context = ctx ?? (await createRelayContext(config, { watchActions: true }));
   const sender = createHttpSender({ guard: context.egress });
   const app = await createApiServer({ ctx: context, sender });

@@ -27,6 +27,17 @@ export const envSchema = z.object({
   QUEUE_PARTITIONS: z.coerce.number().int().min(1).max(128).default(1),
   ACTIONS_DIR: z.string().min(1).optional(),
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** A YAML or JSON file of scoped API tokens: `tokens: [{ name, sha256, scopes }]`. */
+  API_TOKENS_FILE: z.string().min(1).optional(),
+  /** Host names the API answers to in the no-token mode, besides localhost and loopback addresses. */
+  API_ALLOWED_HOSTS: commaList.optional(),
+  /** What an `{ env: NAME }` secret reference must start with. @defaultValue ACTION_SECRET_ */
+  SECRETS_ENV_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/, 'the start of an environment variable name (letters, digits, _)')
+    .default('ACTION_SECRET_'),
+  /** The folder `{ file: PATH }` secret references are read from; unset: file references are refused. */
+  SECRETS_DIR: z.string().min(1).optional(),
   EGRESS_ALLOW_PRIVATE: bool.default(false),
   EGRESS_ALLOW_HOSTS: commaList.optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

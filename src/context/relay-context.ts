@@ -11,7 +11,15 @@ import { createOrdering, type Ordering } from '../queue/ordering.js';
 import { createRelayMetrics, type RelayMetrics } from '../metrics/relay-metrics.js';
 import { createOldestWaitingProbe } from '../metrics/oldest-waiting.js';
 import { createSecretResolver, type SecretResolver } from '../delivery/secret-resolver.js';
-import { createEgressGuard, destinationProblems, type EgressGuard, type EgressLookup } from '../delivery/egress-guard.js';
+import {
+  createEgressGuard,
+  destinationProblems,
+  SAVE_LOOKUP_TIMEOUT_MS,
+  type EgressGuard,
+  type EgressLookup,
+} from '../delivery/egress-guard.js';
+import { secretReferenceProblems } from '../actions/secret-references.js';
+import type { ActionDefinition } from '../actions/action-schema.js';
 import { createLogger } from '../logger.js';
 import { USER_AGENT } from '../version.js';
 import { loadActionFiles } from '../actions/action-files.js';
@@ -72,7 +80,14 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
   for (const c of [redis, bullConnection, subscriber]) {
     c?.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis connection error'));
   }
-  const store = createActionStore({ redis, keys, userAgent: USER_AGENT, logger, vet: (def) => destinationProblems(def, egress) });
+  const secretPolicy = { envPrefix: config.SECRETS_ENV_PREFIX, dir: config.SECRETS_DIR };
+  const vet = async (def: ActionDefinition) => [
+    ...(await secretReferenceProblems(def, secretPolicy)),
+    ...(await destinationProblems(def, egress, SAVE_LOOKUP_TIMEOUT_MS, (refused) =>
+      logger.warn(refused, 'action refused by the egress policy'),
+    )),
+  ];
+  const store = createActionStore({ redis, keys, userAgent: USER_AGENT, logger, vet });
   if (subscriber) await store.watch(subscriber);
   const queues = createDeliveryQueues({ connection: bullConnection, keys, retentionSeconds: config.JOB_RETENTION_SECONDS });
   for (const p of queues.partitions) p.queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
@@ -90,7 +105,7 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
       logger.warn({ jobId: next.jobId, err: coerceError(err).message }, 'adding the next ordered job failed; the ordering sweep adds it'),
   });
   const oldestWaiting = queues.partitions.map((p) => createOldestWaitingProbe(redis, p.keys));
-  const secrets = createSecretResolver(opts.env ? { env: opts.env } : {});
+  const secrets = createSecretResolver({ ...(opts.env ? { env: opts.env } : {}), ...secretPolicy });
   const metrics = createRelayMetrics(new Registry(), {
     defaults: opts.processMetrics ?? true,
     // Summed over the partitions: one script and one ZCARD per partition at scrape time.

@@ -47,12 +47,12 @@ function addQuery(req: BuiltRequest, name: string, value: string, secrets: Secre
  */
 export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: ApplyAuthOptions): Promise<AuthApplied> {
   const mask = opts.mask ?? false;
-  const value = async (ref: SecretRef) => (mask ? MASK : opts.secrets.resolve(ref));
+  const value = async (ref: SecretRef, field: string) => (mask ? MASK : opts.secrets.resolve(ref, field));
   switch (auth.type) {
     case 'none':
       return { secretHeaders: [], secretQuery: [] };
     case 'apiKey': {
-      const key = await value(auth.value);
+      const key = await value(auth.value, 'auth.value');
       if (auth.in === 'header') {
         req.headers[auth.name.toLowerCase()] = headerSafe(key, 'auth.value');
         return { secretHeaders: [auth.name.toLowerCase()], secretQuery: [] };
@@ -61,7 +61,7 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: Apply
       return { secretHeaders: [], secretQuery: [auth.name] };
     }
     case 'basic': {
-      const password = await value(auth.password);
+      const password = await value(auth.password, 'auth.password');
       if (mask) {
         req.headers.authorization = `Basic ${MASK}`;
       } else {
@@ -73,7 +73,7 @@ export async function applyAuth(auth: AuthConfig, req: BuiltRequest, opts: Apply
       return { secretHeaders: ['authorization'], secretQuery: [] };
     }
     case 'bearer':
-      req.headers.authorization = `Bearer ${headerSafe(await value(auth.token), 'auth.token')}`;
+      req.headers.authorization = `Bearer ${headerSafe(await value(auth.token, 'auth.token'), 'auth.token')}`;
       return { secretHeaders: ['authorization'], secretQuery: [] };
     case 'oauth2ClientCredentials':
     case 'customToken': {

@@ -215,12 +215,16 @@ export function createEgressGuard(policy: EgressPolicy): EgressGuard {
   const lookup = policy.lookup ?? defaultLookup;
   const allowedNames = new Set<string>();
   const allowedAddresses = new BlockList();
+  /** IP addresses named one by one (not ranges), in normalized spelling. */
+  const allowedExact = new Set<string>();
   for (const raw of policy.allowHosts ?? []) {
     const entry = normalizeHost(raw);
     const slash = entry.indexOf('/');
     if (slash > 0) {
       const net = entry.slice(0, slash);
-      const prefix = Number(entry.slice(slash + 1));
+      const bits = entry.slice(slash + 1);
+      // Digits only: Number('') is 0, so "10.0.0.0/" would otherwise allow every address (/0).
+      const prefix = /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
       const family = isIP(net);
       if (family === 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) {
         throw new Error(`EGRESS_ALLOW_HOSTS: "${raw}" is not a valid CIDR range`);
@@ -229,6 +233,7 @@ export function createEgressGuard(policy: EgressPolicy): EgressGuard {
     } else if (isIP(entry) !== 0) {
       allowedAddresses.addAddress(entry, isIP(entry) === 4 ? 'ipv4' : 'ipv6');
       allowedNames.add(entry);
+      allowedExact.add(entry);
     } else if (HOST_NAME.test(entry)) {
       allowedNames.add(entry);
     } else {
@@ -240,10 +245,13 @@ export function createEgressGuard(policy: EgressPolicy): EgressGuard {
     const addr = normalizeHost(ip);
     const family = isIP(addr);
     if (family === 0) return 'not an IP address';
-    if (allowedAddresses.check(addr, family === 4 ? 'ipv4' : 'ipv6')) return undefined;
     const cls = classify(addr);
+    // Cloud metadata hands out the machine's own credentials: only an entry naming that very address
+    // opens it, not a range that happens to cover it, nor a host name that resolves to it.
+    if (cls?.metadata) return allowedExact.has(addr) ? undefined : cls.label;
+    if (allowedAddresses.check(addr, family === 4 ? 'ipv4' : 'ipv6')) return undefined;
     if (cls === undefined) return undefined;
-    if (policy.allowPrivate && !cls.metadata) return undefined;
+    if (policy.allowPrivate) return undefined;
     return cls.label;
   }
 
@@ -266,11 +274,12 @@ export function createEgressGuard(policy: EgressPolicy): EgressGuard {
     }
     const addresses = await lookup(host);
     if (addresses.length === 0) throw notFound(host);
-    if (allowedNames.has(host)) return addresses;
+    const named = allowedNames.has(host);
     // One forbidden answer refuses the host: a name that mixes public and private answers is a rebinding tell.
+    // An allowed name skips the checks, except that of cloud metadata.
     for (const a of addresses) {
       const cls = refusal(a.address);
-      if (cls !== undefined) throw blocked(host, a.address, cls);
+      if (cls !== undefined && (!named || cls.startsWith('cloud metadata'))) throw blocked(host, a.address, cls);
     }
     return addresses;
   }
@@ -322,6 +331,9 @@ export function actionDestinations(def: ActionDefinition): { path: string; url: 
   return out;
 }
 
+/** What a refused save says, without the address the host resolved to. */
+export const EGRESS_REFUSAL = 'destination not allowed by the egress policy (EGRESS_ALLOW_HOSTS, EGRESS_ALLOW_PRIVATE)';
+
 /** How long saving an action waits for DNS before accepting a host it could not resolve. */
 export const SAVE_LOOKUP_TIMEOUT_MS = 3000;
 
@@ -334,6 +346,7 @@ export async function destinationProblems(
   def: ActionDefinition,
   guard: EgressGuard,
   timeoutMs = SAVE_LOOKUP_TIMEOUT_MS,
+  onRefused: (refused: { actionId: string; field: string; host: string; address: string; reason: string }) => void = () => undefined,
 ): Promise<FieldProblem[]> {
   const checks = actionDestinations(def).map(async ({ path, url }): Promise<FieldProblem | undefined> => {
     let timer: NodeJS.Timeout | undefined;
@@ -344,7 +357,11 @@ export async function destinationProblems(
       await Promise.race([guard.checkUrl(url), late]);
       return undefined;
     } catch (err: unknown) {
-      return err instanceof BlockedDestinationError ? { path, message: err.message } : undefined;
+      if (!(err instanceof BlockedDestinationError)) return undefined;
+      // The answer does not say what a name resolves to (an oracle for the internal network's
+      // layout); the log does, for the operator. An address written in the URL is no news to its author.
+      onRefused({ actionId: def.id, field: path, host: err.host ?? '', address: err.address ?? '', reason: err.message });
+      return { path, message: err.host !== undefined && err.host === err.address ? err.message : EGRESS_REFUSAL };
     } finally {
       clearTimeout(timer);
     }

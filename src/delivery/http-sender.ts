@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Agent, type Dispatcher } from 'undici';
 import type { BuiltRequest } from '../actions/compile-action.js';
 import { classifyTransportError } from './retry-policy.js';
+import { TimeoutError } from '../errors/errors.js';
 import { createEgressGuard, type EgressGuard } from './egress-guard.js';
 
 export interface SentResponse {
@@ -14,6 +15,7 @@ export interface SentResponse {
 }
 
 export interface SendOptions {
+  /** Deadline of the whole exchange: connect, request, headers and the body read. */
   timeoutMs: number;
   /** Bytes of body to keep; 0 discards it. */
   readLimit: number;
@@ -116,6 +118,17 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
   };
   return {
     async send(req, opts) {
+      // One deadline for the whole exchange. undici's headersTimeout and bodyTimeout are per phase,
+      // and bodyTimeout restarts with every chunk: a server trickling a byte every few hundred ms
+      // would hold the request for hours. The abort ends connect, headers or body read alike.
+      const deadline = new AbortController();
+      const timer = setTimeout(() => deadline.abort(), opts.timeoutMs);
+      // Named as undici names its own timeouts of the phase the deadline cut.
+      let answered = false;
+      const late = () =>
+        answered
+          ? new TimeoutError('UND_ERR_BODY_TIMEOUT', `the answer's body was not read whole within ${opts.timeoutMs} ms (timeoutMs)`)
+          : new TimeoutError('UND_ERR_HEADERS_TIMEOUT', `no answer within ${opts.timeoutMs} ms (timeoutMs)`);
       try {
         const via = opts.tls ? poolFor(opts.tls) : dispatcher;
         const res = await via.request({
@@ -126,17 +139,26 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
           body: req.body ?? null,
           headersTimeout: opts.timeoutMs,
           bodyTimeout: opts.timeoutMs,
+          signal: deadline.signal,
         } as Dispatcher.RequestOptions);
+        answered = true;
         const declared = Number(res.headers['content-length']);
+        let read: { buf: Buffer; truncated: boolean };
         if (opts.readLimit > 0 && Number.isFinite(declared) && declared > opts.readLimit * 4) {
           // Do not pull megabytes we will throw away; keep the head for the record.
           const head = await readBounded(res.body, Math.min(opts.readLimit, 4096));
-          return { status: res.statusCode, headers: res.headers as SentResponse['headers'], body: head.buf, truncated: true };
+          read = { buf: head.buf, truncated: true };
+        } else {
+          read = await readBounded(res.body, opts.readLimit);
         }
-        const { buf, truncated } = await readBounded(res.body, opts.readLimit);
-        return { status: res.statusCode, headers: res.headers as SentResponse['headers'], body: buf, truncated };
+        // A discarded body swallows the abort: the deadline still decides.
+        if (deadline.signal.aborted) throw late();
+        return { status: res.statusCode, headers: res.headers as SentResponse['headers'], body: read.buf, truncated: read.truncated };
       } catch (err: unknown) {
+        if (deadline.signal.aborted) throw late();
         throw classifyTransportError(err);
+      } finally {
+        clearTimeout(timer);
       }
     },
     close: async () => {

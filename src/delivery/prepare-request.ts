@@ -42,7 +42,9 @@ export async function prepareRequest(action: CompiledAction, scope: RenderScope,
       Object.assign(req.headers, { 'webhook-id': id, 'webhook-timestamp': String(timestamp), 'webhook-signature': `v1,${MASK}` });
     } else {
       const keys = await Promise.all(
-        def.signing.secrets.map(async (ref, i) => decodeSigningSecret(await opts.secrets.resolve(ref), `signing.secrets.${i}`)),
+        def.signing.secrets.map(async (ref, i) =>
+          decodeSigningSecret(await opts.secrets.resolve(ref, `signing.secrets[${i}]`), `signing.secrets[${i}]`),
+        ),
       );
       Object.assign(req.headers, signatureHeaders(keys, id, timestamp, req.body ?? ''));
     }
@@ -50,7 +52,12 @@ export async function prepareRequest(action: CompiledAction, scope: RenderScope,
   const prepared: PreparedRequest = { req, applied };
   if (def.tls && !opts.mask) {
     const { cert, key, ca } = def.tls;
-    const [c, k, a] = await Promise.all([cert, key, ca].map((ref) => (ref ? opts.secrets.resolve(ref) : undefined)));
+    const [c, k, a] = await Promise.all(
+      (['cert', 'key', 'ca'] as const).map((part) => {
+        const ref = { cert, key, ca }[part];
+        return ref ? opts.secrets.resolve(ref, `tls.${part}`) : undefined;
+      }),
+    );
     prepared.tls = { ...(c ? { cert: c } : {}), ...(k ? { key: k } : {}), ...(a ? { ca: a } : {}) };
   }
   return prepared;

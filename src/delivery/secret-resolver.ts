@@ -1,10 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import type { SecretRef } from '../actions/action-schema.js';
+import { DEFAULT_SECRETS_ENV_PREFIX, realSecretPath, secretRefProblem } from '../actions/secret-references.js';
 import { AuthError } from '../errors/errors.js';
 
 export interface SecretResolver {
-  /** Resolves a reference at call time; throws AuthError naming the reference when it cannot. */
-  resolve(ref: SecretRef): Promise<string>;
+  /**
+   * Resolves a reference at call time, under the policy (SECRETS_ENV_PREFIX, SECRETS_DIR) again:
+   * a definition may predate it. Throws AuthError "secret <field> is not available" when it cannot,
+   * never saying whether a variable or file exists.
+   */
+  resolve(ref: SecretRef, field?: string): Promise<string>;
   /** Replaces every secret value resolved so far with "***". */
   redact(text: string): string;
   /** Adds a value obtained at run time (an access token) to what `redact` masks. */
@@ -13,6 +18,10 @@ export interface SecretResolver {
 
 export interface SecretResolverOptions {
   env?: NodeJS.ProcessEnv;
+  /** What an `{ env }` reference must start with (SECRETS_ENV_PREFIX). @defaultValue ACTION_SECRET_ */
+  envPrefix?: string;
+  /** The folder `{ file }` references are read from (SECRETS_DIR); unset: none are. */
+  dir?: string | undefined;
   readSecretFile?: (path: string) => Promise<string>;
   /** How long a file's content is reused before it is read again. @defaultValue 30000 */
   fileTtlMs?: number;
@@ -21,10 +30,15 @@ export interface SecretResolverOptions {
 
 export const MASK = '***';
 const MAX_REMEMBERED = 2000;
+/** A shorter secret is refused: masking it would mask common words, and a short one is guessable anyway. */
+export const MIN_SECRET_LENGTH = 8;
+/** A text ending with this many characters of a secret's start has it masked: the text may have been cut inside it. */
+const MIN_CUT_HEAD = 3;
 
 export function createSecretResolver(opts: SecretResolverOptions = {}): SecretResolver {
   const env = opts.env ?? process.env;
   const read = opts.readSecretFile ?? ((p: string) => readFile(p, 'utf8'));
+  const policy = { envPrefix: opts.envPrefix ?? DEFAULT_SECRETS_ENV_PREFIX, dir: opts.dir };
   const ttl = opts.fileTtlMs ?? 30_000;
   const now = opts.now ?? Date.now;
   const files = new Map<string, { value: string; at: number }>();
@@ -32,39 +46,82 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
   const seen = new Set<string>();
   let ordered: string[] = [];
 
-  const remember = (value: string) => {
-    if (value.length < 4) return value;
+  // Secrets by their first MIN_CUT_HEAD characters, to find one cut at the end of a text.
+  let heads = new Map<string, string[]>();
+
+  const add = (value: string) => {
     if (seen.has(value)) {
       // Used again: move it to the newest end, so eviction takes values no longer in use.
       seen.delete(value);
       seen.add(value);
-      return value;
+      return false;
     }
     seen.add(value);
     // Tokens rotate for as long as the process lives: keep the most recently used values, a bounded set.
     if (seen.size > MAX_REMEMBERED) seen.delete(seen.values().next().value as string);
-    ordered = [...seen].sort((a, b) => b.length - a.length);
+    return true;
+  };
+
+  const remember = (value: string) => {
+    if (value.length < 4) return value;
+    // As a JSON string shows it (a third party echoing it in a JSON body), and with "/" escaped as some do.
+    const json = JSON.stringify(value).slice(1, -1);
+    let changed = false;
+    for (const form of new Set([value, json, json.replaceAll('/', '\\/')])) changed = add(form) || changed;
+    if (changed) {
+      ordered = [...seen].sort((a, b) => b.length - a.length);
+      heads = new Map();
+      for (const s of ordered) {
+        const head = s.slice(0, MIN_CUT_HEAD);
+        const list = heads.get(head);
+        if (list) list.push(s);
+        else heads.set(head, [s]);
+      }
+    }
     return value;
   };
 
+  /** The text with a secret cut at its very end (the first characters of one, up to the end) masked. */
+  const maskCutTail = (text: string, longest: number): string => {
+    for (let at = Math.max(0, text.length - longest + 1); at <= text.length - MIN_CUT_HEAD; at++) {
+      const candidates = heads.get(text.slice(at, at + MIN_CUT_HEAD));
+      if (!candidates) continue;
+      const tail = text.slice(at);
+      if (candidates.some((s) => s.length > tail.length && s.startsWith(tail))) return text.slice(0, at) + MASK;
+    }
+    return text;
+  };
+
+  const unavailable = (field: string | undefined) => new AuthError(`secret ${field ?? 'reference'} is not available`);
+  const checked = (value: string, field: string | undefined) => {
+    if (value.length < MIN_SECRET_LENGTH) {
+      throw new AuthError(`secret ${field ?? 'reference'} is shorter than ${MIN_SECRET_LENGTH} characters: too short to be masked safely`);
+    }
+    return remember(value);
+  };
+
   return {
-    async resolve(ref) {
+    async resolve(ref, field) {
+      if (secretRefProblem(ref, policy) !== undefined) throw unavailable(field);
       if ('env' in ref) {
         const value = env[ref.env];
-        if (value === undefined || value === '') throw new AuthError(`secret env ${ref.env} is not set`);
-        return remember(value);
+        if (value === undefined || value === '') throw unavailable(field);
+        return checked(value, field);
       }
       const cached = files.get(ref.file);
       if (cached && now() - cached.at < ttl) return cached.value;
+      // The real path again at use: a symlink placed after the save cannot lead outside SECRETS_DIR.
+      const real = await realSecretPath(ref.file, policy.dir);
+      if (real === undefined || real === 'missing') throw unavailable(field);
       let value: string;
       try {
-        value = (await read(ref.file)).trim();
-      } catch (err: unknown) {
-        const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
-        throw new AuthError(`secret file ${ref.file} cannot be read (${code})`);
+        value = (await read(real)).trim();
+      } catch {
+        throw unavailable(field);
       }
+      checked(value, field);
       files.set(ref.file, { value, at: now() });
-      return remember(value);
+      return value;
     },
     remember(value) {
       remember(value);
@@ -72,7 +129,8 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
     redact(text) {
       let out = text;
       for (const s of ordered) if (out.includes(s)) out = out.split(s).join(MASK);
-      return out;
+      const longest = ordered[0]?.length ?? 0;
+      return longest > 0 ? maskCutTail(out, longest) : out;
     },
   };
 }

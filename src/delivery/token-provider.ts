@@ -38,6 +38,8 @@ export interface TokenProviderDeps {
   secrets: SecretResolver;
   logger: Logger;
   userAgent: string;
+  /** Deadline of one token request, connect to last byte. @defaultValue TOKEN_TIMEOUT_MS */
+  timeoutMs?: number;
   /** Called once per token request sent, for the token metric. */
   onFetch?: (actionId: string, ok: boolean) => void;
   now?: () => number;
@@ -94,12 +96,12 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     return undefined;
   }
 
-  async function resolveBody(value: unknown): Promise<unknown> {
-    if (isSecretRef(value)) return deps.secrets.resolve(value);
-    if (Array.isArray(value)) return Promise.all(value.map(resolveBody));
+  async function resolveBody(value: unknown, path: string): Promise<unknown> {
+    if (isSecretRef(value)) return deps.secrets.resolve(value, path);
+    if (Array.isArray(value)) return Promise.all(value.map((v, i) => resolveBody(v, `${path}[${i}]`)));
     if (value !== null && typeof value === 'object') {
       const out: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-      for (const [k, v] of Object.entries(value)) out[k] = await resolveBody(v);
+      for (const [k, v] of Object.entries(value)) out[k] = await resolveBody(v, `${path}.${k}`);
       return out;
     }
     return value;
@@ -109,7 +111,7 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': deps.userAgent };
     if (auth.type === 'oauth2ClientCredentials') {
       const url = new URL(auth.tokenUrl);
-      const secret = await deps.secrets.resolve(auth.clientSecret);
+      const secret = await deps.secrets.resolve(auth.clientSecret, 'auth.clientSecret');
       const form = new URLSearchParams({ grant_type: 'client_credentials' });
       if (auth.scope) form.set('scope', auth.scope);
       if (auth.audience) form.set('audience', auth.audience);
@@ -127,13 +129,13 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     const r = auth.request;
     const url = new URL(r.url);
     for (const [name, v] of Object.entries(r.headers ?? {})) {
-      const value = typeof v === 'string' ? v : await deps.secrets.resolve(v);
+      const value = typeof v === 'string' ? v : await deps.secrets.resolve(v, `auth.request.headers.${name}`);
       if (/[\r\n\0]/.test(value)) throw new AuthError(`auth.request.headers.${name}: the secret's value holds a line break`);
       headers[name.toLowerCase()] = value;
     }
     let body: string | undefined;
     if (r.body !== undefined && r.method === 'POST') {
-      const resolved = await resolveBody(r.body);
+      const resolved = await resolveBody(r.body, 'auth.request.body');
       if (r.bodyType === 'form') {
         const form = new URLSearchParams();
         for (const [k, v] of Object.entries(resolved as Record<string, unknown>)) if (v !== null) form.set(k, String(v));
@@ -156,7 +158,7 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
     try {
       let res;
       try {
-        res = await deps.sender.send(req, { timeoutMs: TOKEN_TIMEOUT_MS, readLimit: TOKEN_BODY_BYTES });
+        res = await deps.sender.send(req, { timeoutMs: deps.timeoutMs ?? TOKEN_TIMEOUT_MS, readLimit: TOKEN_BODY_BYTES });
       } catch (err: unknown) {
         if (err instanceof RelayError && !err.retryable) throw err;
         throw new AuthError(`${where} did not answer: ${deps.secrets.redact(coerceError(err).message)}`, true);
@@ -202,8 +204,8 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
   async function obtain(auth: TokenAuth, id: string, actionId: string, rejected: string | undefined): Promise<string> {
     const tokenKey = deps.keys.token(id);
     const lockKey = deps.keys.tokenLock(id);
-    // The sender's timeout applies per phase (connect, headers, body): the lock outlives all three.
-    const lockMs = TOKEN_TIMEOUT_MS * 3 + 5000;
+    // The lock outlives a token request (one deadline, connect to last byte) with room to spare.
+    const lockMs = (deps.timeoutMs ?? TOKEN_TIMEOUT_MS) * 3 + 5000;
     const deadline = now() + lockMs * 2;
     for (;;) {
       const shared = await readShared(id);

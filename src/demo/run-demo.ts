@@ -58,9 +58,9 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   const allowHosts = [...new Set([...(config.EGRESS_ALLOW_HOSTS ?? []), '127.0.0.1', 'localhost'])];
   const cfg: Config = { ...config, REDIS_URL: redis.url, EGRESS_ALLOW_HOSTS: allowHosts };
   // Demo credentials for the sample actions; real deployments set their own.
-  process.env.ACME_SMS_TOKEN ??= 'demo-acme-token';
-  process.env.CRM_API_KEY ??= 'demo-crm-key';
-  process.env.AUDIT_KEY ??= 'demo-audit-key';
+  process.env.ACTION_SECRET_ACME_SMS_TOKEN ??= 'demo-acme-token';
+  process.env.ACTION_SECRET_CRM_API_KEY ??= 'demo-crm-key';
+  process.env.ACTION_SECRET_AUDIT_KEY ??= 'demo-audit-key';
 
   const receiver = await startMockReceiver({ port: opts.receiverPort });
   const ctx = await createRelayContext(cfg, { watchActions: true });

@@ -24,6 +24,17 @@ export abstract class RelayError extends Error {
   abstract readonly reason: DeadReason;
 }
 
+/** Problems a message spells out; `problems` keeps them all. */
+const PROBLEMS_IN_MESSAGE = 5;
+
+/** "path: message; ..." of the first few problems, each clipped: a message stays short however many fields are wrong. */
+function summarize(problems: readonly FieldProblem[]): string {
+  const clip = (s: string) => (s.length > 200 ? `${s.slice(0, 200)}...` : s);
+  const listed = problems.slice(0, PROBLEMS_IN_MESSAGE).map((p) => `${clip(p.path)}: ${clip(p.message)}`);
+  if (problems.length > PROBLEMS_IN_MESSAGE) listed.push(`${problems.length - PROBLEMS_IN_MESSAGE} more`);
+  return listed.join('; ');
+}
+
 /** A definition or input failed validation; `problems` name every bad field. */
 export class ValidationError extends Error {
   readonly code = 'validation_failed';
@@ -31,7 +42,7 @@ export class ValidationError extends Error {
     message: string,
     readonly problems: FieldProblem[],
   ) {
-    super(`${message}: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`);
+    super(`${message}: ${summarize(problems)}`);
   }
 }
 
@@ -40,7 +51,7 @@ export class InvalidParamsError extends RelayError {
   readonly retryable = false;
   readonly reason = 'invalid_params' as const;
   constructor(readonly problems: FieldProblem[]) {
-    super(`invalid params: ${problems.map((p) => `${p.path}: ${p.message}`).join('; ')}`);
+    super(`invalid params: ${summarize(problems)}`);
   }
 }
 

@@ -6,11 +6,26 @@ import type { DeadLetterRecord } from './outcome-writer.js';
 export const replayRequestSchema = z.strictObject({
   jobIds: z.array(z.string().min(1)).max(100_000).optional(),
   filter: dlqFilterSchema.optional(),
+  /** Selects every dead letter: required to replay them all, so that an empty body selects nothing. */
+  all: z.literal(true).optional(),
   /** Spread replays at this rate so the third party is never flooded. */
   ratePerSecond: z.number().positive().max(100_000).optional(),
   dryRun: z.boolean().default(false),
 });
 export type ReplayRequest = z.infer<typeof replayRequestSchema>;
+
+/**
+ * Whether a replay or purge names what it touches: `jobIds`, a filter with at least one field, or
+ * `all: true`. An empty body or `{}` (a form post, a mistyped script) selects nothing.
+ */
+export function hasExplicitSelection(sel: {
+  jobIds?: string[] | undefined;
+  filter?: DlqFilter | undefined;
+  all?: true | undefined;
+}): boolean {
+  if (sel.jobIds !== undefined || sel.all === true) return true;
+  return Object.values(sel.filter ?? {}).some((v) => v !== undefined);
+}
 
 /** Records named by ids (those that exist) or matched by a filter, page by page. */
 export async function* selectRecords(dl: DeadLetters, jobIds: string[] | undefined, filter: DlqFilter): AsyncGenerator<DeadLetterRecord[]> {

@@ -376,7 +376,7 @@ describe('ADMIN_TOKEN', () => {
     expect(login.statusCode).toBe(303);
     expect(login.headers.location).toBe('/admin/queues/queue/deliveries?status=waiting');
     const setCookie = String(login.headers['set-cookie']);
-    expect(setCookie).toMatch(/^action_relay_admin=\d+\.[\w-]+; Path=\/admin; HttpOnly; SameSite=Strict; Max-Age=43200$/);
+    expect(setCookie).toMatch(/^action_relay_admin=\d+\.[\w-]+\.[\w-]+; Path=\/admin; HttpOnly; SameSite=Strict; Max-Age=43200$/);
     expect(setCookie).not.toContain(TOKEN);
     const cookie = setCookie.split(';')[0] as string;
 

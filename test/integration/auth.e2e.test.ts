@@ -56,13 +56,13 @@ describe('oauth2 client credentials', () => {
         type: 'oauth2ClientCredentials',
         tokenUrl: `${tokens.url}/oauth/token`,
         clientId: 'relay client',
-        clientSecret: { env: 'CRM_CLIENT_SECRET' },
+        clientSecret: { env: 'ACTION_SECRET_CRM_CLIENT_SECRET' },
         scope: 'contacts:write',
         audience: 'https://crm.example/api',
       },
       body: { n: 1 },
     });
-    const env = { CRM_CLIENT_SECRET: 's3cr3t:with/odd&chars' };
+    const env = { ACTION_SECRET_CRM_CLIENT_SECRET: 's3cr3t:with/odd&chars' };
     spawnWorker(config, children, env);
     spawnWorker(config, children, env);
     await ctx.producer.enqueueMany(Array.from({ length: 500 }, () => ({ actionId: 'crm', params: {} })));
@@ -76,7 +76,9 @@ describe('oauth2 client credentials', () => {
     expect(t.url).toBe('/oauth/token');
     expect(t.headers['content-type']).toBe('application/x-www-form-urlencoded');
     // RFC 6749 2.3.1: client id and secret form-encoded, then HTTP Basic.
-    const basic = Buffer.from(`${encodeURIComponent('relay client')}:${encodeURIComponent(env.CRM_CLIENT_SECRET)}`).toString('base64');
+    const basic = Buffer.from(`${encodeURIComponent('relay client')}:${encodeURIComponent(env.ACTION_SECRET_CRM_CLIENT_SECRET)}`).toString(
+      'base64',
+    );
     expect(t.headers.authorization).toBe(`Basic ${basic}`);
     const form = new URLSearchParams(t.body);
     expect(Object.fromEntries(form)).toEqual({
@@ -100,13 +102,13 @@ describe('oauth2 client credentials', () => {
         type: 'oauth2ClientCredentials',
         tokenUrl: tokens.url,
         clientId: 'c',
-        clientSecret: { env: 'ROT_SECRET' },
+        clientSecret: { env: 'ACTION_SECRET_ROT_SECRET' },
         clientAuth: 'body',
       },
       body: {},
       retry: { maxAttempts: 1 },
     });
-    const worker = await startTestWorker(config, { ROT_SECRET: 'rotation-secret-1' });
+    const worker = await startTestWorker(config, { ACTION_SECRET_ROT_SECRET: 'rotation-secret-1' });
     cleanups.push(() => worker.stop());
     await ctx.producer.enqueue({ actionId: 'rotating', params: {} });
     await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 1, 10_000, 'first outcome');
@@ -136,10 +138,10 @@ describe('oauth2 client credentials', () => {
       id: 'refused',
       name: 'refused',
       endpoint: { url: receiver.url, method: 'POST' },
-      auth: { type: 'oauth2ClientCredentials', tokenUrl: tokens.url, clientId: 'c', clientSecret: { env: 'REFUSED_SECRET' } },
+      auth: { type: 'oauth2ClientCredentials', tokenUrl: tokens.url, clientId: 'c', clientSecret: { env: 'ACTION_SECRET_REFUSED_SECRET' } },
       body: {},
     });
-    const worker = await startTestWorker(config, { REFUSED_SECRET: 'refused-secret-value' });
+    const worker = await startTestWorker(config, { ACTION_SECRET_REFUSED_SECRET: 'refused-secret-value' });
     cleanups.push(() => worker.stop());
     const { jobId } = await ctx.producer.enqueue({ actionId: 'refused', params: {} });
     await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 1, 10_000, 'outcome');
@@ -172,8 +174,8 @@ describe('customToken', () => {
         request: {
           url: `${tokens.url}/login`,
           method: 'POST',
-          headers: { 'X-Tenant': 'journeys', 'X-Login-Key': { env: 'LOGIN_KEY' } },
-          body: { user: 'relay', password: { env: 'LOGIN_PASSWORD' } },
+          headers: { 'X-Tenant': 'journeys', 'X-Login-Key': { env: 'ACTION_SECRET_LOGIN_KEY' } },
+          body: { user: 'relay', password: { env: 'ACTION_SECRET_LOGIN_PASSWORD' } },
         },
         tokenPath: 'data.token',
         expiresInPath: 'data.ttl',
@@ -181,7 +183,7 @@ describe('customToken', () => {
       },
       body: {},
     });
-    const worker = await startTestWorker(config, { LOGIN_PASSWORD: 'pw-of-relay', LOGIN_KEY: 'login-key-1' });
+    const worker = await startTestWorker(config, { ACTION_SECRET_LOGIN_PASSWORD: 'pw-of-relay', ACTION_SECRET_LOGIN_KEY: 'login-key-1' });
     cleanups.push(() => worker.stop());
     await ctx.producer.enqueueMany(Array.from({ length: 20 }, () => ({ actionId: 'custom_json', params: {} })));
     await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 20, 10_000, '20 outcomes');
@@ -223,13 +225,18 @@ describe('customToken', () => {
       endpoint: { url: receiver.url, path: '/f', method: 'POST' },
       auth: {
         type: 'customToken',
-        request: { url: `${tokens.url}/form`, method: 'POST', bodyType: 'form', body: { user: 'u', pass: { env: 'FORM_PASS' } } },
+        request: {
+          url: `${tokens.url}/form`,
+          method: 'POST',
+          bodyType: 'form',
+          body: { user: 'u', pass: { env: 'ACTION_SECRET_FORM_PASS' } },
+        },
         tokenPath: '$response',
         inject: { as: 'bearer' },
       },
       body: {},
     });
-    const worker = await startTestWorker(config, { FORM_PASS: 'form-pass-value' });
+    const worker = await startTestWorker(config, { ACTION_SECRET_FORM_PASS: 'form-pass-value' });
     cleanups.push(() => worker.stop());
     await ctx.producer.enqueue({ actionId: 'custom_get', params: {} });
     await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 1, 10_000, 'outcome');
@@ -267,9 +274,9 @@ describe('outbound signing', () => {
       endpoint: { url: receiver.url, method: 'POST' },
       parameters: { text: { type: 'string' } },
       body: { text: '{{params.text}}', emoji: 'ünïcødé ✓' },
-      signing: { secrets: [{ env: 'SIGN_OLD' }, { env: 'SIGN_NEW' }] },
+      signing: { secrets: [{ env: 'ACTION_SECRET_SIGN_OLD' }, { env: 'ACTION_SECRET_SIGN_NEW' }] },
     });
-    const worker = await startTestWorker(config, { SIGN_OLD: oldSecret, SIGN_NEW: newSecret });
+    const worker = await startTestWorker(config, { ACTION_SECRET_SIGN_OLD: oldSecret, ACTION_SECRET_SIGN_NEW: newSecret });
     cleanups.push(() => worker.stop());
     await ctx.producer.enqueue({ actionId: 'signed', params: { text: 'a "quoted" text' }, idempotencyKey: 'order-42' });
     await waitFor(() => receiver.requests.length >= 1, 10_000, 'signed request');
@@ -345,12 +352,13 @@ describe('mTLS', () => {
     cleanups.push(() => new Promise((r) => server.close(() => r())));
     const port = (server.address() as { port: number }).port;
 
-    const { config, ctx } = await setupRun(cleanups);
+    // Read from SECRETS_DIR, by paths relative to it.
+    const { config, ctx } = await setupRun(cleanups, { SECRETS_DIR: dir });
     await ctx.store.put({
       id: 'mtls',
       name: 'mtls',
       endpoint: { url: `https://127.0.0.1:${port}`, path: '/secure', method: 'POST' },
-      tls: { cert: { file: file('client.crt') }, key: { file: file('client.key') }, ca: { file: file('ca.crt') } },
+      tls: { cert: { file: 'client.crt' }, key: { file: 'client.key' }, ca: { file: file('ca.crt') } },
       body: {},
     });
     // Trusts the CA but has no client certificate: the server ends the handshake.
@@ -381,10 +389,10 @@ describe('broken secrets', () => {
       id: 'broken_key',
       name: 'broken key',
       endpoint: { url: receiver.url, method: 'POST' },
-      auth: { type: 'apiKey', name: 'X-Key', value: { env: 'BROKEN_KEY' }, in: 'header' },
+      auth: { type: 'apiKey', name: 'X-Key', value: { env: 'ACTION_SECRET_BROKEN_KEY' }, in: 'header' },
       body: {},
     });
-    const worker = await startTestWorker(config, { BROKEN_KEY: 'line-one\r\nX-Injected: 1' });
+    const worker = await startTestWorker(config, { ACTION_SECRET_BROKEN_KEY: 'line-one\r\nX-Injected: 1' });
     cleanups.push(() => worker.stop());
     await ctx.producer.enqueue({ actionId: 'broken_key', params: {} });
     await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 1, 10_000, 'outcome');

@@ -34,7 +34,7 @@ beforeAll(async () => {
     ACTION_RELAY_PREFIX: config.ACTION_RELAY_PREFIX,
     METRICS_PORT: String(metricsPort),
     LOG_LEVEL: 'info',
-    E2E_TOKEN: 'e2e-token-value',
+    ACTION_SECRET_E2E_TOKEN: 'e2e-token-value',
     // The receiver listens on loopback, which the egress guard refuses unless allowed.
     EGRESS_ALLOW_HOSTS: '127.0.0.1,localhost',
   };
@@ -61,7 +61,7 @@ describe('the action-relay CLI and a real worker process', () => {
         `  url: ${receiver.url}`,
         '  path: "/users/{{params.user}}/notify"',
         '  method: POST',
-        'auth: { type: bearer, token: { env: E2E_TOKEN } }',
+        'auth: { type: bearer, token: { env: ACTION_SECRET_E2E_TOKEN } }',
         'parameters:',
         '  user: { type: string, required: true }',
         '  count: { type: integer }',

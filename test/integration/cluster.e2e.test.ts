@@ -153,7 +153,7 @@ describe(`a 3-master Redis Cluster with QUEUE_PARTITIONS=${PARTITIONS} and two w
 
   it('replays the dead letters through the cluster', async () => {
     gone.clear();
-    const replay = await call<{ replayed: number; jobIds: string[] }>('POST', '/v1/dlq/replay', { filter: {} });
+    const replay = await call<{ replayed: number; jobIds: string[] }>('POST', '/v1/dlq/replay', { all: true });
     expect(replay.replayed).toBe(3);
     const byJob = await waitFor(
       async () => {

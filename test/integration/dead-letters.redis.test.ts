@@ -19,7 +19,7 @@ import {
 
 const run = promisify(execFile);
 const SECRET = 'dlq-secret-Zq81';
-const env = { ...process.env, DLQ_TOKEN: SECRET };
+const env = { ...process.env, ACTION_SECRET_DLQ_TOKEN: SECRET };
 
 let config: Config;
 let ctx: RelayContext;
@@ -35,7 +35,7 @@ function action(id: string) {
     id,
     name: id,
     endpoint: { url: receiver.url, path: `/${id}`, method: 'POST' },
-    auth: { type: 'bearer', token: { env: 'DLQ_TOKEN' } },
+    auth: { type: 'bearer', token: { env: 'ACTION_SECRET_DLQ_TOKEN' } },
     parameters: { n: { type: 'integer', required: true } },
     body: { n: '{{params.n}}' },
     retry: { maxAttempts: 2, backoff: { type: 'fixed', delayMs: 10, maxDelayMs: 10 } },

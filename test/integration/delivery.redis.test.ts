@@ -7,7 +7,12 @@ import type { RelayContext } from '../../src/context/relay-context.js';
 import type { Config } from '../../src/config/config.js';
 import { readResults, removePrefixKeys, startReceiver, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
 
-const env = { ...process.env, T_BEARER: 'bearer-secret-123', T_KEY: 'key-secret-456', T_PASS: 'pass-secret-789' };
+const env = {
+  ...process.env,
+  ACTION_SECRET_T_BEARER: 'bearer-secret-123',
+  ACTION_SECRET_T_KEY: 'key-secret-456',
+  ACTION_SECRET_T_PASS: 'pass-secret-789',
+};
 
 let config: Config;
 let ctx: RelayContext;
@@ -69,10 +74,14 @@ beforeEach(() => {
 
 describe('delivery through a real worker and receiver', () => {
   it('delivers with each auth type arriving as the receiver expects', async () => {
-    await ctx.store.put(action('auth_bearer', { auth: { type: 'bearer', token: { env: 'T_BEARER' } } }));
-    await ctx.store.put(action('auth_basic', { auth: { type: 'basic', username: 'ada', password: { env: 'T_PASS' } } }));
-    await ctx.store.put(action('auth_key_h', { auth: { type: 'apiKey', name: 'X-Api-Key', in: 'header', value: { env: 'T_KEY' } } }));
-    await ctx.store.put(action('auth_key_q', { auth: { type: 'apiKey', name: 'api_key', in: 'query', value: { env: 'T_KEY' } } }));
+    await ctx.store.put(action('auth_bearer', { auth: { type: 'bearer', token: { env: 'ACTION_SECRET_T_BEARER' } } }));
+    await ctx.store.put(action('auth_basic', { auth: { type: 'basic', username: 'ada', password: { env: 'ACTION_SECRET_T_PASS' } } }));
+    await ctx.store.put(
+      action('auth_key_h', { auth: { type: 'apiKey', name: 'X-Api-Key', in: 'header', value: { env: 'ACTION_SECRET_T_KEY' } } }),
+    );
+    await ctx.store.put(
+      action('auth_key_q', { auth: { type: 'apiKey', name: 'api_key', in: 'query', value: { env: 'ACTION_SECRET_T_KEY' } } }),
+    );
     for (const id of ['auth_bearer', 'auth_basic', 'auth_key_h', 'auth_key_q']) {
       const { jobId } = await ctx.producer.enqueue({ actionId: id, params: { n: 1 } });
       expect((await resultOf(jobId)).outcome).toBe('delivered');
@@ -288,7 +297,7 @@ describe('HTTP API', () => {
   });
 
   it('previews with secrets masked and tests with one real request', async () => {
-    await ctx.store.put(action('preview', { auth: { type: 'bearer', token: { env: 'T_BEARER' } } }));
+    await ctx.store.put(action('preview', { auth: { type: 'bearer', token: { env: 'ACTION_SECRET_T_BEARER' } } }));
     const p = await api.inject({ method: 'POST', url: '/v1/actions/preview/preview', payload: { params: { n: 9 } } });
     expect(p.statusCode).toBe(200);
     expect(p.json()).toMatchObject({ method: 'POST', url: `${receiver.url}/preview`, body: { n: 9 }, headers: { authorization: '***' } });

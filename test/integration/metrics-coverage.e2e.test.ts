@@ -92,7 +92,7 @@ beforeAll(async () => {
       type: 'oauth2ClientCredentials',
       tokenUrl: `${receiver.url}/token`,
       clientId: 'relay',
-      clientSecret: { env: 'T_CLIENT_SECRET' },
+      clientSecret: { env: 'ACTION_SECRET_T_CLIENT_SECRET' },
     },
   });
 
@@ -102,7 +102,11 @@ beforeAll(async () => {
   const metricsPort = await freePort();
   workerUrl = `http://127.0.0.1:${metricsPort}`;
   // One job at a time, so that the circuit opens after exactly two requests.
-  spawnWorker(config, children, { METRICS_PORT: String(metricsPort), T_CLIENT_SECRET: CLIENT_SECRET, WORKER_CONCURRENCY: '1' });
+  spawnWorker(config, children, {
+    METRICS_PORT: String(metricsPort),
+    ACTION_SECRET_T_CLIENT_SECRET: CLIENT_SECRET,
+    WORKER_CONCURRENCY: '1',
+  });
   await waitFor(
     () =>
       fetch(`${workerUrl}/healthz`)

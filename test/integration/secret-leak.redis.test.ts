@@ -23,22 +23,33 @@ import {
  */
 const CANARY = 'LeakCanary';
 const SECRETS = {
-  LEAK_APIKEY_H: `${CANARY}-apikey-header-91f2`,
-  LEAK_APIKEY_Q: `${CANARY}-apikey-query-83d1`,
-  LEAK_BASIC: `${CANARY}-basic-pass-5a7c`,
-  LEAK_BEARER: `${CANARY}-bearer-0b6e`,
-  LEAK_OAUTH_SECRET: `${CANARY}-oauth-client-secret-44aa`,
-  LEAK_LOGIN_PASSWORD: `${CANARY}-login-password-c3c3`,
-  LEAK_SIGNING: `whsec_${Buffer.from(`${CANARY}-signing-key-77e9`).toString('base64')}`,
+  // Characters a JSON echo escapes: the escaped form must be masked too.
+  ACTION_SECRET_LEAK_APIKEY_H: `${CANARY}-apikey"header/91f2\\`,
+  ACTION_SECRET_LEAK_APIKEY_Q: `${CANARY}-apikey-query-83d1`,
+  ACTION_SECRET_LEAK_BASIC: `${CANARY}-basic-pass-5a7c`,
+  ACTION_SECRET_LEAK_BEARER: `${CANARY}-bearer-0b6e`,
+  ACTION_SECRET_LEAK_OAUTH_SECRET: `${CANARY}-oauth-client-secret-44aa`,
+  ACTION_SECRET_LEAK_LOGIN_PASSWORD: `${CANARY}-login-password-c3c3`,
+  ACTION_SECRET_LEAK_SIGNING: `whsec_${Buffer.from(`${CANARY}-signing-key-77e9`).toString('base64')}`,
 };
 /** Tokens the token endpoint hands out: secrets too, though no definition names them. */
 const OAUTH_TOKEN = `${CANARY}-oauth-access-token-9d9d`;
 const CUSTOM_TOKEN = `${CANARY}-custom-token-1e1e`;
 
 function forms(value: string): string[] {
-  return [value, encodeURIComponent(value), Buffer.from(value).toString('base64'), Buffer.from(`ada:${value}`).toString('base64')];
+  const json = JSON.stringify(value).slice(1, -1);
+  return [
+    value,
+    json,
+    json.replaceAll('/', '\\/'),
+    encodeURIComponent(value),
+    Buffer.from(value).toString('base64'),
+    Buffer.from(`ada:${value}`).toString('base64'),
+  ];
 }
-const NEEDLES = [...Object.values(SECRETS), OAUTH_TOKEN, CUSTOM_TOKEN].flatMap(forms).concat([CANARY]);
+/** A secret of the relay's own environment, outside SECRETS_ENV_PREFIX: no definition may name it. */
+const OWN_SECRET = `${CANARY}-relay-own-secret-2f2f`;
+const NEEDLES = [...Object.values(SECRETS), OAUTH_TOKEN, CUSTOM_TOKEN, OWN_SECRET].flatMap(forms).concat([CANARY]);
 
 let config: Config;
 let ctx: RelayContext;
@@ -49,7 +60,7 @@ let api: FastifyInstance;
 const workerLog: string[] = [];
 const apiLog: string[] = [];
 const answers: string[] = [];
-const env = { ...process.env, ...SECRETS };
+const env = { ...process.env, ...SECRETS, RELAY_OWN_SECRET: OWN_SECRET };
 
 /** Each auth type, on paths that decide the receiver's answer. */
 function definitions(url: string, tokenUrl: string) {
@@ -64,19 +75,27 @@ function definitions(url: string, tokenUrl: string) {
     ...extra,
   });
   return [
-    base('k_header', { type: 'apiKey', name: 'X-Api-Key', value: { env: 'LEAK_APIKEY_H' }, in: 'header' }),
-    base('k_query', { type: 'apiKey', name: 'api_key', value: { env: 'LEAK_APIKEY_Q' }, in: 'query' }),
-    base('basic', { type: 'basic', username: 'ada', password: { env: 'LEAK_BASIC' } }),
-    base('bearer', { type: 'bearer', token: { env: 'LEAK_BEARER' } }, { signing: { secrets: [{ env: 'LEAK_SIGNING' }] } }),
+    base('k_header', { type: 'apiKey', name: 'X-Api-Key', value: { env: 'ACTION_SECRET_LEAK_APIKEY_H' }, in: 'header' }),
+    base('k_query', { type: 'apiKey', name: 'api_key', value: { env: 'ACTION_SECRET_LEAK_APIKEY_Q' }, in: 'query' }),
+    base('basic', { type: 'basic', username: 'ada', password: { env: 'ACTION_SECRET_LEAK_BASIC' } }),
+    base(
+      'bearer',
+      { type: 'bearer', token: { env: 'ACTION_SECRET_LEAK_BEARER' } },
+      { signing: { secrets: [{ env: 'ACTION_SECRET_LEAK_SIGNING' }] } },
+    ),
     base('oauth', {
       type: 'oauth2ClientCredentials',
       tokenUrl: `${tokenUrl}/oauth`,
       clientId: 'relay',
-      clientSecret: { env: 'LEAK_OAUTH_SECRET' },
+      clientSecret: { env: 'ACTION_SECRET_LEAK_OAUTH_SECRET' },
     }),
     base('custom', {
       type: 'customToken',
-      request: { url: `${tokenUrl}/custom`, method: 'POST', body: { user: 'relay', password: { env: 'LEAK_LOGIN_PASSWORD' } } },
+      request: {
+        url: `${tokenUrl}/custom`,
+        method: 'POST',
+        body: { user: 'relay', password: { env: 'ACTION_SECRET_LEAK_LOGIN_PASSWORD' } },
+      },
       tokenPath: 'token',
       inject: { as: 'query', name: 'token' },
     }),
@@ -84,7 +103,7 @@ function definitions(url: string, tokenUrl: string) {
       type: 'oauth2ClientCredentials',
       tokenUrl: `${tokenUrl}/down`,
       clientId: 'relay',
-      clientSecret: { env: 'LEAK_OAUTH_SECRET' },
+      clientSecret: { env: 'ACTION_SECRET_LEAK_OAUTH_SECRET' },
     }),
   ];
 }
@@ -102,7 +121,10 @@ beforeAll(async () => {
     const echo = JSON.stringify({ headers: r.headers, url: r.url, body: r.body });
     const mode = r.url.split('/')[2]?.split('?')[0];
     const status = mode === 'ok' ? 200 : mode === 'retry' ? 503 : 400;
-    res.writeHead(status, { 'content-type': 'application/json', 'x-echo': JSON.stringify(r.headers).slice(0, 2000) }).end(echo);
+    // "cut": a credential right at the 4 KiB edge of what a dead letter keeps, its head inside.
+    const credential = String(r.headers['x-api-key'] ?? r.headers.authorization ?? new URL(r.url, 'http://x').search);
+    const body = mode === 'cut' ? `${'p'.repeat(4096 - 12)}${credential}` : echo;
+    res.writeHead(status, { 'content-type': 'application/json', 'x-echo': JSON.stringify(r.headers).slice(0, 2000) }).end(body);
   };
   tokenEndpoint = await startReceiver();
   tokenEndpoint.handler = (r, res) => {
@@ -130,9 +152,18 @@ describe('secrets never leak', () => {
   it('finds no secret in logs, results, dead letters or API answers, across every auth type and path', async () => {
     const defs = definitions(receiver.url, tokenEndpoint.url);
     for (const d of defs) expect((await call('PUT', `/v1/actions/${d.id}`, d)).statusCode).toBe(201);
+    // The relay's own environment is out of reach, whatever a token may save.
+    const own = await call('PUT', '/v1/actions/own_env', {
+      ...defs[3],
+      id: 'own_env',
+      auth: { type: 'bearer', token: { env: 'RELAY_OWN_SECRET' } },
+      signing: { secrets: [{ file: '/proc/self/environ' }] },
+    });
+    expect(own.statusCode).toBe(400);
+    expect(own.json().error.details.map((p: { path: string }) => p.path)).toEqual(['auth.token', 'signing.secrets[0]']);
     const jobIds: string[] = [];
     for (const d of defs) {
-      for (const mode of ['ok', 'retry', 'reject']) {
+      for (const mode of ['ok', 'retry', 'reject', 'cut']) {
         const res = await call('POST', '/v1/jobs', { actionId: d.id, params: { mode } });
         jobIds.push((JSON.parse(res.body) as { jobId: string }).jobId);
       }
@@ -144,8 +175,11 @@ describe('secrets never leak', () => {
 
     // The requests really carried the secrets: the search below would find them if they leaked.
     const sent = JSON.stringify(receiver.requests) + JSON.stringify(tokenEndpoint.requests);
-    for (const v of [...Object.values(SECRETS).slice(0, 4), OAUTH_TOKEN, CUSTOM_TOKEN, SECRETS.LEAK_LOGIN_PASSWORD]) {
-      expect(sent.includes(v) || sent.includes(Buffer.from(`ada:${v}`).toString('base64')), v).toBe(true);
+    for (const v of [...Object.values(SECRETS).slice(0, 4), OAUTH_TOKEN, CUSTOM_TOKEN, SECRETS.ACTION_SECRET_LEAK_LOGIN_PASSWORD]) {
+      expect(
+        forms(v).some((f) => sent.includes(f)),
+        v,
+      ).toBe(true);
     }
 
     const results = await readResults(ctx);

@@ -197,9 +197,9 @@ export function kill(child: ChildProcess, signal: NodeJS.Signals): Promise<numbe
 }
 
 /** A receiver, a config with its own prefix and a context; `cleanups` gets what undoes them. */
-export async function setupRun(cleanups: (() => Promise<void>)[]) {
+export async function setupRun(cleanups: (() => Promise<void>)[], overrides: Record<string, string> = {}) {
   const receiver = await startReceiver();
-  const config = testConfig();
+  const config = testConfig(overrides);
   const ctx = await testContext(config);
   cleanups.push(async () => {
     await ctx.close();

@@ -8,12 +8,17 @@ let app: FastifyInstance;
 
 beforeAll(async () => {
   app = Fastify();
-  const sessions = { a: createAdminSession(TOKEN, () => clock), b: createAdminSession(`${TOKEN}-rotated`, () => clock) };
+  // Session a knows TOKEN as the admin token "ops"; b signs with another key, as after ADMIN_TOKEN changed.
+  const identify = (t: string) => (t === TOKEN ? 'ops' : undefined);
+  const sessions = {
+    a: createAdminSession({ key: TOKEN, identify, now: () => clock }),
+    b: createAdminSession({ key: `${TOKEN}-rotated`, identify, now: () => clock }),
+  };
   for (const [name, session] of Object.entries(sessions)) {
     app.route({
       method: ['GET', 'POST'],
       url: `/admin/${name}`,
-      handler: async (req, reply) => (session.login(req, reply) ? reply : { accepted: session.accepts(req) }),
+      handler: async (req, reply) => (session.login(req, reply) ? reply : { accepted: session.accepts(req) ?? false }),
     });
   }
   await app.ready();
@@ -35,14 +40,14 @@ describe('admin session cookie', () => {
     const { res, cookie } = await login();
     expect(res.headers.location).toBe('/admin/a?keep=1');
     expect(res.headers['cache-control']).toBe('no-store');
-    expect(await accepted(cookie)).toBe(true);
-    expect(await accepted(`other=1; ${cookie}; more=2`)).toBe(true);
+    expect(await accepted(cookie)).toBe('ops');
+    expect(await accepted(`other=1; ${cookie}; more=2`)).toBe('ops');
   });
 
   it('lasts ADMIN_SESSION_MS, then the token must be given again', async () => {
     const { cookie } = await login();
     clock += ADMIN_SESSION_MS - 1;
-    expect(await accepted(cookie)).toBe(true);
+    expect(await accepted(cookie)).toBe('ops');
     clock += 1;
     expect(await accepted(cookie)).toBe(false);
   });
@@ -50,6 +55,13 @@ describe('admin session cookie', () => {
   it('is worthless once ADMIN_TOKEN changes', async () => {
     const { cookie } = await login();
     expect(await accepted(cookie, '/admin/b')).toBe(false);
+  });
+
+  it('cannot be renamed to another token: the name is signed', async () => {
+    const { cookie } = await login();
+    const [expiry, , sig] = cookie.split('=')[1]!.split('.');
+    const forged = `action_relay_admin=${expiry}.${Buffer.from('root').toString('base64url')}.${sig}`;
+    expect(await accepted(forged)).toBe(false);
   });
 
   it('refuses a wrong token, a POST, and cookies that are not its own', async () => {

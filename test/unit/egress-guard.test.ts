@@ -5,6 +5,7 @@ import {
   addressClass,
   createEgressGuard,
   destinationProblems,
+  EGRESS_REFUSAL,
   embeddedIPv4,
   isLoopbackAddress,
   type LookupAddress,
@@ -238,6 +239,29 @@ describe('allow list and allowPrivate', () => {
     expect(createEgressGuard({ allowPrivate: false, allowHosts: ['169.254.169.254'] }).isAllowed('169.254.169.254')).toBe(true);
   });
 
+  it('cloud metadata opens only to an entry naming that exact address: not a range, not allowPrivate, not an allowed name', async () => {
+    for (const allowHosts of [['169.254.0.0/16'], ['169.254.169.0/24'], ['0.0.0.0/0'], ['::/0', '0.0.0.0/1', '128.0.0.0/1']]) {
+      const guard = createEgressGuard({ allowPrivate: true, allowHosts });
+      expect(guard.isAllowed('169.254.169.254'), allowHosts.join()).toBe(false);
+      expect(guard.isAllowed('169.254.10.1'), allowHosts.join()).toBe(true);
+    }
+    const named = createEgressGuard({ allowPrivate: false, allowHosts: ['metadata.internal'], lookup: fixedLookup('169.254.169.254') });
+    await expect(named.checkUrl('http://metadata.internal/')).rejects.toBeInstanceOf(BlockedDestinationError);
+    expect(await connectError(named.connector(), 'metadata.internal')).toBeInstanceOf(BlockedDestinationError);
+    const exact = createEgressGuard({ allowPrivate: false, allowHosts: ['169.254.169.254'], lookup: fixedLookup('169.254.169.254') });
+    await expect(exact.checkUrl('http://metadata.internal/')).resolves.toBeUndefined();
+    expect(exact.isAllowed('169.254.169.253')).toBe(false);
+  });
+
+  it.each(['10.0.0.0/', '10.0.0.0/ 8', '10.0.0.0/+8', '10.0.0.0/8.0', '10.0.0.0/0x8', '10.0.0.0/1e1', '::/', 'fd00::/1280'])(
+    'refuses the CIDR entry "%s" instead of reading it as another range',
+    (entry) => {
+      expect(() => createEgressGuard({ allowPrivate: false, allowHosts: [entry] })).toThrow(
+        /EGRESS_ALLOW_HOSTS: .* is not a valid CIDR range/,
+      );
+    },
+  );
+
   it('refuses an allow list entry it cannot read', () => {
     expect(() => createEgressGuard({ allowPrivate: false, allowHosts: ['http://x.test'] })).toThrow(/EGRESS_ALLOW_HOSTS/);
     expect(() => createEgressGuard({ allowPrivate: false, allowHosts: ['10.0.0.0/33'] })).toThrow(/CIDR/);
@@ -298,12 +322,27 @@ describe('the check when an action is saved', () => {
   const def = (url: string, auth: Record<string, unknown> = { type: 'none' }) =>
     parseActionDefinition({ id: 'a', name: 'a', endpoint: { url, method: 'POST' }, auth });
 
-  it('names endpoint.url for a forbidden literal or a host resolving to a forbidden address', async () => {
-    expect(await destinationProblems(def('http://127.0.0.1:4010/x'), guard)).toEqual([
+  it('names endpoint.url for a forbidden literal or a host resolving to a forbidden address, without the address', async () => {
+    const refused: { field: string; address: string; reason: string }[] = [];
+    const log = (r: { field: string; address: string; reason: string }) => void refused.push(r);
+    expect(await destinationProblems(def('http://127.0.0.1:4010/x'), guard, 3000, log)).toEqual([
       { path: 'endpoint.url', message: expect.stringMatching(/^127\.0\.0\.1 \(loopback\): refused by the egress policy/) },
     ]);
-    expect(await destinationProblems(def('https://internal.partner.test/'), guard)).toEqual([
-      { path: 'endpoint.url', message: expect.stringContaining('host "internal.partner.test" resolves to 10.0.0.8 (private)') },
+    const internal = await destinationProblems(def('https://internal.partner.test/'), guard, 3000, log);
+    expect(internal).toEqual([
+      { path: 'endpoint.url', message: 'destination not allowed by the egress policy (EGRESS_ALLOW_HOSTS, EGRESS_ALLOW_PRIVATE)' },
+    ]);
+    expect(JSON.stringify(internal)).not.toContain('10.0.0.8');
+    // The operator's log has what the answer leaves out.
+    expect(refused).toEqual([
+      { actionId: 'a', field: 'endpoint.url', host: '127.0.0.1', address: '127.0.0.1', reason: expect.stringContaining('(loopback)') },
+      {
+        actionId: 'a',
+        field: 'endpoint.url',
+        host: 'internal.partner.test',
+        address: '10.0.0.8',
+        reason: expect.stringContaining('resolves to 10.0.0.8 (private)'),
+      },
     ]);
   });
 
