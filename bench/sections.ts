@@ -494,8 +494,14 @@ export interface OrderingResult {
   perKey: number;
   unordered: RunSet;
   ordered: RunSet;
-  /** Ordered over unordered deliveries per second (medians). */
+  /** Ordered over unordered deliveries per second (medians), the queue filled beforehand. */
   ratio: number;
+  /**
+   * The same over enqueue and delivery one after the other (fill + drain time): an unordered job
+   * is added to BullMQ when enqueued, an ordered one waiting in line when its turn comes, so the
+   * drain alone charges ordered jobs with work the unordered ones did before it.
+   */
+  endToEnd: { unorderedPerSec: number; orderedPerSec: number; ratio: number; unorderedRedisCpuUs: number; orderedRedisCpuUs: number };
   memory: {
     jobs: number;
     unorderedBytesPerJob: number;
@@ -565,12 +571,25 @@ export async function orderingSection(lab: Lab, sizes: Sizes, opts: { logLevel: 
     }
     const u = summarize(figures.get(unordered) ?? []);
     const o = summarize(figures.get(ordered) ?? []);
+    const total = (runs: DrainFigures[]) => ({
+      perSec: median(runs.map((f) => f.jobs / (f.fillSeconds + f.seconds))) ?? NaN,
+      redisCpuUs: median(runs.map((f) => f.fillRedisCpuUs + f.redisCpuUs)) ?? NaN,
+    });
+    const tu = total(u.runs);
+    const to = total(o.runs);
     return {
       keys: sizes.orderingKeys,
       perKey: sizes.orderingPerKey,
       unordered: u,
       ordered: o,
       ratio: o.median.deliveriesPerSec / u.median.deliveriesPerSec,
+      endToEnd: {
+        unorderedPerSec: tu.perSec,
+        orderedPerSec: to.perSec,
+        ratio: to.perSec / tu.perSec,
+        unorderedRedisCpuUs: tu.redisCpuUs,
+        orderedRedisCpuUs: to.redisCpuUs,
+      },
       memory,
     };
   } finally {
