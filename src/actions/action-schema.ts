@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { RETRY_DEFAULTS } from '../delivery/retry-policy.js';
+import { HEADER_NAME, HEADER_NAME_MAX, isHeaderName } from '../delivery/header-grammar.js';
 
 /** A secret is a reference resolved by the worker at call time, never a stored value. */
 export const secretRefSchema = z.union([
@@ -54,7 +56,11 @@ export const paramSpecSchema: z.ZodType<ParamSpec> = z.lazy(() =>
 );
 
 /** HTTP header field name (RFC 9110 token). */
-const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/, 'not a valid header name');
+const headerName = z
+  .string()
+  .min(1, 'not a valid header name')
+  .max(HEADER_NAME_MAX, 'not a valid header name')
+  .regex(HEADER_NAME, 'not a valid header name');
 /** A header value may not carry CR, LF or other control characters. */
 const headerValue = z
   .string()
@@ -147,7 +153,7 @@ const authSchema = z.discriminatedUnion('type', [
       if (auth.inject.as !== 'bearer' && !auth.inject.name) {
         ctx.addIssue({ code: 'custom', path: ['inject', 'name'], message: `inject as ${auth.inject.as} needs a name` });
       }
-      if (auth.inject.as === 'header' && auth.inject.name && !/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/.test(auth.inject.name)) {
+      if (auth.inject.as === 'header' && auth.inject.name && !isHeaderName(auth.inject.name)) {
         ctx.addIssue({ code: 'custom', path: ['inject', 'name'], message: 'not a valid header name' });
       }
     }),
@@ -156,15 +162,15 @@ export type AuthConfig = z.infer<typeof authSchema>;
 
 const retrySchema = z.strictObject({
   /** Total attempts, first one included. @defaultValue 4 */
-  maxAttempts: z.number().int().min(1).max(50).default(4),
+  maxAttempts: z.number().int().min(1).max(50).default(RETRY_DEFAULTS.maxAttempts),
   backoff: z
     .strictObject({
-      type: z.enum(['exponential', 'fixed']).default('exponential'),
-      delayMs: z.number().int().min(0).max(86_400_000).default(1000),
-      maxDelayMs: z.number().int().min(0).max(86_400_000).default(300_000),
+      type: z.enum(['exponential', 'fixed']).default(RETRY_DEFAULTS.backoff.type),
+      delayMs: z.number().int().min(0).max(86_400_000).default(RETRY_DEFAULTS.backoff.delayMs),
+      maxDelayMs: z.number().int().min(0).max(86_400_000).default(RETRY_DEFAULTS.backoff.maxDelayMs),
     })
-    .default({ type: 'exponential', delayMs: 1000, maxDelayMs: 300_000 }),
-  retryOn: z.array(z.number().int().min(100).max(599)).default([408, 425, 429, 500, 502, 503, 504]),
+    .default(() => ({ ...RETRY_DEFAULTS.backoff })),
+  retryOn: z.array(z.number().int().min(100).max(599)).default(() => [...RETRY_DEFAULTS.retryOn]),
 });
 
 const rateLimitSchema = z.strictObject({
@@ -210,11 +216,11 @@ export const actionDefinitionSchema = z.strictObject({
   response: capturedFieldsSchema.optional(),
   /** Fields captured from a non-2xx JSON answer, for the journey's error branch; never fails the attempt. */
   errorResponse: capturedFieldsSchema.optional(),
-  retry: retrySchema.default({
-    maxAttempts: 4,
-    backoff: { type: 'exponential', delayMs: 1000, maxDelayMs: 300_000 },
-    retryOn: [408, 425, 429, 500, 502, 503, 504],
-  }),
+  retry: retrySchema.default(() => ({
+    maxAttempts: RETRY_DEFAULTS.maxAttempts,
+    backoff: { ...RETRY_DEFAULTS.backoff },
+    retryOn: [...RETRY_DEFAULTS.retryOn],
+  })),
   rateLimit: rateLimitSchema.optional(),
   circuitBreaker: circuitBreakerSchema.optional(),
   signing: z.strictObject({ secrets: z.array(secretRefSchema).min(1).max(2) }).optional(),

@@ -1,6 +1,7 @@
 import { actionDefinitionSchema, type ActionDefinition } from './action-schema.js';
 import { compileJson, compileString, hasLoneSurrogate, MISSING, stringify, type CompileContext, type RenderScope } from './template.js';
 import { compileParamValidator, formatIssues, typeSchema, type ParamValidator } from './param-validator.js';
+import { HEADER_NAME, isHeaderValue } from '../delivery/header-grammar.js';
 import { InvalidParamsError, ResponseInvalidError, ValidationError, type FieldProblem } from '../errors/errors.js';
 
 /** One HTTP request, ready to send (auth not yet applied). */
@@ -34,10 +35,6 @@ export interface CompiledAction {
   readonly limitKey: string;
 }
 
-/** What undici (like Node) sends in a header value: tab, visible ASCII and Latin-1; never CR, LF, NUL or another control. */
-const HEADER_VALUE_OK = /^[\t\x20-\x7e\x80-\xff]*$/;
-/** An HTTP header name (RFC 9110 token). */
-const HEADER_NAME_OK = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Headers that the relay sets itself and a definition may not override. */
 const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'idempotency-key', 'user-agent']);
 /** Names that would reach an object's prototype if used as a plain key: refused as parameter and field names. */
@@ -71,14 +68,14 @@ function authHeaderProblems(def: ActionDefinition): FieldProblem[] {
   const problems: FieldProblem[] = [];
   const auth = def.auth;
   const checkName = (name: string, path: string) => {
-    if (!HEADER_NAME_OK.test(name)) problems.push({ path, message: 'not a valid header name' });
+    if (!HEADER_NAME.test(name)) problems.push({ path, message: 'not a valid header name' });
     else if (RESERVED_HEADERS.has(name.toLowerCase())) problems.push({ path, message: 'this header is set by action-relay' });
   };
   if (auth.type === 'apiKey' && auth.in === 'header') checkName(auth.name, 'auth.name');
   if (auth.type === 'customToken') {
     if (auth.inject.as === 'header' && auth.inject.name) checkName(auth.inject.name, 'auth.inject.name');
     for (const [name, value] of Object.entries(auth.request.headers ?? {})) {
-      if (typeof value === 'string' && !HEADER_VALUE_OK.test(value)) {
+      if (typeof value === 'string' && !isHeaderValue(value)) {
         problems.push({ path: `auth.request.headers.${name}`, message: BAD_HEADER_VALUE });
       }
     }
@@ -116,7 +113,7 @@ function buildRenderers(def: ActionDefinition, problems: FieldProblem[]) {
     if (seen.has(lower)) problems.push({ path: `endpoint.headers.${name}`, message: 'the same header twice (names ignore case)' });
     seen.add(lower);
     // The schema refuses control characters; what undici would still refuse is found here, not at send time.
-    if (!HEADER_VALUE_OK.test(value)) problems.push({ path: `endpoint.headers.${name}`, message: BAD_HEADER_VALUE });
+    if (!isHeaderValue(value)) problems.push({ path: `endpoint.headers.${name}`, message: BAD_HEADER_VALUE });
   }
   if (endpoint.path !== undefined && !endpoint.path.startsWith('/') && endpoint.path !== '') {
     problems.push({ path: 'endpoint.path', message: 'must start with /' });
@@ -231,9 +228,9 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
       for (const [lower, name, t] of r.headers) {
         if (t.exact && (t.exact(scope) === undefined || t.exact(scope) === null)) continue;
         const value = t.render(scope);
-        if (!HEADER_VALUE_OK.test(value)) {
+        if (!isHeaderValue(value)) {
           // Name the value that brought the character in: that is what the caller can fix.
-          const culprit = t.refs.find((ref) => !HEADER_VALUE_OK.test(stringify(ref.get(scope))));
+          const culprit = t.refs.find((ref) => !isHeaderValue(stringify(ref.get(scope))));
           throw new InvalidParamsError([
             {
               path: culprit?.ref ?? `endpoint.headers.${name}`,
@@ -243,7 +240,7 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
         }
         headers[lower] = value;
       }
-      if (!HEADER_VALUE_OK.test(scope.job.idempotencyKey)) {
+      if (!isHeaderValue(scope.job.idempotencyKey)) {
         throw new InvalidParamsError([{ path: 'idempotencyKey', message: 'not allowed in the Idempotency-Key header' }]);
       }
       headers['user-agent'] = opts.userAgent;

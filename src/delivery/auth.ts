@@ -1,6 +1,7 @@
 import type { AuthConfig, SecretRef } from '../actions/action-schema.js';
 import type { BuiltRequest } from '../actions/compile-action.js';
 import { AuthError } from '../errors/errors.js';
+import { isHeaderValue } from './header-grammar.js';
 import { MASK, type SecretResolver } from './secret-resolver.js';
 import type { TokenProvider } from './token-provider.js';
 
@@ -24,12 +25,9 @@ export interface ApplyAuthOptions {
   rejectedToken?: string;
 }
 
-/** What a header value may hold (undici refuses the rest): tab, visible ASCII and Latin-1. */
-const HEADER_SAFE = /^[\t\x20-\x7e\x80-\xff]*$/;
-
 /** A secret headed for a header: one with a line break or the like is a broken secret, not a network fault. */
 function headerSafe(value: string, field: string): string {
-  if (!HEADER_SAFE.test(value)) throw new AuthError(`${field}: the secret's value holds characters a header cannot carry`);
+  if (!isHeaderValue(value)) throw new AuthError(`${field}: the secret's value holds characters a header cannot carry`);
   return value;
 }
 

@@ -1,13 +1,36 @@
-import type { ActionDefinition } from '../actions/action-schema.js';
 import { NetworkError, RelayError, TimeoutError } from '../errors/errors.js';
 
 /**
- * The retry policy in one place: which statuses and transport errors retry, how long to wait.
+ * The retry policy in one place: the defaults of an action's `retry` block (the definition
+ * schema reads them from here), which statuses and transport errors retry, how long to wait,
+ * when a 401 earns a token refresh and what the circuit breaker counts as a failure.
  * Statuses not in `retry.retryOn` (400, 401 after a token refresh, 403, 404, 422, ...) dead-letter at once.
  */
-export const DEFAULT_RETRY_ON: readonly number[] = [408, 425, 429, 500, 502, 503, 504];
+export const DEFAULT_RETRY_ON: readonly number[] = Object.freeze([408, 425, 429, 500, 502, 503, 504]);
 
-/** Statuses whose Retry-After header sets the next delay. */
+/** How the delay between attempts grows (an action's `retry.backoff`). */
+export interface BackoffPolicy {
+  type: 'exponential' | 'fixed';
+  delayMs: number;
+  maxDelayMs: number;
+}
+
+/** An action's `retry` block. */
+export interface RetryPolicy {
+  maxAttempts: number;
+  backoff: BackoffPolicy;
+  retryOn: readonly number[];
+}
+
+/** The `retry` block of an action that sets none (each field also defaults alone). */
+export const RETRY_DEFAULTS = Object.freeze({
+  /** Total attempts, first one included. */
+  maxAttempts: 4,
+  backoff: Object.freeze({ type: 'exponential' as const, delayMs: 1000, maxDelayMs: 300_000 }),
+  retryOn: DEFAULT_RETRY_ON,
+}) satisfies RetryPolicy;
+
+/** Statuses whose Retry-After header sets the next delay (and pauses the key). */
 export const RETRY_AFTER_STATUSES: ReadonlySet<number> = new Set([429, 503]);
 
 /** Transport error codes that mean the endpoint did not answer in time. Always retried. */
@@ -68,7 +91,7 @@ export function isRetryableStatus(status: number, retryOn: readonly number[]): b
  * Delay before the next attempt. Exponential uses full jitter (a random share of the capped
  * exponential step); fixed waits `delayMs` exactly. `attemptsMade` counts failed attempts so far (1+).
  */
-export function backoffDelay(attemptsMade: number, backoff: ActionDefinition['retry']['backoff'], random: () => number): number {
+export function backoffDelay(attemptsMade: number, backoff: BackoffPolicy, random: () => number): number {
   if (backoff.type === 'fixed') return Math.min(backoff.delayMs, backoff.maxDelayMs);
   const step = Math.min(backoff.maxDelayMs, backoff.delayMs * 2 ** Math.max(0, attemptsMade - 1));
   return Math.floor(random() * step);
@@ -77,11 +100,27 @@ export function backoffDelay(attemptsMade: number, backoff: ActionDefinition['re
 /** The delay of the next attempt: the backoff, raised to a Retry-After when given, capped. */
 export function nextAttemptDelay(
   attemptsMade: number,
-  backoff: ActionDefinition['retry']['backoff'],
+  backoff: BackoffPolicy,
   retryAfterMs: number | undefined,
   random: () => number,
 ): number {
   const delay = backoffDelay(attemptsMade, backoff, random);
   if (retryAfterMs === undefined) return delay;
   return Math.min(backoff.maxDelayMs, Math.max(delay, retryAfterMs));
+}
+
+/** A 401 on a request that carried an access token: one fresh token and one more request, before the attempt counts as failed. */
+export function shouldRefreshToken(status: number, sentToken: string | undefined): boolean {
+  return status === 401 && sentToken !== undefined;
+}
+
+/**
+ * What one request says of the third party's health, for its circuit breaker: 5xx, 429 and no
+ * answer are failures, other statuses are not; `undefined` when the request says nothing of it
+ * (a destination our own egress policy refused, or a fault before the request left).
+ */
+export function circuitFailure(status: number | undefined, sendError: unknown): boolean | undefined {
+  if (status !== undefined) return status >= 500 || status === 429;
+  if (sendError instanceof RelayError && !sendError.retryable) return undefined;
+  return true;
 }

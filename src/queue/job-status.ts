@@ -1,4 +1,4 @@
-import type { JobOutcome } from './job-schema.js';
+import { ENDED_STATE, endedOutcome } from './bullmq-internals.js';
 import type { RedisClient } from '../redis/redis-connection.js';
 import type { DeadLetterRecord } from './outcome-writer.js';
 import type { DeliveryQueues } from './delivery-queue.js';
@@ -23,8 +23,8 @@ export async function getJobStatus(queues: DeliveryQueues, redis: RedisClient, j
     const { job } = found;
     const bullState = await job.getState();
     const base = { jobId, actionId: job.name };
-    if (bullState === 'completed') {
-      const out = job.returnvalue as JobOutcome | null;
+    if (bullState === ENDED_STATE) {
+      const out = endedOutcome(job);
       if (out?.outcome === 'delivered') {
         return { ...base, state: 'delivered', attempts: out.attempts, result: { status: out.status, response: out.response ?? {} } };
       }

@@ -2,6 +2,7 @@ import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadReason } from '../errors/errors.js';
 import { luaScript } from '../redis/lua-script.js';
 import { RELEASE_LUA, type LineEntry, type Ordering } from './ordering.js';
+import { JOB_FIELDS } from './bullmq-internals.js';
 
 /** One attempt as the dead-letter record keeps it (secrets already redacted). */
 export interface AttemptRecord {
@@ -66,7 +67,7 @@ export interface Outcome {
  */
 const FINISH_SCRIPT = luaScript(`${RELEASE_LUA}
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HSETNX', KEYS[1], 'arOutcome', ARGV[1]) == 0 then return 0 end
+  if redis.call('HSETNX', KEYS[1], '${JOB_FIELDS.outcome}', ARGV[1]) == 0 then return 0 end
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
@@ -82,8 +83,7 @@ end
 return 1
 `);
 
-/** Field of the job hash that keeps the record of failed attempt n. */
-export const attemptField = (n: number) => `arAttempt:${n}`;
+const attemptField = JOB_FIELDS.attempt;
 
 /** Each call names the partition the job lives in: its results stream and dead letters are that partition's. */
 export interface OutcomeWriter {

@@ -5,7 +5,6 @@ import {
   addressClass,
   createEgressGuard,
   destinationProblems,
-  EGRESS_REFUSAL,
   embeddedIPv4,
   isLoopbackAddress,
   type LookupAddress,

@@ -1,0 +1,41 @@
+import type { CompiledAction } from '../../actions/compile-action.js';
+import { HttpStatusError, ResponseInvalidError } from '../../errors/errors.js';
+import type { SentResponse } from '../http-sender.js';
+import { RETRY_AFTER_STATUSES, isRetryableStatus, parseRetryAfter } from '../retry-policy.js';
+
+/**
+ * Step 5: what the answer means. A 2xx gives the captured response fields (empty when the action
+ * captures none); any other status, or a 2xx whose body does not hold the declared fields,
+ * throws the error that carries its own retry decision.
+ */
+export function classify(action: CompiledAction, res: SentResponse, now: number, maxResponseBytes: number): Record<string, unknown> {
+  const status = res.status;
+  if (status < 200 || status >= 300) {
+    const retryAfter = RETRY_AFTER_STATUSES.has(status) ? parseRetryAfter(res.headers['retry-after'], now) : undefined;
+    throw new HttpStatusError(status, isRetryableStatus(status, action.definition.retry.retryOn), retryAfter);
+  }
+  if (!action.capturesResponse) return {};
+  if (res.truncated) throw new ResponseInvalidError(`response body exceeds ${maxResponseBytes} bytes`, status);
+  let body: unknown;
+  try {
+    body = JSON.parse(res.body.toString('utf8'));
+  } catch {
+    throw new ResponseInvalidError('response body is not valid JSON', status);
+  }
+  return action.captureResponse(body, status);
+}
+
+/**
+ * The action's errorResponse fields of a non-2xx JSON answer, for the journey's error branch.
+ * Never an error: a 2xx, a body cut short or not JSON give none.
+ */
+export function captureErrorResponse(action: CompiledAction | null, res: SentResponse | undefined): Record<string, unknown> {
+  if (!action?.capturesErrorResponse || !res || (res.status >= 200 && res.status < 300) || res.truncated) return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(res.body.toString('utf8'));
+  } catch {
+    return {};
+  }
+  return action.captureErrorResponse(body);
+}

@@ -1,0 +1,175 @@
+import { HttpStatusError, NetworkError, RelayError, ResponseInvalidError, coerceError } from '../../errors/errors.js';
+import type { JobOutcome } from '../../queue/job-schema.js';
+import type { AttemptRecord, DeadLetterRecord } from '../../queue/outcome-writer.js';
+import { maskHeaders, maskPath } from '../auth.js';
+import type { SentResponse } from '../http-sender.js';
+import type { Attempt, LoadedAttempt, PipelineContext } from './attempt.js';
+import { decideOutcome } from './decide-outcome.js';
+import { rememberPause } from './gates.js';
+import { RECORD_BODY_BYTES } from './send.js';
+import { captureErrorResponse } from './classify.js';
+
+/** Thrown to BullMQ when an attempt failed and another is due after `delayMs`. */
+export class RetryScheduled extends Error {
+  constructor(
+    readonly error: RelayError,
+    readonly delayMs: number,
+  ) {
+    super(error.message);
+  }
+}
+
+/** Step 6, delivered: writes the outcome exactly once and reports it. */
+export async function finishDelivered(
+  ctx: PipelineContext,
+  attempt: LoadedAttempt,
+  status: number,
+  response: Record<string, unknown>,
+): Promise<JobOutcome> {
+  const { job, jobId } = attempt;
+  const end = ctx.now();
+  const durationMs = end - job.timestamp;
+  await ctx.outcomes.finish(attempt.partition, {
+    jobId,
+    actionId: job.name,
+    outcome: 'delivered',
+    status,
+    reason: '',
+    attempts: attempt.number,
+    durationMs,
+    context: attempt.data.context,
+    response,
+    ...(attempt.data.orderingKey !== undefined ? { orderingKey: attempt.data.orderingKey } : {}),
+  });
+  ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs: durationMs });
+  ctx.logger.info(
+    { jobId, actionId: job.name, attempt: attempt.number, status, durationMs: end - attempt.startedAt, outcome: 'delivered' },
+    'delivered',
+  );
+  return { outcome: 'delivered', status, reason: null, attempts: attempt.number, response };
+}
+
+/**
+ * Step 6, failed: the one place where an error becomes a queue outcome. Asks the third party's
+ * Retry-After pause of the whole key, then schedules another attempt (throws RetryScheduled) or
+ * dead-letters the job (returns its outcome).
+ */
+export async function finishFailed(ctx: PipelineContext, attempt: Attempt, caught: unknown): Promise<JobOutcome> {
+  const err = toRelayError(ctx, attempt, caught);
+  const decision = decideOutcome(err, { number: attempt.number, jitter: ctx.random() }, attempt.action, ctx.now());
+  const record = attemptRecord(ctx, attempt, err);
+  if (decision.pauseUntil !== undefined && attempt.action) await pauseKey(ctx, attempt, attempt.action.limitKey, decision.pauseUntil);
+  const status = err instanceof HttpStatusError || err instanceof ResponseInvalidError ? err.status : null;
+  const logged = { status, durationMs: ctx.now() - attempt.startedAt, reason: err.reason, err: record.error?.message };
+  const actionId = attempt.action?.id ?? 'unknown';
+  if (decision.kind === 'retry') {
+    await ctx.outcomes.recordAttempt(attempt.partition, attempt.jobId, record);
+    ctx.events.emit('retried', { actionId, jobId: attempt.jobId, reason: err.reason, attempt: attempt.number, delayMs: decision.delayMs });
+    attempt.log().info({ ...logged, retryInMs: decision.delayMs }, `attempt ${attempt.number} of ${decision.maxAttempts} failed, retrying`);
+    throw new RetryScheduled(err, decision.delayMs);
+  }
+  const errorResponse = await finishDead(ctx, attempt, err, status, record);
+  ctx.events.emit('dead', { actionId, jobId: attempt.jobId, reason: err.reason, status, attempt: attempt.number });
+  attempt.log().info({ ...logged, outcome: 'dead' }, `attempt ${attempt.number} of ${decision.maxAttempts} failed, dead-lettered`);
+  return {
+    outcome: 'dead',
+    status,
+    reason: err.reason,
+    attempts: attempt.number,
+    errorResponse,
+    error: record.error?.message ?? `HTTP ${status}`,
+  };
+}
+
+/** Every worker sees the pause: through the limiter's script for actions with a rateLimit, through the pause cache for the others. */
+async function pauseKey(ctx: PipelineContext, attempt: Attempt, key: string, until: number): Promise<void> {
+  if (!ctx.rateLimiter) return;
+  rememberPause(ctx, key, until, ctx.now());
+  await ctx.rateLimiter
+    .pushBack(key, until, ctx.now())
+    .catch((e: unknown) => attempt.log().warn({ err: coerceError(e).message }, 'rate-limit push-back failed'));
+}
+
+/**
+ * Writes the dead-letter record (every attempt's record, the job as enqueued) with the terminal
+ * outcome; returns the errorResponse fields captured from the last answer.
+ */
+async function finishDead(
+  ctx: PipelineContext,
+  attempt: Attempt,
+  err: RelayError,
+  status: number | null,
+  record: AttemptRecord,
+): Promise<Record<string, unknown>> {
+  const { job, jobId, data } = attempt;
+  const errorResponse = captureErrorResponse(attempt.action, attempt.res);
+  const ordering = data?.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {};
+  const history = [...(await ctx.outcomes.attemptsOf(attempt.partition, jobId, attempt.number - 1)), record];
+  const context = data?.context ?? {};
+  const dead: DeadLetterRecord = {
+    jobId,
+    actionId: job.name,
+    job: {
+      actionId: job.name,
+      params: data?.params ?? {},
+      context,
+      ...(data?.idempotencyKey !== undefined ? { idempotencyKey: data.idempotencyKey } : {}),
+      ...(data?.replayOf !== undefined ? { replayOf: data.replayOf } : {}),
+      ...ordering,
+      enqueuedAt: new Date(job.timestamp).toISOString(),
+    },
+    reason: err.reason,
+    status,
+    failedAt: new Date(ctx.now()).toISOString(),
+    errorResponse,
+    attempts: history,
+  };
+  await ctx.outcomes.finish(attempt.partition, {
+    jobId,
+    actionId: job.name,
+    outcome: 'dead',
+    status,
+    reason: err.reason,
+    attempts: attempt.number,
+    durationMs: ctx.now() - job.timestamp,
+    context,
+    response: {},
+    errorResponse,
+    dead,
+    ...ordering,
+  });
+  return errorResponse;
+}
+
+function toRelayError(ctx: PipelineContext, attempt: Attempt, caught: unknown): RelayError {
+  if (caught instanceof RelayError) return caught;
+  const e = coerceError(caught);
+  // A fault of our own must not drop the job: retry it, and say so loudly.
+  attempt.log().error({ err: ctx.redact(e.message) }, 'unexpected error while delivering');
+  return new NetworkError('EINTERNAL', e.message);
+}
+
+/** The failed attempt as its record keeps it: credentials masked, secrets redacted, the body cut short. */
+function attemptRecord(ctx: PipelineContext, attempt: Attempt, err: RelayError): AttemptRecord {
+  const { action, res } = attempt;
+  const req = attempt.prepared?.req;
+  const applied = attempt.prepared?.applied ?? { secretHeaders: [], secretQuery: [] };
+  const method = req?.method ?? action?.definition.endpoint.method ?? '';
+  const url = req ? req.origin + maskPath(req.path, applied) : (action?.definition.endpoint.url ?? '');
+  const record: AttemptRecord = {
+    attempt: attempt.number,
+    startedAt: new Date(attempt.startedAt).toISOString(),
+    durationMs: ctx.now() - attempt.startedAt,
+    request: { method, url: ctx.redact(url), headers: req ? maskHeaders(req.headers, applied) : {} },
+  };
+  if (res) record.response = responseRecord(res, ctx.redact);
+  if (!(err instanceof HttpStatusError)) record.error = { code: err.code, message: ctx.redact(err.message) };
+  return record;
+}
+
+/** Response headers and the start of the body as a record keeps them: any secret value echoed back is masked. */
+function responseRecord(res: SentResponse, redact: (s: string) => string): NonNullable<AttemptRecord['response']> {
+  const headers: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(res.headers)) headers[k] = Array.isArray(v) ? v.map(redact) : redact(v);
+  return { status: res.status, headers, body: redact(res.body.subarray(0, RECORD_BODY_BYTES).toString('utf8')) };
+}

@@ -1,0 +1,29 @@
+import { DelayedError, type Job } from 'bullmq';
+import type { JobOutcome } from '../../queue/job-schema.js';
+import type { PartitionKeys } from '../../redis/redis-connection.js';
+import { startAttempt, type PipelineContext } from './attempt.js';
+import { classify } from './classify.js';
+import { finishDelivered, finishFailed } from './finish.js';
+import { passGates } from './gates.js';
+import { load } from './load.js';
+import { prepare } from './prepare.js';
+import { send } from './send.js';
+
+/**
+ * One attempt at delivering a job, as a list of named steps. A deferral (DelayedError) goes back
+ * to BullMQ untouched; any other failure becomes a queue outcome in `finishFailed`.
+ */
+export async function runAttempt(ctx: PipelineContext, job: Job, partition: PartitionKeys, token?: string): Promise<JobOutcome> {
+  const attempt = startAttempt(ctx, job, partition, token);
+  try {
+    const loaded = await load(ctx, attempt);
+    await passGates(ctx, loaded);
+    await prepare(ctx, loaded);
+    const res = await send(ctx, loaded);
+    const response = classify(loaded.action, res, ctx.now(), ctx.maxResponseBytes);
+    return await finishDelivered(ctx, loaded, res.status, response);
+  } catch (caught: unknown) {
+    if (caught instanceof DelayedError) throw caught;
+    return finishFailed(ctx, attempt, caught);
+  }
+}

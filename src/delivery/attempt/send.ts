@@ -1,0 +1,82 @@
+import { RelayError, coerceError } from '../../errors/errors.js';
+import type { SentResponse } from '../http-sender.js';
+import { circuitFailure, shouldRefreshToken } from '../retry-policy.js';
+import { requestTimeoutMs, type LoadedAttempt, type PipelineContext } from './attempt.js';
+import { takePermit } from './gates.js';
+import { prepare } from './prepare.js';
+
+/** Bytes of a response body kept in an attempt record. */
+export const RECORD_BODY_BYTES = 4096;
+
+/**
+ * Step 4: sends the prepared request under an in-flight permit when the action has one. A 401 on
+ * a token-carrying request gets one fresh token and one more request. Whatever happens, the
+ * circuit hears of the third party's health and the permit is given back.
+ */
+export async function send(ctx: PipelineContext, attempt: LoadedAttempt): Promise<SentResponse> {
+  const permit = await takePermit(ctx, attempt);
+  let sendError: unknown;
+  try {
+    attempt.res = await sendOnce(ctx, attempt);
+    if (shouldRefreshToken(attempt.res.status, attempt.prepared?.applied.token)) {
+      // The token may have been revoked or expired early.
+      attempt.log().debug({ status: 401 }, 'access token refused, fetching a new one');
+      await prepare(ctx, attempt, attempt.prepared?.applied.token);
+      attempt.res = await sendOnce(ctx, attempt);
+    }
+    return attempt.res;
+  } catch (err: unknown) {
+    sendError = err;
+    throw err;
+  } finally {
+    await recordCircuit(ctx, attempt, circuitFailure(attempt.res?.status, sendError));
+    if (permit) await releasePermit(ctx, attempt);
+  }
+}
+
+/** One HTTP request of the attempt, reported as a `sent` event whatever its end. */
+async function sendOnce(ctx: PipelineContext, attempt: LoadedAttempt): Promise<SentResponse> {
+  const { action } = attempt;
+  const prepared = attempt.prepared;
+  if (!prepared) throw new Error('send before prepare');
+  const captures = action.capturesResponse || action.capturesErrorResponse;
+  const readLimit = captures ? ctx.maxResponseBytes : RECORD_BODY_BYTES;
+  const opts = { timeoutMs: requestTimeoutMs(ctx, action), readLimit, ...(prepared.tls ? { tls: prepared.tls } : {}) };
+  const start = ctx.now();
+  try {
+    const res = await ctx.sender.send(prepared.req, opts);
+    ctx.events.emit('sent', { actionId: action.id, jobId: attempt.jobId, durationMs: ctx.now() - start, status: res.status });
+    return res;
+  } catch (err: unknown) {
+    const reason = err instanceof RelayError ? err.reason : undefined;
+    const failure = reason === 'timeout' || reason === 'network' ? reason : undefined;
+    ctx.events.emit('sent', { actionId: action.id, jobId: attempt.jobId, durationMs: ctx.now() - start, ...(failure ? { failure } : {}) });
+    throw err;
+  }
+}
+
+/** Tells the key's circuit breaker how the request went (when it says anything of the third party). */
+async function recordCircuit(ctx: PipelineContext, attempt: LoadedAttempt, failed: boolean | undefined): Promise<void> {
+  const cfg = attempt.action.definition.circuitBreaker;
+  if (!cfg || !ctx.circuitBreaker || failed === undefined) return;
+  const key = attempt.action.limitKey;
+  try {
+    const t = await ctx.circuitBreaker.record(key, failed, attempt.probe, ctx.now(), cfg);
+    if (t === 'opened' || (attempt.probe && failed)) {
+      ctx.events.emit('circuit', { key, state: 'open' });
+      // Logged by the one request that opened it, not per deferred job.
+      if (t === 'opened') attempt.log().warn({ key, openMs: cfg.openMs }, 'circuit opened');
+    } else if (t === 'closed') {
+      ctx.events.emit('circuit', { key, state: 'closed' });
+      attempt.log().info({ key }, 'circuit closed');
+    }
+  } catch (err: unknown) {
+    attempt.log().warn({ err: coerceError(err).message }, 'circuit record failed');
+  }
+}
+
+async function releasePermit(ctx: PipelineContext, attempt: LoadedAttempt): Promise<void> {
+  await ctx.rateLimiter
+    ?.release(attempt.action.limitKey, attempt.jobId)
+    .catch((e: unknown) => attempt.log().warn({ err: coerceError(e).message }, 'permit release failed'));
+}

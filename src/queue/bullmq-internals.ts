@@ -1,0 +1,58 @@
+import type { Job } from 'bullmq';
+import { luaScript } from '../redis/lua-script.js';
+import type { RedisClient } from '../redis/redis-connection.js';
+import type { JobOutcome } from './job-schema.js';
+
+/**
+ * What the relay relies on inside BullMQ beyond its public API, in one place. Each item is
+ * checked against a real Redis by test/integration/bullmq-internals.redis.test.ts, pinned to
+ * BULLMQ_VERSION: a BullMQ upgrade runs that test first.
+ *
+ * - A job is a Redis hash at `<prefix>:<queue>:<id>` (RelayKeys.jobKey); the relay adds its own
+ *   fields to it (JOB_FIELDS), which BullMQ keeps until it removes the job.
+ * - The hash's `priority` field is what BullMQ reads when it promotes a delayed job to the wait
+ *   list (0) or the prioritized set (> 0).
+ * - A dead-lettered job ends as *completed* (the processor returns its outcome), so the completed
+ *   set holds delivered and dead jobs alike; the return value tells them apart.
+ */
+export const BULLMQ_VERSION = '5.81.5';
+
+/** Fields the relay writes into a BullMQ job hash. */
+export const JOB_FIELDS = {
+  /** Set once when the job ends (delivered | dead): a rerun after a crash finds it. */
+  outcome: 'arOutcome',
+  /** The record of failed attempt n, kept until the job ends. */
+  attempt: (n: number) => `arAttempt:${n}`,
+  /** BullMQ's own: the priority it reads when it promotes the job. */
+  priority: 'priority',
+} as const;
+
+/** Sets the priority BullMQ reads when it promotes the job; KEYS[1] job hash, ARGV[1] priority. No-op on a job gone. */
+const SET_PRIORITY = luaScript(
+  `if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], '${JOB_FIELDS.priority}', ARGV[1]) end return 0`,
+);
+
+/** The Redis key of a job's hash, from the job itself. */
+export function jobHashKey(job: Job): string {
+  return `${job.queueQualifiedName}:${job.id as string}`;
+}
+
+/** Sends a job to the delayed set until `until` with `priority` for when it comes back (0 = wait list, served first). */
+export async function moveToDelayedWithPriority(
+  redis: RedisClient,
+  job: Job,
+  until: number,
+  priority: number,
+  token: string | undefined,
+): Promise<void> {
+  await SET_PRIORITY.run(redis, 1, jobHashKey(job), String(priority));
+  await job.moveToDelayed(until, token);
+}
+
+/** The BullMQ state of every job the relay ended, delivered or dead (the return value says which). */
+export const ENDED_STATE = 'completed';
+
+/** What the processor returned for an ended job. */
+export function endedOutcome(job: Job): JobOutcome | null {
+  return (job.returnvalue as JobOutcome | null) ?? null;
+}

@@ -1,0 +1,115 @@
+import { createRequire } from 'node:module';
+import { Worker, type Job } from 'bullmq';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FRESH_PRIORITY } from '../../src/queue/delivery-queue.js';
+import {
+  BULLMQ_VERSION,
+  ENDED_STATE,
+  JOB_FIELDS,
+  endedOutcome,
+  jobHashKey,
+  moveToDelayedWithPriority,
+} from '../../src/queue/bullmq-internals.js';
+import { setupRun } from '../support/harness.js';
+
+// What the relay reads and writes inside BullMQ, checked on a real Redis. When this file fails
+// after a BullMQ upgrade, src/queue/bullmq-internals.ts is the one place to adapt.
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+/** A context whose actions `a` and `b` exist, so that the producer takes jobs for them. */
+async function setup() {
+  const run = await setupRun(cleanups);
+  for (const id of ['a', 'b']) {
+    await run.ctx.store.put({ id, name: id, endpoint: { url: run.receiver.url, method: 'POST' } });
+  }
+  return run;
+}
+
+async function takeJob(worker: Worker, token: string): Promise<Job> {
+  const job = (await worker.getNextJob(token)) as Job | undefined;
+  if (!job) throw new Error('no job to take');
+  return job;
+}
+
+describe('BullMQ internals the relay relies on', () => {
+  it('are checked against the installed BullMQ version', () => {
+    const installed = (createRequire(import.meta.url)('bullmq/package.json') as { version: string }).version;
+    expect(installed).toBe(BULLMQ_VERSION);
+  });
+
+  it('keep a job in a hash at RelayKeys.jobKey, with the fields the relay adds', async () => {
+    const { ctx } = await setup();
+    const { jobId: id } = await ctx.producer.enqueue({ actionId: 'a', params: {} });
+    const job = (await ctx.queue.getJob(id)) as Job;
+    expect(jobHashKey(job)).toBe(ctx.keys.jobKey(id));
+    expect(await ctx.redis.hget(ctx.keys.jobKey(id), 'name')).toBe('a');
+    expect(await ctx.redis.hget(ctx.keys.jobKey(id), JOB_FIELDS.priority)).toBe(String(FRESH_PRIORITY));
+
+    const record = { attempt: 1, startedAt: new Date().toISOString(), durationMs: 3, request: { method: 'POST', url: 'u', headers: {} } };
+    await ctx.outcomes.recordAttempt(ctx.keys, id, record);
+    expect(await ctx.redis.hget(ctx.keys.jobKey(id), JOB_FIELDS.attempt(1))).toBe(JSON.stringify(record));
+    expect(await ctx.outcomes.attemptsOf(ctx.keys, id, 1)).toEqual([record]);
+  });
+
+  it('promote a delayed job by the priority field: 0 to the wait list, above 0 to the prioritized set', async () => {
+    const { ctx } = await setup();
+    const worker = new Worker(ctx.keys.queueName, null, { connection: ctx.bullConnection, prefix: ctx.keys.bullPrefix, autorun: false });
+    cleanups.push(() => worker.close());
+    const a = await ctx.producer.enqueue({ actionId: 'a', params: {} });
+    const b = await ctx.producer.enqueue({ actionId: 'b', params: {} });
+    for (const [lane, expected] of [
+      [0, 'waiting'],
+      [FRESH_PRIORITY, 'prioritized'],
+    ] as const) {
+      const job = await takeJob(worker, `t-${lane}`);
+      expect([a.jobId, b.jobId]).toContain(job.id);
+      await moveToDelayedWithPriority(ctx.bullConnection, job, Date.now() + 60_000, lane, `t-${lane}`);
+      expect(await job.getState()).toBe('delayed');
+      await job.promote();
+      expect(await ctx.queue.getJobState(job.id as string)).toBe(expected);
+    }
+  });
+
+  it('end a dead job as completed, with the outcome mark kept in its hash', async () => {
+    const { ctx } = await setup();
+    const worker = new Worker(ctx.keys.queueName, null, { connection: ctx.bullConnection, prefix: ctx.keys.bullPrefix, autorun: false });
+    cleanups.push(() => worker.close());
+    const { jobId: id } = await ctx.producer.enqueue({ actionId: 'a', params: {} });
+    const job = await takeJob(worker, 'tok');
+    const outcome = { outcome: 'dead' as const, status: 404, reason: 'http_status', attempts: 1, error: 'HTTP 404' };
+    const written = await ctx.outcomes.finish(ctx.keys, {
+      jobId: id,
+      actionId: 'a',
+      outcome: 'dead',
+      status: 404,
+      reason: 'http_status',
+      attempts: 1,
+      durationMs: 5,
+      context: {},
+      response: {},
+    });
+    expect(written).toBe(true);
+    await job.moveToCompleted(outcome, 'tok', false);
+    const ended = (await ctx.queue.getJob(id)) as Job;
+    expect(await ended.getState()).toBe(ENDED_STATE);
+    expect(endedOutcome(ended)).toEqual(outcome);
+    expect(await ctx.redis.hget(ctx.keys.jobKey(id), JOB_FIELDS.outcome)).toBe('dead');
+    // The mark makes a rerun after a crash a no-op.
+    expect(
+      await ctx.outcomes.finish(ctx.keys, {
+        jobId: id,
+        actionId: 'a',
+        outcome: 'delivered',
+        status: 200,
+        reason: '',
+        attempts: 2,
+        durationMs: 5,
+        context: {},
+        response: {},
+      }),
+    ).toBe(false);
+  });
+});
