@@ -5,6 +5,7 @@ import { luaScript } from '../redis/lua-script.js';
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
 import type { JobData } from './job-schema.js';
+import { bullDeduplicationKey } from './bullmq-internals.js';
 
 /*
  * Per-key ordering. Jobs of one action with the same orderingKey form a line: a Redis list of job
@@ -34,13 +35,6 @@ export interface LineEntry {
 
 /** How one ordered job was taken: first in line (to be added to the queue now), behind others, or a duplicate of `jobId`. */
 export type LineState = 'go' | 'wait' | 'duplicate';
-
-/**
- * The Redis key BullMQ deduplicates on (`<prefix>:<queue>:de:<id>`, its deduplicateJob script):
- * an ordered job waiting outside the queue still holds its idempotency key there, so that a job
- * enqueued twice is one job whichever path either took. Pinned by test/integration/ordering.redis.test.ts.
- */
-export const bullDeduplicationKey = (keys: PartitionKeys, id: string) => `${keys.bullPrefix}:${keys.queueName}:de:${id}`;
 
 /*
  * KEYS[1] line (list), KEYS[2] entries (hash), KEYS[3] due (zset), KEYS[4] BullMQ deduplication
@@ -161,6 +155,8 @@ export function createOrdering(deps: OrderingDeps): Ordering {
   const ordering: Ordering = {
     async enqueue(keys, job, now = clock()) {
       const scriptKeys = [keys.orderingLine(job.entry.name, job.orderingKey), keys.orderingJobs, keys.orderingDue];
+      // A job waiting outside the queue holds its idempotency key where BullMQ looks for it, so
+      // that a job enqueued twice is one job whichever path either took.
       if (job.deduplication) scriptKeys.push(bullDeduplicationKey(keys, job.deduplication.id));
       const [jobId, state] = (await ENQUEUE.run(
         redis,

@@ -3,14 +3,8 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createDeliveryQueues, FRESH_PRIORITY, type DeliveryQueues } from '../../src/queue/delivery-queue.js';
-import {
-  bullDeduplicationKey,
-  createOrdering,
-  HANDOFF_GRACE_MS,
-  queueJob,
-  type LineEntry,
-  type Ordering,
-} from '../../src/queue/ordering.js';
+import { bullDeduplicationKey } from '../../src/queue/bullmq-internals.js';
+import { createOrdering, HANDOFF_GRACE_MS, queueJob, type LineEntry, type Ordering } from '../../src/queue/ordering.js';
 import { createOutcomeWriter, type Outcome } from '../../src/queue/outcome-writer.js';
 import { relayKeys, type PartitionKeys } from '../../src/redis/redis-connection.js';
 
