@@ -116,6 +116,13 @@ function targetChecks(r: BenchResults): string[] {
   if (relay)
     check(relay.workerCpuUs <= 150, `action-relay at most 150 us worker CPU per delivery (goal 125): ${relay.workerCpuUs.toFixed(0)} us`);
   if (relayRl) check(relayRl.workerCpuUs <= 175, `with a non-binding rate limit at most 175 us: ${relayRl.workerCpuUs.toFixed(0)} us`);
+  const traced = sat?.relayTraced?.median;
+  if (relay && traced) {
+    const extra = traced.workerCpuUs - relay.workerCpuUs;
+    out.push(
+      `- tracing on (every attempt traced, OTLP/protobuf to loopback): ${traced.workerCpuUs.toFixed(0)} us worker CPU per delivery against ${relay.workerCpuUs.toFixed(0)} us off (${extra >= 0 ? '+' : ''}${extra.toFixed(0)} us, ${((extra / relay.workerCpuUs) * 100).toFixed(0)} %); ${int(traced.deliveriesPerSec)}/s against ${int(relay.deliveriesPerSec)}/s`,
+    );
+  }
   if (relay && pool) {
     const eff = pool.workerCpuUs / relay.workerCpuUs;
     check(eff >= 0.67, `deliveries per worker-CPU-second at least 0.67x the Pool loop's: ${eff.toFixed(2)}x`);

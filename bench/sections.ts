@@ -141,7 +141,7 @@ async function warm(lab: Lab, targets: Target[], jobs: number, bytes = SMALL_PAY
 // ---------------------------------------------------------------------------------------------
 // Saturation and latency: every variant on the same jobs.
 
-export const CORE_TARGETS: TargetKey[] = ['bare', 'undici', 'pool', 'global', 'relay', 'relayRateLimited'];
+export const CORE_TARGETS: TargetKey[] = ['bare', 'undici', 'pool', 'global', 'relay', 'relayRateLimited', 'relayTraced'];
 
 export interface CoreResult {
   saturation: Partial<Record<TargetKey, RunSet>>;

@@ -66,6 +66,12 @@ const server = createServer((req, res) => {
     control(req, res);
     return;
   }
+  if (req.url === '/v1/traces') {
+    // OTLP exports of traced workers (the relayTraced target): answered, not counted as deliveries.
+    req.resume();
+    res.writeHead(200, { 'content-type': 'application/x-protobuf', 'content-length': 0 }).end();
+    return;
+  }
   let head: Buffer | undefined;
   req.on('data', (chunk: Buffer) => {
     head ??= chunk;

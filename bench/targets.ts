@@ -10,7 +10,7 @@ import { scriptArgs, type Lab } from './lab.js';
 import { benchAction, buildContext, buildParams, wallClock, type JobContext, type JobParams } from './payload.js';
 import { percentile } from './stats.js';
 
-export type TargetKey = 'bare' | 'undici' | 'pool' | 'global' | 'relay' | 'relayRateLimited';
+export type TargetKey = 'bare' | 'undici' | 'pool' | 'global' | 'relay' | 'relayRateLimited' | 'relayTraced';
 
 export interface LatencyFigures {
   offeredPerSec: number;
@@ -66,6 +66,8 @@ export interface TargetOptions {
   rateLimit?: { max: number; perMs: number };
   /** Jobs get one of this many orderingKeys, job i the key i % n (action-relay only). */
   orderingKeys?: number;
+  /** Trace every attempt, exported over OTLP (http/protobuf) to the sink (action-relay only). @defaultValue false */
+  tracing?: boolean;
 }
 
 export interface JobSpec {
@@ -343,6 +345,8 @@ export async function relayTarget(
             // The sink is on loopback, which the egress guard refuses by default.
             EGRESS_ALLOW_PRIVATE: 'true',
             LOG_LEVEL: opts.logLevel ?? 'info',
+            // The sink answers OTLP exports without counting them as deliveries.
+            ...(opts.tracing ? { OTEL_EXPORTER_OTLP_ENDPOINT: lab.sink.url, OTEL_SERVICE_NAME: 'action-relay-bench' } : {}),
           },
           { nodeArgs: opts.nodeArgs ?? [], inspect: opts.inspect ?? false },
         ),
@@ -398,6 +402,7 @@ export const TARGET_LABELS: Record<TargetKey, string> = {
   global: 'baseline: BullMQ + undici global request',
   relay: 'action-relay worker',
   relayRateLimited: 'action-relay, non-binding rate limit',
+  relayTraced: 'action-relay, tracing on (OTLP to loopback)',
 };
 
 /** Non-binding: far above what one machine can send. */
@@ -418,5 +423,7 @@ export async function startTarget(lab: Lab, key: TargetKey, opts: TargetOptions 
       return relayTarget(lab, key, label, opts);
     case 'relayRateLimited':
       return relayTarget(lab, key, label, { ...opts, rateLimit: NON_BINDING_LIMIT });
+    case 'relayTraced':
+      return relayTarget(lab, key, label, { ...opts, tracing: true });
   }
 }

@@ -1,5 +1,5 @@
 // Entry point of the API process (same as `action-relay api`).
 import { main } from '../src/cli/cli.js';
 
-await main([process.argv[0] ?? 'node', 'action-relay', 'api']);
+process.exitCode = await main([process.argv[0] ?? 'node', 'action-relay', 'api']);
 process.exit();

@@ -1,5 +1,5 @@
 // Entry point of a delivery worker process (same as `action-relay worker`).
 import { main } from '../src/cli/cli.js';
 
-await main([process.argv[0] ?? 'node', 'action-relay', 'worker']);
+process.exitCode = await main([process.argv[0] ?? 'node', 'action-relay', 'worker']);
 process.exit();

@@ -213,6 +213,8 @@ export const actionDefinitionSchema = z.strictObject({
   parameters: z.record(paramName, paramSpecSchema).default({}),
   body: z.unknown().optional(),
   allowNulls: z.boolean().default(false),
+  /** Send the W3C `traceparent` header of the job's trace to the third party. @defaultValue true */
+  propagateTrace: z.boolean().optional(),
   response: capturedFieldsSchema.optional(),
   /** Fields captured from a non-2xx JSON answer, for the journey's error branch; never fails the attempt. */
   errorResponse: capturedFieldsSchema.optional(),

@@ -2,21 +2,43 @@ import type { Logger } from 'pino';
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
 import { parseActionDefinition, compileAction, type CompiledAction } from './compile-action.js';
 import type { ActionDefinition } from './action-schema.js';
-import { ValidationError, coerceError, type FieldProblem } from '../errors/errors.js';
+import { ManagedByFilesError, ValidationError, coerceError, type FieldProblem } from '../errors/errors.js';
 import { luaScript } from '../redis/lua-script.js';
 
 export interface StoredAction {
   version: number;
   updatedAt: number;
+  /** The ACTIONS_DIR file the action comes from: only that file changes it. */
+  managedBy?: string;
   definition: ActionDefinition;
 }
 
+export interface PutOptions {
+  /**
+   * Saving from ACTIONS_DIR: the file the definition comes from (`''` to hand a no longer managed
+   * action back to the API). Without it, saving a file-managed action throws ManagedByFilesError.
+   * Implies `keepUnchanged`.
+   */
+  fromFile?: string;
+  /** A definition equal to the stored one keeps its version (applying files). @defaultValue false: every save is a version */
+  keepUnchanged?: boolean;
+}
+
+export interface PutResult {
+  id: string;
+  version: number;
+  created: boolean;
+  /** The stored definition was already this one and `keepUnchanged` was asked: no new version. */
+  unchanged: boolean;
+}
+
 export interface ActionStore {
-  /** Validates and saves a definition; the version grows by one on every save. */
-  put(input: unknown): Promise<{ id: string; version: number; created: boolean }>;
+  /** Validates and saves a definition; the version grows by one on every save (unless `keepUnchanged` and unchanged). */
+  put(input: unknown, opts?: PutOptions): Promise<PutResult>;
   get(id: string): Promise<StoredAction | null>;
   list(): Promise<StoredAction[]>;
-  delete(id: string): Promise<boolean>;
+  /** Throws ManagedByFilesError for a file-managed action unless `fromFiles`. */
+  delete(id: string, opts?: { fromFiles?: boolean }): Promise<boolean>;
   /** The compiled action, cached until a change is published. */
   getCompiled(id: string): Promise<CompiledAction | null>;
   /** Subscribes to changes so that cached actions are dropped within moments of an update. */
@@ -24,16 +46,57 @@ export interface ActionStore {
 }
 
 /*
+ * Saves a definition unless it is file-managed and this save is not from its files; with ARGV[7]
+ * '1', a definition equal to the stored one keeps its version (only the file mark may change).
  * KEYS[1] actions hash, KEYS[2] versions hash
- * ARGV[1] id, ARGV[2] definition JSON, ARGV[3] updatedAt ms, ARGV[4] change channel
- * Returns { version, existed (0|1) }. Versions only grow, even across a delete.
+ * ARGV[1] id, ARGV[2] definition JSON, ARGV[3] updatedAt ms, ARGV[4] change channel,
+ *   ARGV[5] 'files' or 'user', ARGV[6] the managing file ('' for none; read when ARGV[5] is 'files'),
+ *   ARGV[7] '1' to keep the version of an unchanged definition
+ * Returns { version, existed (0|1), unchanged (0|1) }, or { -1, file } when the action is
+ * managed by that file. Versions only grow, even across a delete.
  */
 const PUT_SCRIPT = luaScript(`
-local existed = redis.call('HEXISTS', KEYS[1], ARGV[1])
-local v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('HSET', KEYS[1], ARGV[1], '{"version":' .. v .. ',"updatedAt":' .. ARGV[3] .. ',"definition":' .. ARGV[2] .. '}')
-redis.call('PUBLISH', ARGV[4], ARGV[1])
-return { v, existed }
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local managed = ''
+if cur then
+  local ok, d = pcall(cjson.decode, cur)
+  if ok and type(d) == 'table' and type(d.managedBy) == 'string' then managed = d.managedBy end
+end
+if ARGV[5] ~= 'files' and managed ~= '' then return { -1, managed } end
+local mark = managed
+if ARGV[5] == 'files' then mark = ARGV[6] end
+local same = ARGV[7] == '1' and cur and string.sub(cur, -(#ARGV[2] + 1)) == ARGV[2] .. '}'
+if same and mark == managed then
+  return { tonumber(redis.call('HGET', KEYS[2], ARGV[1])), 1, 1 }
+end
+local v
+if same then v = tonumber(redis.call('HGET', KEYS[2], ARGV[1])) else v = redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
+local markJson = ''
+if mark ~= '' then markJson = ',"managedBy":' .. cjson.encode(mark) end
+redis.call('HSET', KEYS[1], ARGV[1], '{"version":' .. v .. ',"updatedAt":' .. ARGV[3] .. markJson .. ',"definition":' .. ARGV[2] .. '}')
+if not same then redis.call('PUBLISH', ARGV[4], ARGV[1]) end
+local existed = 0
+if cur then existed = 1 end
+local unchanged = 0
+if same then unchanged = 1 end
+return { v, existed, unchanged }
+`);
+
+/*
+ * Deletes an action unless it is file-managed and this delete is not from its files.
+ * KEYS[1] actions hash; ARGV[1] id, ARGV[2] 'files' or 'user', ARGV[3] change channel
+ * Returns 1 deleted, 0 not there, or the managing file's name.
+ */
+const DELETE_SCRIPT = luaScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+if ARGV[2] ~= 'files' then
+  local ok, d = pcall(cjson.decode, cur)
+  if ok and type(d) == 'table' and type(d.managedBy) == 'string' and d.managedBy ~= '' then return d.managedBy end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 1
 `);
 
 /** Largest action definition accepted, serialized as JSON. */
@@ -43,7 +106,8 @@ export interface ActionStoreDeps {
   redis: RedisClient;
   keys: RelayKeys;
   userAgent: string;
-  logger: Logger;
+  /** Only warnings of the change subscriber go there. */
+  logger: Pick<Logger, 'warn'>;
   /** Checks a parsed definition before it is saved (the egress policy of its URLs); problems refuse the save. */
   vet?: (def: ActionDefinition) => Promise<FieldProblem[]>;
   now?: () => number;
@@ -86,12 +150,13 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
   };
 
   return {
-    async put(input) {
+    async put(input, opts = {}) {
       checkSize(input);
       const def = parseActionDefinition(input);
       const refused = (await deps.vet?.(def)) ?? [];
       if (refused.length > 0) throw new ValidationError('invalid action definition', refused);
-      const [version, existed] = (await PUT_SCRIPT.run(
+      const fromFiles = opts.fromFile !== undefined;
+      const answer = (await PUT_SCRIPT.run(
         redis,
         2,
         keys.actions,
@@ -100,20 +165,26 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
         JSON.stringify(def),
         String(now()),
         keys.actionsChannel,
-      )) as [number, number];
-      cache.delete(def.id);
-      return { id: def.id, version, created: existed === 0 };
+        fromFiles ? 'files' : 'user',
+        opts.fromFile ?? '',
+        fromFiles || opts.keepUnchanged ? '1' : '0',
+      )) as [number, number, number] | [-1, string];
+      if (answer[0] === -1) throw new ManagedByFilesError(def.id, String(answer[1]));
+      const [version, existed, unchanged] = answer as [number, number, number];
+      if (unchanged === 0) cache.delete(def.id);
+      return { id: def.id, version, created: existed === 0, unchanged: unchanged === 1 };
     },
     get,
     async list() {
       const all = await redis.hvals(keys.actions);
       return all.map((raw) => JSON.parse(raw) as StoredAction).sort((a, b) => a.definition.id.localeCompare(b.definition.id));
     },
-    async delete(id) {
-      const removed = await redis.hdel(keys.actions, id);
-      await redis.publish(keys.actionsChannel, id);
+    async delete(id, opts = {}) {
+      const answer = (await DELETE_SCRIPT.run(redis, 1, keys.actions, id, opts.fromFiles ? 'files' : 'user', keys.actionsChannel)) as
+        number | string;
+      if (typeof answer === 'string') throw new ManagedByFilesError(id, answer);
       cache.delete(id);
-      return removed === 1;
+      return answer === 1;
     },
     getCompiled(id) {
       const hit = cache.get(id);

@@ -2,7 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { createContextTokens, type RelayContext } from '../context/relay-context.js';
 import type { HttpSender } from '../delivery/http-sender.js';
 import { isLoopbackAddress } from '../delivery/egress-guard.js';
-import { InvalidParamsError, ValidationError, coerceError } from '../errors/errors.js';
+import { InvalidParamsError, ManagedByFilesError, ValidationError, coerceError } from '../errors/errors.js';
 import { boundProblems, sendError } from './api-errors.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
@@ -11,6 +11,7 @@ import { registerAccessControl } from './access-control.js';
 import { loadTokensFile, tokenTable } from './api-tokens.js';
 import { registerQueueBoard } from './queue-board.js';
 import { registerApiDocs } from './openapi.js';
+import { checkRedis } from '../redis/redis-health.js';
 
 export interface ApiServerDeps {
   ctx: RelayContext;
@@ -45,6 +46,7 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
     if (err instanceof ValidationError) return sendError(reply, 400, err.code, err.message, boundProblems(err.problems));
     // A value that cannot be sent (preview of params or context that no request can carry).
     if (err instanceof InvalidParamsError) return sendError(reply, 400, err.code, err.message, boundProblems(err.problems));
+    if (err instanceof ManagedByFilesError) return sendError(reply, 409, err.code, err.message, { file: err.file });
     const e = err as { statusCode?: number; code?: string; message?: string };
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
       const code =
@@ -59,15 +61,13 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   app.setNotFoundHandler((req, reply) => sendError(reply, 404, 'not_found', `no route ${req.method} ${req.url}`));
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  // Liveness above; readiness says within READY_TIMEOUT_MS whether Redis answers.
   app.get('/readyz', async (_req, reply) => {
-    try {
-      await ctx.redis.ping();
-      return { status: 'ready' };
-    } catch (err: unknown) {
-      // The driver's text may name hosts and ports: it goes to the log, not to whoever asks.
-      ctx.logger.warn({ err: coerceError(err).message }, 'readiness check: redis unavailable');
-      return sendError(reply, 503, 'redis_unavailable', 'redis unavailable');
-    }
+    const health = await checkRedis(ctx.redis);
+    if (health.ok) return { status: 'ready' };
+    // The driver's text may name hosts and ports: it goes to the log, the short reason to whoever asks.
+    if (health.detail) ctx.logger.warn({ err: health.detail }, 'readiness check: redis unavailable');
+    return sendError(reply, 503, 'redis_unavailable', health.reason);
   });
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', ctx.metrics.registry.contentType);

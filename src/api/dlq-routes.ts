@@ -47,7 +47,9 @@ export function registerDlqRoutes(app: FastifyInstance, ctx: RelayContext): void
     const body = parse(replayRequestSchema, req.body);
     if (!hasExplicitSelection(body)) throw new ValidationError('invalid request', NO_SELECTION);
     const r = await replayDeadLetters(dl, body);
-    return body.dryRun ? { matched: r.matched, jobIds: r.jobIds } : { replayed: r.replayed, jobIds: r.jobIds };
+    if (body.dryRun) return { matched: r.matched, jobIds: r.matchedIds };
+    // jobIds: the new ids, in the order of `replays` (kept for clients of the earlier answer).
+    return { replayed: r.replayed, replays: r.replays, jobIds: r.replays.map((m) => m.jobId) };
   });
 
   app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req) => ({

@@ -5,10 +5,11 @@ import { getJobStatus } from '../queue/job-status.js';
 import { getStats } from '../queue/stats.js';
 import { isJobId } from '../queue/job-id.js';
 import { boundBatchErrors, sendError } from './api-errors.js';
+import { withTraceparentHeader } from '../telemetry/trace-context.js';
 
 export function registerJobRoutes(app: FastifyInstance, ctx: RelayContext): void {
   app.post('/v1/jobs', async (req, reply) => {
-    const result = await ctx.producer.enqueue(req.body as never);
+    const result = await ctx.producer.enqueue(withTraceparentHeader(req.body, req.headers.traceparent) as never);
     return reply.code(202).send(result);
   });
 
@@ -17,7 +18,7 @@ export function registerJobRoutes(app: FastifyInstance, ctx: RelayContext): void
     if (!body || !Array.isArray(body.jobs)) {
       throw new ValidationError('invalid batch', [{ path: 'jobs', message: 'expected a list of jobs' }]);
     }
-    const results = await ctx.producer.enqueueMany(body.jobs);
+    const results = await ctx.producer.enqueueMany(body.jobs.map((job: unknown) => withTraceparentHeader(job, req.headers.traceparent)));
     return reply.code(202).send({ results: boundBatchErrors(results) });
   });
 

@@ -213,6 +213,7 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
           '200': json(ref('SavedAction'), 'replaced'),
           '201': json(ref('SavedAction'), 'created'),
           '400': errorResponse('invalid definition: `details` lists every problem with its path'),
+          '409': errorResponse('`managed_by_files`: the action comes from ACTIONS_DIR; `details.file` names the file'),
         },
       }),
       get: v1({
@@ -227,7 +228,11 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
         summary: 'Delete an action definition',
         tags: ['actions'],
         parameters: [actionId],
-        responses: { '200': json(ref('ActionDeleted'), 'deleted'), '404': noAction },
+        responses: {
+          '200': json(ref('ActionDeleted'), 'deleted'),
+          '404': noAction,
+          '409': errorResponse('`managed_by_files`: the action comes from ACTIONS_DIR; `details.file` names the file'),
+        },
       }),
     },
     '/v1/actions/{id}/preview': {

@@ -91,6 +91,8 @@ export const jobStatusSchema = z.object({
       errorResponse: z.record(z.string(), z.unknown()).optional(),
     })
     .optional(),
+  /** Set on a dead job that was replayed: the id of the new job. */
+  replayedAs: z.string().optional(),
 });
 
 export const deadReasonSchema = z.enum([
@@ -158,8 +160,14 @@ export const deadLetterRecordSchema = z.object({
 });
 
 export const replayResultSchema = z.union([
-  z.object({ replayed: z.number().int(), jobIds: z.array(z.string()) }),
-  /** A dry run. */
+  z.object({
+    replayed: z.number().int(),
+    /** Each dead job replayed (`from`) and the id of its new job (`jobId`). */
+    replays: z.array(z.object({ from: z.string(), jobId: z.string() })),
+    /** The new ids, in the order of `replays`. */
+    jobIds: z.array(z.string()),
+  }),
+  /** A dry run: the dead ids that would be replayed. */
   z.object({ matched: z.number().int(), jobIds: z.array(z.string()) }),
 ]);
 
@@ -169,7 +177,11 @@ const queueCountsSchema = z.object({
   waiting: z.number().int(),
   delayed: z.number().int(),
   active: z.number().int(),
-  completed: z.number().int(),
+  /** Jobs delivered since the deployment's data was created. */
+  delivered: z.number().int(),
+  /** Jobs dead-lettered since the deployment's data was created. */
+  dead: z.number().int(),
+  /** Jobs in BullMQ's failed set (stalled too often, or a fault of the relay itself). */
   failed: z.number().int(),
 });
 export const statsSchema = z.object({

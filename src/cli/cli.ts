@@ -1,9 +1,9 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { loadConfig, type Config } from '../config/config.js';
 import { createRelayContext, type RelayContext } from '../context/relay-context.js';
 import { loadActionFiles } from '../actions/action-files.js';
-import { ValidationError, coerceError } from '../errors/errors.js';
-import { getStats } from '../queue/stats.js';
+import { ManagedByFilesError, ValidationError, coerceError } from '../errors/errors.js';
+import { getStats, type QueueCounts } from '../queue/stats.js';
 import { runApi } from './run-api.js';
 import { runWorker } from './run-worker.js';
 import { runDemo } from '../demo/run-demo.js';
@@ -11,15 +11,31 @@ import { startMockReceiver } from '../demo/mock-receiver.js';
 import { createLogger } from '../logger.js';
 import { VERSION } from '../version.js';
 import { registerDlqCommands } from './dlq-commands.js';
-import type { CliIo } from './cli-io.js';
+import { CliUsageError, printTable, type CliIo } from './cli-io.js';
+import { hasRelayData } from './relay-data.js';
 
 export type { CliIo };
 
 const defaultIo: CliIo = {
   out: (l) => process.stdout.write(`${l}\n`),
   err: (l) => process.stderr.write(`${l}\n`),
+  errRaw: (t) => process.stderr.write(t),
   env: process.env,
+  stderrIsTty: process.stderr.isTTY === true,
 };
+
+/**
+ * A reader that went away (`action-relay dlq list | head`) ends the output, not the process with a
+ * stack trace: the command stops quietly with status 0.
+ */
+export function endQuietlyOnEpipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(0);
+      throw err;
+    });
+  }
+}
 
 function jsonOption(name: string) {
   return (value: string): Record<string, unknown> => {
@@ -62,23 +78,43 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .description('Deliver custom actions of a journey engine to third-party HTTP APIs')
     .version(VERSION)
     .showHelpAfterError()
+    // Usage errors reach main (exit code 2) instead of exiting inside commander.
+    .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
 
   const config = (): Config => loadConfig(io.env);
   /** Runs a short command with a context that is closed afterwards. */
   const withContext = async (fn: (ctx: RelayContext) => Promise<void>) => {
     const cfg = config();
-    const ctx = await createRelayContext(cfg, { logger: createLogger('warn'), processMetrics: false, env: io.env });
+    const ctx = await createRelayContext(cfg, {
+      logger: createLogger('warn'),
+      processMetrics: false,
+      env: io.env,
+      serviceName: 'action-relay-cli',
+    });
     try {
       await fn(ctx);
     } finally {
       await ctx.close();
     }
   };
+  /**
+   * Runs a read command; under a prefix that holds no action-relay data (a mistyped
+   * ACTION_RELAY_PREFIX) it warns and runs `empty` instead, creating no key.
+   */
+  const reading = async (fn: (ctx: RelayContext) => Promise<void>, empty: () => void) => {
+    const cfg = config();
+    if (!(await hasRelayData(cfg))) {
+      io.err(`warning: no action-relay data under prefix ${cfg.ACTION_RELAY_PREFIX} (check ACTION_RELAY_PREFIX and REDIS_URL)`);
+      empty();
+      return;
+    }
+    await withContext(fn);
+  };
 
   program
     .command('worker')
-    .description('run delivery workers and the /metrics + /healthz listener on METRICS_PORT')
+    .description('run delivery workers and the /metrics, /healthz and /readyz listener on METRICS_PORT')
     .action(async () => {
       const w = await runWorker(config());
       await untilSignal(() => w.stop(), io);
@@ -89,7 +125,15 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .description('run the HTTP API on HOST:PORT')
     .action(async () => {
       const a = await runApi(config());
-      await untilSignal(() => a.stop(), io);
+      // A file of ACTIONS_DIR refused at start stops the process (exit 2, naming the file and fields).
+      const refused = a.actionsApplied.then(
+        () => new Promise<void>(() => undefined),
+        async (err: unknown) => {
+          await a.stop();
+          throw err;
+        },
+      );
+      await Promise.race([untilSignal(() => a.stop(), io), refused]);
     });
 
   program
@@ -125,56 +169,85 @@ export function buildCli(io: CliIo = defaultIo): Command {
         let failed = 0;
         for (const f of files) {
           try {
-            const saved = await ctx.store.put(f.definition);
-            io.out(`${saved.created ? 'created' : 'updated'} ${saved.id} v${saved.version} (${f.path})`);
+            const saved = await ctx.store.put(f.definition, { keepUnchanged: true });
+            const what = saved.unchanged ? 'unchanged' : saved.created ? 'created' : 'updated';
+            io.out(`${what} ${saved.id} v${saved.version} (${f.path})`);
           } catch (err: unknown) {
-            if (!(err instanceof ValidationError)) throw err;
             failed++;
+            if (err instanceof ManagedByFilesError) {
+              io.err(`${f.path}: ${err.message}`);
+              continue;
+            }
+            if (!(err instanceof ValidationError)) throw err;
             io.err(`${f.path}: invalid action definition`);
             for (const p of err.problems) io.err(`  ${p.path || '(root)'}: ${p.message}`);
           }
         }
-        if (failed > 0) process.exitCode = 2;
+        if (failed > 0) io.setExitCode?.(2);
       }),
     );
   actions
     .command('list')
     .description('list the stored actions')
-    .action(() =>
-      withContext(async (ctx) => {
-        for (const a of await ctx.store.list()) {
-          io.out(
-            `${a.definition.id}\tv${a.version}\t${a.definition.endpoint.method} ${a.definition.endpoint.url}${a.definition.endpoint.path ?? ''}\t${a.definition.name}`,
+    .option('--json', 'print a JSON list: { id, version, updatedAt, managedBy?, definition } each')
+    .action((o: { json?: boolean }) =>
+      reading(
+        async (ctx) => {
+          const all = await ctx.store.list();
+          if (o.json) {
+            const items = all.map((a) => ({
+              id: a.definition.id,
+              version: a.version,
+              updatedAt: new Date(a.updatedAt).toISOString(),
+              ...(a.managedBy ? { managedBy: a.managedBy } : {}),
+              definition: a.definition,
+            }));
+            io.out(JSON.stringify(items, null, 2));
+            return;
+          }
+          printTable(
+            io,
+            ['ID', 'VERSION', 'ENDPOINT', 'NAME', 'MANAGED BY'],
+            all.map(({ definition: d, version, managedBy }) => [
+              d.id,
+              `v${version}`,
+              `${d.endpoint.method} ${d.endpoint.url}${d.endpoint.path ?? ''}`,
+              d.name,
+              managedBy ?? '-',
+            ]),
           );
-        }
-      }),
+        },
+        () => (o.json ? io.out('[]') : printTable(io, ['ID', 'VERSION', 'ENDPOINT', 'NAME', 'MANAGED BY'], [])),
+      ),
     );
   actions
     .command('get <id>')
-    .description('print one action as JSON')
+    .description('print one action definition as JSON, as `actions apply` takes it back')
+    .option('--json', 'the same JSON (accepted for symmetry with the other read commands)')
     .action((id: string) =>
-      withContext(async (ctx) => {
-        const a = await ctx.store.get(id);
-        if (!a) {
-          io.err(`action "${id}" is not defined`);
-          process.exitCode = 1;
-          return;
-        }
-        io.out(
-          JSON.stringify({ id, version: a.version, updatedAt: new Date(a.updatedAt).toISOString(), definition: a.definition }, null, 2),
-        );
-      }),
+      reading(
+        async (ctx) => {
+          const a = await ctx.store.get(id);
+          if (!a) throw new CliUsageError(`action "${id}" is not defined`);
+          io.out(JSON.stringify(a.definition, null, 2));
+        },
+        () => {
+          throw new CliUsageError(`action "${id}" is not defined`);
+        },
+      ),
     );
   actions
     .command('delete <id>')
     .description('delete one action')
     .action((id: string) =>
       withContext(async (ctx) => {
-        if (await ctx.store.delete(id)) io.out(`deleted ${id}`);
-        else {
-          io.err(`action "${id}" is not defined`);
-          process.exitCode = 1;
+        try {
+          if (!(await ctx.store.delete(id))) throw new CliUsageError(`action "${id}" is not defined`);
+        } catch (err: unknown) {
+          if (err instanceof ManagedByFilesError) throw new CliUsageError(err.message);
+          throw err;
         }
+        io.out(`deleted ${id}`);
       }),
     );
 
@@ -186,6 +259,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .option('--idempotency-key <key>', 'the same key enqueued twice is one job')
     .option('--ordering-key <key>', 'jobs of the action with this key are delivered one at a time, in enqueue order')
     .option('--delay-ms <ms>', 'wait before the first attempt', positiveInt)
+    .option('--traceparent <value>', "the caller's W3C trace context: the job's spans and request continue that trace")
     .action(
       (
         actionId: string,
@@ -195,6 +269,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
           idempotencyKey?: string;
           orderingKey?: string;
           delayMs?: number;
+          traceparent?: string;
         },
       ) =>
         withContext(async (ctx) => {
@@ -205,6 +280,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
             ...(opts.idempotencyKey !== undefined ? { idempotencyKey: opts.idempotencyKey } : {}),
             ...(opts.orderingKey !== undefined ? { orderingKey: opts.orderingKey } : {}),
             ...(opts.delayMs !== undefined ? { delayMs: opts.delayMs } : {}),
+            ...(opts.traceparent !== undefined ? { traceparent: opts.traceparent } : {}),
           });
           io.out(JSON.stringify(result));
         }),
@@ -213,29 +289,57 @@ export function buildCli(io: CliIo = defaultIo): Command {
   program
     .command('stats')
     .description('queue counts per state and DLQ size')
-    .action(() =>
-      withContext(async (ctx) => {
-        io.out(JSON.stringify(await getStats(ctx.queues, ctx.redis), null, 2));
-      }),
+    .option('--json', 'print the counts as JSON (as GET /v1/stats)')
+    .action((o: { json?: boolean }) =>
+      reading(
+        async (ctx) => {
+          const stats = await getStats(ctx.queues, ctx.redis);
+          if (o.json) {
+            io.out(JSON.stringify(stats, null, 2));
+            return;
+          }
+          const states = Object.keys(stats.queue) as (keyof QueueCounts)[];
+          const rows = stats.partitions.map((p) => [`partition ${p.index}`, ...states.map((k) => p.counts[k]), p.dlq, p.resultsLength]);
+          if (stats.partitions.length > 1) rows.push(['total', ...states.map((k) => stats.queue[k]), stats.dlq, stats.results]);
+          printTable(io, ['QUEUE', ...states.map((k) => k.toUpperCase()), 'DLQ', 'RESULTS'], rows);
+        },
+        () => {
+          const zero = { waiting: 0, delayed: 0, active: 0, delivered: 0, dead: 0, failed: 0 };
+          if (o.json) io.out(JSON.stringify({ queue: zero, dlq: 0, results: 0, partitions: [] }, null, 2));
+          else printTable(io, ['QUEUE', ...Object.keys(zero).map((k) => k.toUpperCase()), 'DLQ', 'RESULTS'], []);
+        },
+      ),
     );
 
-  registerDlqCommands(program, withContext, io);
+  registerDlqCommands(program, { withContext, reading }, io);
   return program;
 }
 
-/** Runs the CLI; a bad configuration or input exits non-zero with a message, not a stack. */
-export async function main(argv: string[], io: CliIo = defaultIo): Promise<void> {
+/**
+ * Runs the CLI and returns its exit code: 0, 1 for a failure (a bad configuration, Redis
+ * unreachable), 2 for input the user can fix (usage, unknown ids, refused definitions). A
+ * message, never a stack.
+ */
+export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  let code = 0;
+  const cli = buildCli({ ...io, setExitCode: (c) => (code = c) });
   try {
-    await buildCli(io).parseAsync(argv);
+    await cli.parseAsync(argv);
+    return code;
   } catch (err: unknown) {
+    // Commander printed its own message (or the help / version, exit code 0).
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
     const e = coerceError(err);
     if (e instanceof ValidationError) {
       io.err(e.message.split(': ')[0] ?? e.message);
       for (const p of e.problems) io.err(`  ${p.path || '(root)'}: ${p.message}`);
-      process.exitCode = 2;
-      return;
+      return 2;
+    }
+    if (e instanceof CliUsageError || e instanceof InvalidArgumentError) {
+      io.err(`action-relay: ${e.message}`);
+      return 2;
     }
     io.err(`action-relay: ${e.message}`);
-    process.exitCode = 1;
+    return 1;
   }
 }

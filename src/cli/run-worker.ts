@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import type { Worker } from 'bullmq';
 import type { Config } from '../config/config.js';
 import { createContextTokens, createRelayContext, type RelayContext } from '../context/relay-context.js';
 import { createDeliveryWorker, type DeliveryWorker } from '../delivery/delivery-worker.js';
@@ -6,6 +7,8 @@ import { createHttpSender } from '../delivery/http-sender.js';
 import { startMetricsServer } from '../metrics/metrics-server.js';
 import { createRateLimiter } from '../delivery/rate-limiter.js';
 import { createCircuitBreaker } from '../delivery/circuit-breaker.js';
+import { checkRedis } from '../redis/redis-health.js';
+import { withDeadline } from './shutdown.js';
 
 export interface RunningWorker {
   ctx: RelayContext;
@@ -14,9 +17,22 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-/** Starts delivery workers and the metrics listener of `action-relay worker`. */
+/**
+ * The ids of the jobs a BullMQ worker holds now. BullMQ keeps them in its lock manager (bullmq 5,
+ * `Worker.lockManager.trackedJobs`, not public API): read here and nowhere else.
+ */
+function jobsHeld(worker: Worker): string[] {
+  const internal = worker as unknown as { lockManager?: { trackedJobs?: Map<string, unknown> } };
+  return [...(internal.lockManager?.trackedJobs?.keys() ?? [])];
+}
+
+/** Seconds past SHUTDOWN_GRACE_MS that closing connections may take before the process gives up on them. */
+const CLOSE_MARGIN_MS = 3000;
+
+/** Starts delivery workers and the metrics listener of `action-relay worker`; nothing here waits for Redis. */
 export async function runWorker(config: Config, ctx?: RelayContext): Promise<RunningWorker> {
-  const context = ctx ?? (await createRelayContext(config, { watchActions: true }));
+  const context =
+    ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false, serviceName: 'action-relay-worker' }));
   const sender = createHttpSender({ guard: context.egress });
   let stopping = false;
   const delivery = createDeliveryWorker({
@@ -31,6 +47,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     circuitBreaker: createCircuitBreaker(context.redis, context.keys),
     metrics: context.metrics,
     logger: context.logger,
+    tracing: context.tracing,
     concurrency: config.WORKER_CONCURRENCY,
     maxResponseBytes: config.RESPONSE_MAX_BYTES,
     lockDurationMs: config.JOB_LOCK_MS,
@@ -49,7 +66,10 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
   context.ordering.start();
   const metricsServer =
     config.METRICS_PORT > 0
-      ? await startMetricsServer(context.metrics.registry, config.METRICS_PORT, config.HOST, () => !stopping)
+      ? await startMetricsServer(context.metrics.registry, config.METRICS_PORT, config.HOST, {
+          alive: () => !stopping,
+          ready: async () => (stopping ? { ok: false, reason: 'stopping' } : checkRedis(context.redis)),
+        })
       : undefined;
   context.logger.info(
     { concurrency: config.WORKER_CONCURRENCY, partitions: config.QUEUE_PARTITIONS, metricsPort: config.METRICS_PORT },
@@ -61,21 +81,43 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     metricsServer,
     async stop() {
       stopping = true;
+      const started = Date.now();
       clearInterval(trimTimer);
       context.ordering.stop();
       // Finish in-flight requests within the grace period; past it, jobs still active are left
       // locked and another worker takes them over when the lock expires.
-      let timer: NodeJS.Timeout | undefined;
-      const graceOver = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), config.SHUTDOWN_GRACE_MS)));
-      const outcome = await Promise.race([delivery.close().then(() => 'closed' as const), graceOver]);
-      clearTimeout(timer);
-      if (outcome === 'timeout') {
-        context.logger.warn({ graceMs: config.SHUTDOWN_GRACE_MS }, 'grace period over: leaving in-flight jobs to be taken over');
-        await delivery.close(true);
+      const finished = await withDeadline(delivery.close(), config.SHUTDOWN_GRACE_MS);
+      const left = [...new Set(delivery.workers.flatMap(jobsHeld))];
+      if (!finished) {
+        context.logger.warn(
+          { graceMs: config.SHUTDOWN_GRACE_MS, jobs: left.length },
+          'grace period over: leaving in-flight jobs to be taken over',
+        );
       }
-      await sender.close();
-      await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
-      if (!ctx) await context.close();
+      // With Redis gone, closing a connection can wait for ever: bounded, then the process exits anyway.
+      const closed = await withDeadline(
+        (async () => {
+          if (!finished) await delivery.close(true);
+          await sender.close();
+          await new Promise<void>((r) => (metricsServer ? metricsServer.close(() => r()) : r()));
+          if (!ctx) await context.close();
+        })(),
+        CLOSE_MARGIN_MS,
+      );
+      if (!closed && !ctx) context.disconnect();
+      metricsServer?.closeAllConnections();
+      context.logger.info(
+        {
+          event: 'stopped',
+          durationMs: Date.now() - started,
+          graceMs: config.SHUTDOWN_GRACE_MS,
+          leftForTakeover: left.length,
+          jobIds: left.slice(0, 100),
+          redis: context.redis.status,
+          takeoverAfterMs: left.length > 0 ? config.JOB_LOCK_MS : 0,
+        },
+        left.length > 0 ? `worker stopped: ${left.length} job(s) left for takeover when their locks expire` : 'worker stopped: no job left',
+      );
     },
   };
 }

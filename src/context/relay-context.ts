@@ -21,8 +21,9 @@ import {
 import { secretReferenceProblems } from '../actions/secret-references.js';
 import type { ActionDefinition } from '../actions/action-schema.js';
 import { createLogger } from '../logger.js';
-import { USER_AGENT } from '../version.js';
-import { loadActionFiles } from '../actions/action-files.js';
+import { USER_AGENT, VERSION } from '../version.js';
+import type { Tracing } from '../telemetry/tracing.js';
+import { startTracing } from '../telemetry/start-tracing.js';
 import { createDeadLetters, type DeadLetters } from '../queue/dead-letters.js';
 import { createTokenProvider, type TokenProvider } from '../delivery/token-provider.js';
 import type { HttpSender } from '../delivery/http-sender.js';
@@ -52,22 +53,37 @@ export interface RelayContext {
   egress: EgressGuard;
   metrics: RelayMetrics;
   deadLetters: DeadLetters;
+  /** Spans over OTLP when the OTel variables set an endpoint, else a no-op that passes traceparents on. */
+  tracing: Tracing;
+  /** Closes the queues and connections gracefully (QUIT): waits for Redis. */
   close(): Promise<void>;
+  /** Drops every connection at once, without waiting for Redis (a shutdown past its deadline). */
+  disconnect(): void;
 }
 
 export interface RelayContextOptions {
   logger?: Logger;
   /** Subscribe to action changes (long-running processes). @defaultValue false */
   watchActions?: boolean;
+  /**
+   * Wait for the change subscription before returning. A process that must open its listeners
+   * while Redis is down passes false: the subscription is made whenever Redis answers. @defaultValue true
+   */
+  waitForRedis?: boolean;
   /** Register process metrics. @defaultValue true */
   processMetrics?: boolean;
   env?: NodeJS.ProcessEnv;
   /** The egress guard's DNS lookup; tests inject one so that no DNS server is asked. @defaultValue dns.lookup */
   lookup?: EgressLookup;
+  /** Tracing of this process; by default started from the OTel variables of process.env (and shut down by close). */
+  tracing?: Tracing;
+  /** `service.name` of its spans when OTEL_SERVICE_NAME is unset. @defaultValue 'action-relay' */
+  serviceName?: string;
 }
 
 export async function createRelayContext(config: Config, opts: RelayContextOptions = {}): Promise<RelayContext> {
   const logger = opts.logger ?? createLogger(config.LOG_LEVEL);
+  const tracing = opts.tracing ?? (await startTracing({ serviceName: opts.serviceName ?? 'action-relay', serviceVersion: VERSION }));
   const egress = createEgressGuard({
     allowPrivate: config.EGRESS_ALLOW_PRIVATE,
     allowHosts: config.EGRESS_ALLOW_HOSTS,
@@ -88,8 +104,22 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     )),
   ];
   const store = createActionStore({ redis, keys, userAgent: USER_AGENT, logger, vet });
-  if (subscriber) await store.watch(subscriber);
-  const queues = createDeliveryQueues({ connection: bullConnection, keys, retentionSeconds: config.JOB_RETENTION_SECONDS });
+  if (subscriber) {
+    if (opts.waitForRedis ?? true) await store.watch(subscriber);
+    else {
+      // Subscribed once connected: a SUBSCRIBE queued while Redis is down could fail for good.
+      const watch = () =>
+        store.watch(subscriber).catch((err: unknown) => logger.warn({ err: String(err) }, 'action change subscription failed'));
+      if (subscriber.status === 'ready') void watch();
+      else subscriber.once('ready', () => void watch());
+    }
+  }
+  const queues = createDeliveryQueues({
+    connection: bullConnection,
+    keys,
+    retentionSeconds: config.JOB_RETENTION_SECONDS,
+    telemetry: tracing.queueTelemetry,
+  });
   for (const p of queues.partitions) p.queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
   const ordering = createOrdering({ redis, queues, logger });
   const producer = createProducer({
@@ -98,6 +128,7 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     ordering,
     idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
     maxJobBytes: config.JOB_MAX_BYTES,
+    tracing,
   });
   const outcomes = createOutcomeWriter(redis, config.RESULTS_MAXLEN, {
     ordering,
@@ -127,14 +158,6 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     oldestWaitingSeconds: async () => Math.max(0, ...(await Promise.all(oldestWaiting.map((probe) => probe())))),
   });
 
-  if (config.ACTIONS_DIR) {
-    const applied = await loadActionFiles(config.ACTIONS_DIR);
-    for (const file of applied) {
-      const saved = await store.put(file.definition);
-      logger.info({ actionId: saved.id, version: saved.version, file: file.path }, 'action applied from ACTIONS_DIR');
-    }
-  }
-
   return {
     config,
     logger,
@@ -153,15 +176,24 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     deadLetters: createDeadLetters({
       redis,
       queues,
+      // A replayed job's id still answers replayedAs as long as its dead letter could have been kept.
+      replayPointerTtlSeconds: Math.ceil(config.DLQ_MAX_AGE_DAYS * 86_400),
       // A replay goes where new jobs of its action go; an action gone or broken dies in partition 0.
       route: async (actionId) => {
         const action = await store.getCompiled(actionId).catch(() => null);
         return action ? queues.forLimitKey(action.limitKey) : (queues.partitions[0] as QueuePartition);
       },
     }),
+    tracing,
     async close() {
       await queues.close();
       await Promise.all([redis, bullConnection, subscriber].map((c) => c?.quit().catch(() => undefined)));
+      // Exports the spans still buffered; a tracing handed in belongs to the caller.
+      if (!opts.tracing)
+        await tracing.shutdown().catch((err: unknown) => logger.warn({ err: String(err) }, 'trace export at close failed'));
+    },
+    disconnect() {
+      for (const c of [redis, bullConnection, subscriber]) c?.disconnect();
     },
   };
 }

@@ -17,6 +17,8 @@ import type { RateLimiter } from './rate-limiter.js';
 import type { SecretResolver } from './secret-resolver.js';
 import { createSharedConcurrency } from './shared-concurrency.js';
 import type { TokenProvider } from './token-provider.js';
+import type { Tracing } from '../telemetry/tracing.js';
+import { traceAttempts } from './attempt-tracing.js';
 
 export interface DeliveryWorkerDeps {
   /** A connection with maxRetriesPerRequest: null (BullMQ duplicates it for blocking calls). */
@@ -37,6 +39,8 @@ export interface DeliveryWorkerDeps {
   /** The pipeline's events, for more observers (tracing, error capture); one is made when absent. */
   events?: DeliveryEvents;
   logger: Logger;
+  /** Spans per attempt and request, traceparent on each request, trace ids in log lines. @defaultValue none */
+  tracing?: Tracing;
   /** Jobs in flight in this process, shared by the partitions' workers (see createSharedConcurrency). @defaultValue 64 */
   concurrency?: number;
   /** Most bytes of a 2xx body read to capture response fields. @defaultValue 1 MiB */
@@ -75,17 +79,19 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     deps.events ??
     createDeliveryEvents((err, name) => deps.logger.warn({ err: coerceError(err).message, event: name }, 'delivery event listener failed'));
   const unobserve = observeDeliveryMetrics(events, deps.metrics);
+  // Wraps the sender, the logger and each attempt: the pipeline's steps know nothing of tracing.
+  const traced = traceAttempts(deps);
   const ctx: PipelineContext = {
     connection: deps.connection,
     store: deps.store,
-    sender: deps.sender,
+    sender: traced.sender,
     secrets: deps.secrets,
     tokens: deps.tokens,
     outcomes: deps.outcomes,
     rateLimiter: deps.rateLimiter,
     circuitBreaker: deps.circuitBreaker,
     events,
-    logger: deps.logger,
+    logger: traced.logger,
     maxResponseBytes: deps.maxResponseBytes ?? 1024 * 1024,
     timeoutCapMs,
     now: deps.now ?? Date.now,
@@ -99,7 +105,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   const partitions = deps.keys.partitions;
   const shared = partitions.length > 1 ? createSharedConcurrency(budget, partitions.length) : undefined;
   const workers = partitions.map((partition) => {
-    const processor = (job: Job, token?: string) => runAttempt(ctx, job, partition, token);
+    const processor = traced.wrap((job: Job, token?: string) => runAttempt(ctx, job, partition, token));
     const worker = new Worker(partition.queueName, shared ? shared.track(partition.index, processor) : processor, {
       connection: deps.connection,
       prefix: partition.bullPrefix,

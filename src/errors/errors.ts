@@ -159,3 +159,15 @@ export class CappedError extends RelayError {
     super(`the next rate-limit slot is ${waitMs} ms away, beyond maxWaitMs ${maxWaitMs}`);
   }
 }
+
+/** An action that came from ACTIONS_DIR: edited only through its file, which the next deploy would apply again. */
+export class ManagedByFilesError extends Error {
+  readonly code = 'managed_by_files';
+  constructor(
+    readonly actionId: string,
+    /** The file the action comes from. */
+    readonly file: string,
+  ) {
+    super(`action "${actionId}" is managed by ${file} (ACTIONS_DIR): change the file and reload the api (SIGHUP)`);
+  }
+}

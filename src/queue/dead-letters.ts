@@ -5,6 +5,8 @@ import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadLetterRecord } from './outcome-writer.js';
 import type { JobData } from './job-schema.js';
 import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
+import type { ReplayPointer } from './job-status.js';
+import { luaScript } from '../redis/lua-script.js';
 
 export const dlqFilterSchema = z.strictObject({
   actionId: z.string().optional(),
@@ -25,6 +27,33 @@ export interface DlqSummary {
   attempts: number;
   failedAt: string;
 }
+
+/** One replayed dead letter: the dead job's id and the new job's. */
+export interface ReplayMapping {
+  from: string;
+  jobId: string;
+}
+
+/*
+ * Removes replayed dead letters of one partition and leaves each a pointer to its new job, in one
+ * step, so that GET /v1/jobs/<dead id> never finds neither.
+ * KEYS[1] dlq index (zset), KEYS[2] dlq records (hash), KEYS[3..n+2] the pointer key of each job
+ * ARGV[1] pointer lifetime in seconds, ARGV[2..n+1] the dead job ids, ARGV[n+2..2n+1] the pointers (JSON)
+ * Returns how many records were removed (a record already gone leaves no pointer).
+ */
+const REMOVE_REPLAYED = luaScript(`
+local n = #KEYS - 2
+local removed = 0
+for i = 1, n do
+  local id = ARGV[i + 1]
+  if redis.call('HDEL', KEYS[2], id) == 1 then
+    removed = removed + 1
+    redis.call('SET', KEYS[i + 2], ARGV[n + i + 1], 'EX', ARGV[1])
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return removed
+`);
 
 /** Priority of replayed jobs: behind fresh jobs (FRESH_PRIORITY 1), so replays run behind live traffic. */
 export const REPLAY_PRIORITY = 1000;
@@ -69,7 +98,7 @@ export interface DeadLetters {
    * Enqueues each record again as a new job (fresh attempts, current definition, linked by
    * `replayOf`), behind live jobs, spread at `ratePerSecond`; then removes the record.
    */
-  replay(records: DeadLetterRecord[], opts: { ratePerSecond?: number; startIndex?: number }): Promise<string[]>;
+  replay(records: DeadLetterRecord[], opts: { ratePerSecond?: number; startIndex?: number }): Promise<ReplayMapping[]>;
   remove(jobIds: string[]): Promise<number>;
   /** Deletes dead letters older than `maxAgeMs` and the oldest beyond `maxCount`; returns how many. */
   trim(maxAgeMs: number, maxCount: number, now?: number): Promise<number>;
@@ -81,6 +110,8 @@ export interface DeadLettersDeps {
   queues: DeliveryQueues;
   /** The partition a replayed job goes to (its action's current rate-limit key). */
   route(actionId: string): Promise<QueuePartition>;
+  /** How long `GET /v1/jobs/<dead id>` still answers `replayedAs` after a replay. @defaultValue 30 days */
+  replayPointerTtlSeconds?: number;
 }
 
 interface Scored {
@@ -150,6 +181,35 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
       .hdel(keys.dlqRecords, ...jobIds)
       .exec()) as [[null, number], [null, number]];
     return removed;
+  }
+
+  const pointerTtl = String(deps.replayPointerTtlSeconds ?? 30 * 86_400);
+  /** Removes these records from one partition (those it holds), leaving each its replay pointer. */
+  async function removeReplayed(keys: PartitionKeys, recs: DeadLetterRecord[], mapping: ReplayMapping[]): Promise<number> {
+    const pointers = recs.map((rec, i) => {
+      const last = rec.attempts.at(-1);
+      const p: ReplayPointer = {
+        jobId: mapping[i]?.jobId as string,
+        actionId: rec.actionId,
+        attempts: rec.attempts.length,
+        reason: rec.reason,
+        status: rec.status,
+        message: last?.error?.message ?? (rec.status ? `HTTP ${rec.status}` : rec.reason),
+      };
+      return JSON.stringify(p);
+    });
+    const ids = recs.map((r) => r.jobId);
+    const removed = await REMOVE_REPLAYED.run(
+      redis,
+      ids.length + 2,
+      keys.dlq,
+      keys.dlqRecords,
+      ...ids.map((id) => keys.replayedAs(id)),
+      pointerTtl,
+      ...ids,
+      ...pointers,
+    );
+    return removed as number;
   }
 
   return {
@@ -241,8 +301,9 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
         }),
       );
       // Removed only once the new jobs exist: a crash in between leaves a record to replay again, never none.
-      await this.remove(recs.map((r) => r.jobId));
-      return ids;
+      const mapping = recs.map((rec, i) => ({ from: rec.jobId, jobId: ids[i] as string }));
+      await Promise.all(partitions.map((keys) => removeReplayed(keys, recs, mapping)));
+      return mapping;
     },
     async trim(maxAgeMs, maxCount, now = Date.now()) {
       let removed = 0;

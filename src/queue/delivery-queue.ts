@@ -1,4 +1,4 @@
-import { Queue, type Job } from 'bullmq';
+import { Queue, type Job, type Telemetry } from 'bullmq';
 import type { PartitionKeys, RedisClient, RelayKeys } from '../redis/redis-connection.js';
 
 /** Name of the custom backoff strategy: the processor computes each delay itself. */
@@ -20,12 +20,15 @@ export interface DeliveryQueueOptions {
   keys: PartitionKeys;
   /** Seconds a finished job stays readable. */
   retentionSeconds: number;
+  /** BullMQ's telemetry (its `add` spans nest under the enqueue span), when tracing. */
+  telemetry?: Telemetry | undefined;
 }
 
 export function createDeliveryQueue(opts: DeliveryQueueOptions): Queue {
   return new Queue(opts.keys.queueName, {
     connection: opts.connection,
     prefix: opts.keys.bullPrefix,
+    ...(opts.telemetry ? { telemetry: opts.telemetry } : {}),
     defaultJobOptions: {
       attempts: BULL_ATTEMPTS,
       backoff: { type: BACKOFF_TYPE },
@@ -55,12 +58,18 @@ export interface DeliveryQueuesOptions {
   connection: RedisClient;
   keys: RelayKeys;
   retentionSeconds: number;
+  telemetry?: Telemetry | undefined;
 }
 
 export function createDeliveryQueues(opts: DeliveryQueuesOptions): DeliveryQueues {
   const partitions = opts.keys.partitions.map((keys) => ({
     keys,
-    queue: createDeliveryQueue({ connection: opts.connection, keys, retentionSeconds: opts.retentionSeconds }),
+    queue: createDeliveryQueue({
+      connection: opts.connection,
+      keys,
+      retentionSeconds: opts.retentionSeconds,
+      telemetry: opts.telemetry,
+    }),
   }));
   return {
     partitions,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { DeadLetters } from './dead-letters.js';
+import type { DeadLetters, ReplayMapping } from './dead-letters.js';
 import { dlqFilterSchema, type DlqFilter } from './dead-letters.js';
 import type { DeadLetterRecord } from './outcome-writer.js';
 
@@ -39,24 +39,37 @@ export async function* selectRecords(dl: DeadLetters, jobIds: string[] | undefin
   yield* dl.scan(filter);
 }
 
-/** Replays (or with dryRun only counts) the selected dead letters; reports progress per page. */
+export interface ReplayOutcome {
+  matched: number;
+  replayed: number;
+  /** A dry run: the dead ids that would be replayed. */
+  matchedIds: string[];
+  /** Each dead id replayed and its new job's id. */
+  replays: ReplayMapping[];
+  /** Ids named in `jobIds` that have no dead letter. */
+  unknownIds: string[];
+}
+
+/** Replays (or with dryRun only lists) the selected dead letters; reports progress per page. */
 export async function replayDeadLetters(
   dl: DeadLetters,
   req: ReplayRequest,
   onProgress: (done: number) => void = () => undefined,
-): Promise<{ matched: number; replayed: number; jobIds: string[] }> {
-  const jobIds: string[] = [];
+): Promise<ReplayOutcome> {
+  const matchedIds: string[] = [];
+  const replays: ReplayMapping[] = [];
   let matched = 0;
   for await (const page of selectRecords(dl, req.jobIds, req.filter ?? {})) {
-    if (req.dryRun) {
-      jobIds.push(...page.map((r) => r.jobId));
-    } else {
-      jobIds.push(...(await dl.replay(page, { ...(req.ratePerSecond ? { ratePerSecond: req.ratePerSecond } : {}), startIndex: matched })));
+    matchedIds.push(...page.map((r) => r.jobId));
+    if (!req.dryRun) {
+      replays.push(...(await dl.replay(page, { ...(req.ratePerSecond ? { ratePerSecond: req.ratePerSecond } : {}), startIndex: matched })));
     }
     matched += page.length;
     onProgress(matched);
   }
-  return { matched, replayed: req.dryRun ? 0 : matched, jobIds };
+  const found = new Set(matchedIds);
+  const unknownIds = (req.jobIds ?? []).filter((id) => !found.has(id));
+  return { matched, replayed: req.dryRun ? 0 : matched, matchedIds, replays, unknownIds };
 }
 
 /** Removes the selected dead letters; reports progress per page. */

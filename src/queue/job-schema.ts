@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TRACEPARENT_MESSAGE, parseTraceparent } from '../telemetry/trace-context.js';
 
 const jsonObject = z.record(z.string(), z.unknown());
 
@@ -26,6 +27,11 @@ export const jobInputSchema = z.strictObject({
     .min(1)
     .refine((k) => Buffer.byteLength(k) <= MAX_ORDERING_KEY_BYTES, `at most ${MAX_ORDERING_KEY_BYTES} bytes (UTF-8)`)
     .optional(),
+  /** The caller's W3C trace context: the job's spans (and its request's traceparent) continue that trace. */
+  traceparent: z
+    .string()
+    .refine((v) => parseTraceparent(v) !== null, TRACEPARENT_MESSAGE)
+    .optional(),
   /** Wait this long before the first attempt. @defaultValue 0 */
   delayMs: z
     .number()
@@ -46,6 +52,8 @@ export const jobDataSchema = z.object({
   replayOf: z.string().optional(),
   /** The job's place in line among its action's jobs with this key (see queue/ordering.ts). */
   orderingKey: z.string().optional(),
+  /** The trace the job's attempts continue (its enqueue span's, or the caller's). */
+  traceparent: z.string().optional(),
 });
 export type JobData = z.infer<typeof jobDataSchema>;
 
@@ -59,15 +67,17 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
  */
 export function readJobData(raw: unknown): { ok: true; value: JobData } | { ok: false; path: string } {
   if (!isRecord(raw)) return { ok: false, path: 'job.data' };
-  const { params, context, idempotencyKey, replayOf, orderingKey } = raw;
+  const { params, context, idempotencyKey, replayOf, orderingKey, traceparent } = raw;
   if (!isRecord(params)) return { ok: false, path: 'job.data.params' };
   if (!isRecord(context)) return { ok: false, path: 'job.data.context' };
   if (idempotencyKey !== undefined && typeof idempotencyKey !== 'string') return { ok: false, path: 'job.data.idempotencyKey' };
   if (replayOf !== undefined && typeof replayOf !== 'string') return { ok: false, path: 'job.data.replayOf' };
   if (orderingKey !== undefined && typeof orderingKey !== 'string') return { ok: false, path: 'job.data.orderingKey' };
+  if (traceparent !== undefined && typeof traceparent !== 'string') return { ok: false, path: 'job.data.traceparent' };
   const value: JobData = { params, context };
   if (idempotencyKey !== undefined) value.idempotencyKey = idempotencyKey;
   if (replayOf !== undefined) value.replayOf = replayOf;
+  if (traceparent !== undefined) value.traceparent = traceparent;
   if (orderingKey !== undefined) value.orderingKey = orderingKey;
   return { ok: true, value };
 }

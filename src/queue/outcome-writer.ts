@@ -47,21 +47,29 @@ export interface Outcome {
   /** A dead job's captured errorResponse fields. @defaultValue {} */
   errorResponse?: Record<string, unknown>;
   dead?: DeadLetterRecord;
+  /** The job's idempotency key (its id when none was given); without it, both fields are read from the job's data. */
+  idempotencyKey?: string;
+  /** The dead letter a replayed job came from; taken only along with `idempotencyKey`. */
+  replayOf?: string;
   /** The job's orderingKey: ending it lets the next job of its line go. */
   orderingKey?: string;
 }
 
 /*
- * Ends a job exactly once: marks its BullMQ hash, appends the results entry and, for a dead
- * job, stores the dead-letter record, all in one step. A rerun after a crash finds the mark.
- * An ordered job also leaves its line here, and the next job of the line is marked due
+ * Ends a job exactly once: marks its BullMQ hash, appends the results entry, counts the outcome
+ * and, for a dead job, stores the dead-letter record, all in one step. A rerun after a crash finds
+ * the mark. An ordered job also leaves its line here, and the next job of the line is marked due
  * (queue/ordering.ts), so that ending one and releasing the other cannot be split by a crash.
  * Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
+ * The entry's idempotencyKey (the job id when none was given) and replayOf come from ARGV[13] and
+ * ARGV[14] when the caller gives the key, else both from the job's stored data.
  * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash),
- *   KEYS[5..7] for an ordered job only: its line, the line entries, the due marks
+ *   KEYS[5] outcome counts (hash), KEYS[6..8] for an ordered job only: its line, the line
+ *   entries, the due marks
  * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
  *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON,
- *   ARGV[13] errorResponse JSON, ARGV[14] now ms
+ *   ARGV[13] idempotency key or '', ARGV[14] replayOf or '', ARGV[15] errorResponse JSON,
+ *   ARGV[16] now ms
  * Returns 0 when the job had already ended, else 1, or { 1, next job id, its entry } when an
  * ordered job's successor is due.
  */
@@ -69,15 +77,33 @@ const FINISH_SCRIPT = luaScript(`${RELEASE_LUA}
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HSETNX', KEYS[1], '${JOB_FIELDS.outcome}', ARGV[1]) == 0 then return 0 end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-  'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
-  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'errorResponse', ARGV[13])
+local idem, replayOf = ARGV[13], ARGV[14]
+if idem == '' then
+  idem = ARGV[3]
+  local data = redis.call('HGET', KEYS[1], 'data')
+  if data then
+    local ok, d = pcall(cjson.decode, data)
+    if ok and type(d) == 'table' then
+      if type(d.idempotencyKey) == 'string' then idem = d.idempotencyKey end
+      if replayOf == '' and type(d.replayOf) == 'string' then replayOf = d.replayOf end
+    end
+  end
+end
+local fields = { 'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
+  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'errorResponse', ARGV[15],
+  'idempotencyKey', idem }
+if replayOf ~= '' then
+  fields[#fields + 1] = 'replayOf'
+  fields[#fields + 1] = replayOf
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 if ARGV[1] == 'dead' then
   redis.call('ZADD', KEYS[3], ARGV[11], ARGV[3])
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[12])
 end
-if KEYS[5] then
-  local nextJob = releaseLine(KEYS[5], KEYS[6], KEYS[7], ARGV[3], ARGV[14])
+if KEYS[6] then
+  local nextJob = releaseLine(KEYS[6], KEYS[7], KEYS[8], ARGV[3], ARGV[16])
   if nextJob then return { 1, nextJob[1], nextJob[2] } end
 end
 return 1
@@ -107,7 +133,7 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
   const now = opts.now ?? Date.now;
   return {
     async finish(keys, o) {
-      const scriptKeys = [keys.jobKey(o.jobId), keys.results, keys.dlq, keys.dlqRecords];
+      const scriptKeys = [keys.jobKey(o.jobId), keys.results, keys.dlq, keys.dlqRecords, keys.outcomeCounts];
       if (o.orderingKey !== undefined) scriptKeys.push(keys.orderingLine(o.actionId, o.orderingKey), keys.orderingJobs, keys.orderingDue);
       const written = (await FINISH_SCRIPT.run(
         redis,
@@ -125,6 +151,8 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
         JSON.stringify(o.response),
         o.dead ? String(Date.parse(o.dead.failedAt)) : '0',
         o.dead ? JSON.stringify(o.dead) : '',
+        o.idempotencyKey ?? '',
+        o.replayOf ?? '',
         JSON.stringify(o.errorResponse ?? {}),
         String(now()),
       )) as 0 | 1 | [1, string, string | null];

@@ -6,6 +6,7 @@ import { formatIssues } from '../actions/param-validator.js';
 import { jobInputSchema, type JobData, type JobInput } from './job-schema.js';
 import { FRESH_PRIORITY, type DeliveryQueues, type QueuePartition } from './delivery-queue.js';
 import { queueJob, type LineEntry, type Ordering, type OrderedJob } from './ordering.js';
+import { noTracing, type EnqueueSpan, type Tracing } from '../telemetry/tracing.js';
 
 export interface EnqueueResult {
   jobId: string;
@@ -32,6 +33,8 @@ export interface ProducerDeps {
   idempotencyTtlMs: number;
   /** Largest params + context of one job, serialized as JSON (JOB_MAX_BYTES). @defaultValue 262144 */
   maxJobBytes?: number;
+  /** Each job gets an enqueue span under its caller's traceparent. @defaultValue noTracing */
+  tracing?: Tracing;
 }
 
 interface PreparedJob {
@@ -39,6 +42,7 @@ interface PreparedJob {
   data: JobData;
   opts: JobsOptions;
   partition: QueuePartition;
+  span: EnqueueSpan;
   /** Set for a job with an orderingKey: it goes into its line first, and into the queue when first in it. */
   ordered?: OrderedJob;
 }
@@ -65,6 +69,7 @@ function checkJobSize(params: Record<string, unknown>, context: Record<string, u
 
 export function createProducer(deps: ProducerDeps): Producer {
   const { queues, store } = deps;
+  const tracing = deps.tracing ?? noTracing;
 
   async function prepare(raw: unknown, root: string): Promise<PreparedJob> {
     const parsed = jobInputSchema.safeParse(raw);
@@ -106,8 +111,11 @@ export function createProducer(deps: ProducerDeps): Producer {
       opts.deduplication = { id: input.idempotencyKey, ttl: deps.idempotencyTtlMs };
     }
     if (input.delayMs) opts.delay = input.delayMs;
+    // Started last, once the job is known good: a refused job leaves no span.
+    const span = tracing.enqueueSpan({ actionId: input.actionId, jobId: opts.jobId as string, traceparent: input.traceparent });
+    if (span.traceparent !== undefined) data.traceparent = span.traceparent;
     // An idempotency key deduplicates within the partition, that is among jobs of one rate-limit key.
-    const job: PreparedJob = { name: input.actionId, data, opts, partition: queues.forLimitKey(action.limitKey) };
+    const job: PreparedJob = { name: input.actionId, data, opts, partition: queues.forLimitKey(action.limitKey), span };
     if (input.orderingKey !== undefined) {
       data.orderingKey = input.orderingKey;
       job.ordered = orderedJob(job, input.orderingKey);
@@ -128,7 +136,7 @@ export function createProducer(deps: ProducerDeps): Producer {
     const result = { jobId, deduplicated: state === 'duplicate' };
     if (state !== 'go') return { result };
     const { name, data, opts } = queueJob(job.ordered.entry, Date.now());
-    return { result, add: { name, data, opts, partition: job.partition } };
+    return { result, add: { name, data, opts, partition: job.partition, span: job.span } };
   }
 
   const isOrdered = (job: PreparedJob): job is PreparedJob & { ordered: OrderedJob } => job.ordered !== undefined;
@@ -136,13 +144,23 @@ export function createProducer(deps: ProducerDeps): Producer {
   return {
     async enqueue(input) {
       const job = await prepare(input, '');
-      if (isOrdered(job)) {
-        const { result, add } = await line(job);
-        if (add) await add.partition.queue.add(add.name, add.data, add.opts);
+      try {
+        let result: EnqueueResult;
+        if (isOrdered(job)) {
+          const lined = await job.span.run(() => line(job));
+          const add = lined.add;
+          if (add) await job.span.run(() => add.partition.queue.add(add.name, add.data, add.opts));
+          result = lined.result;
+        } else {
+          const added = await job.span.run(() => job.partition.queue.add(job.name, job.data, job.opts));
+          result = { jobId: added.id as string, deduplicated: added.id !== job.opts.jobId };
+        }
+        job.span.end();
         return result;
+      } catch (err: unknown) {
+        job.span.end(err);
+        throw err;
       }
-      const added = await job.partition.queue.add(job.name, job.data, job.opts);
-      return { jobId: added.id as string, deduplicated: added.id !== job.opts.jobId };
     },
     async enqueueMany(inputs) {
       if (inputs.length > MAX_BATCH) {
@@ -164,9 +182,13 @@ export function createProducer(deps: ProducerDeps): Producer {
         prepared.map(async (p) => {
           if (!('job' in p)) return;
           if (!isOrdered(p.job)) return void toAdd.push(p.job);
-          const { result, add } = await line(p.job);
+          const { result, add } = await line(p.job).catch((err: unknown) => {
+            p.job.span.end(err);
+            throw err;
+          });
           lined.set(p.job.opts.jobId as string, result);
           if (add) toAdd.push(add);
+          else p.job.span.end();
         }),
       );
       // One addBulk per partition (each is one slot of a Redis Cluster), all at once.
@@ -179,8 +201,14 @@ export function createProducer(deps: ProducerDeps): Producer {
       const addedIds = new Map<string, string>();
       await Promise.all(
         [...byPartition].map(async ([partition, jobs]) => {
-          const added = await partition.queue.addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
-          added.forEach((a, i) => addedIds.set(jobs[i]?.opts.jobId as string, a.id as string));
+          try {
+            const added = await partition.queue.addBulk(jobs.map(({ name, data, opts }) => ({ name, data, opts })));
+            added.forEach((a, i) => addedIds.set(jobs[i]?.opts.jobId as string, a.id as string));
+            for (const job of jobs) job.span.end();
+          } catch (err: unknown) {
+            for (const job of jobs) job.span.end(err);
+            throw err;
+          }
         }),
       );
       return prepared.map((p): EnqueueManyItem => {

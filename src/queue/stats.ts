@@ -5,7 +5,11 @@ export interface QueueCounts {
   waiting: number;
   delayed: number;
   active: number;
-  completed: number;
+  /** Jobs delivered since the deployment's data was created (counted by the finish script). */
+  delivered: number;
+  /** Jobs dead-lettered since the deployment's data was created; `dlq` is how many are still kept. */
+  dead: number;
+  /** Jobs in BullMQ's failed set: stalled too often, or a fault of the relay itself. */
   failed: number;
 }
 
@@ -31,8 +35,11 @@ export interface QueueStats {
 }
 
 async function partitionStats(p: QueuePartition, redis: RedisClient): Promise<PartitionStats> {
-  const [c, dlq, resultsLength] = await Promise.all([
-    p.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'),
+  // BullMQ's completed set holds delivered and dead jobs alike (for JOB_RETENTION_SECONDS): the
+  // outcomes come from the counts the finish script keeps.
+  const [c, [delivered, dead], dlq, resultsLength] = await Promise.all([
+    p.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed'),
+    redis.hmget(p.keys.outcomeCounts, 'delivered', 'dead'),
     redis.zcard(p.keys.dlq),
     redis.xlen(p.keys.results),
   ]);
@@ -44,7 +51,8 @@ async function partitionStats(p: QueuePartition, redis: RedisClient): Promise<Pa
       waiting: (c.waiting ?? 0) + (c.prioritized ?? 0),
       delayed: c.delayed ?? 0,
       active: c.active ?? 0,
-      completed: c.completed ?? 0,
+      delivered: Number(delivered ?? 0),
+      dead: Number(dead ?? 0),
       failed: c.failed ?? 0,
     },
     dlq,
@@ -55,7 +63,7 @@ async function partitionStats(p: QueuePartition, redis: RedisClient): Promise<Pa
 /** Queue counts per state and the dead-letter size, per partition and summed: O(1) Redis calls per partition. */
 export async function getStats(queues: DeliveryQueues, redis: RedisClient): Promise<QueueStats> {
   const partitions = await Promise.all(queues.partitions.map((p) => partitionStats(p, redis)));
-  const queue: QueueCounts = { waiting: 0, delayed: 0, active: 0, completed: 0, failed: 0 };
+  const queue: QueueCounts = { waiting: 0, delayed: 0, active: 0, delivered: 0, dead: 0, failed: 0 };
   for (const p of partitions) for (const state of Object.keys(queue) as (keyof QueueCounts)[]) queue[state] += p.counts[state];
   return {
     queue,

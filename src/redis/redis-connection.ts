@@ -41,6 +41,8 @@ export interface PartitionKeys {
   results: string;
   dlq: string;
   dlqRecords: string;
+  /** Jobs ended so far, by outcome (hash: delivered, dead), counted by the finish script. */
+  outcomeCounts: string;
   jobKey(jobId: string): string;
   /**
    * The line of one action's jobs with one orderingKey (a list of job ids, enqueue order). Its
@@ -51,6 +53,8 @@ export interface PartitionKeys {
   orderingJobs: string;
   /** Ordered jobs whose turn has come, by when (zset): the sweep moves in any a crash left out. */
   orderingDue: string;
+  /** Left by a replay for the dead job's id: the new job's id and the dead job's summary (expires). */
+  replayedAs(jobId: string): string;
 }
 
 /**
@@ -121,11 +125,13 @@ export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
       results: `${tag}:results`,
       dlq: `${tag}:dlq`,
       dlqRecords: `${tag}:dlq:records`,
+      outcomeCounts: `${tag}:outcomes`,
       jobKey: (jobId) => `${tag}:${QUEUE_NAME}:${jobId}`,
       // An action id holds no ':', so no two (action, key) pairs share a line.
       orderingLine: (actionId, orderingKey) => `${tag}:ord:line:${actionId}:${orderingKey}`,
       orderingJobs: `${tag}:ord:jobs`,
       orderingDue: `${tag}:ord:due`,
+      replayedAs: (jobId) => `${tag}:replayed:${jobId}`,
     };
   };
   const partitions = Array.from({ length: partitionCount }, (_, i) => partition(i));

@@ -110,8 +110,8 @@ describe('the action-relay CLI and a real worker process', () => {
 
     const list = await cli('actions', 'list');
     expect(list.stdout).toMatch(/^notify\tv1\tPOST /m);
-    const stats = JSON.parse((await cli('stats')).stdout) as { queue: { completed: number } };
-    expect(stats.queue.completed).toBe(1);
+    const stats = JSON.parse((await cli('stats', '--json')).stdout) as { queue: { delivered: number; dead: number } };
+    expect(stats.queue).toMatchObject({ delivered: 1, dead: 0 });
 
     worker.kill('SIGTERM');
     const code = await new Promise((r) => worker?.once('exit', r));

@@ -141,7 +141,9 @@ describe('dead letters', () => {
     const out = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--rate', '100/s'], {
       env: cliEnv,
     });
-    expect(out.stdout).toMatch(/replayed 3 job\(s\) spread at 100\/s/);
+    // The mapping on stdout (dead id, new id), the summary on stderr.
+    expect(out.stdout.trim().split('\n')).toHaveLength(4);
+    expect(out.stderr).toMatch(/replayed 3 job\(s\) spread at 100\/s/);
     expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(0);
     await waitFor(
       async () => (await deliveredReplays()).filter((r) => r.actionId === 'dl_a').length === 3,

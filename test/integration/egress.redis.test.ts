@@ -246,14 +246,14 @@ describe('`action-relay` processes configured without loopback in EGRESS_ALLOW_H
     expect(await ctx.store.get('cli_hook')).toBeNull();
   });
 
-  it('a worker started with ACTIONS_DIR holding such an action stops with exit code 2, naming endpoint.url', async () => {
+  it('an api started with ACTIONS_DIR holding such an action stops with exit code 2, naming endpoint.url', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ar-egress-dir-'));
     writeFileSync(
       join(dir, 'hook.yaml'),
       ['id: dir_hook', 'name: hook', 'endpoint:', `  url: ${receiver.url}/hook`, '  method: POST', ''].join('\n'),
     );
-    const failed = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'worker'], {
-      env: { ...env, ACTIONS_DIR: dir },
+    const failed = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'api'], {
+      env: { ...env, ACTIONS_DIR: dir, PORT: '0' },
       timeout: 20_000,
     }).then(
       () => null,

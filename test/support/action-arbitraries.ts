@@ -103,7 +103,13 @@ export function valuesArb(specs: Record<string, ParamSpec>, headerSafe: boolean)
   return fc.record(shape, { requiredKeys: required });
 }
 
-const literalArb = fc.oneof(fc.string({ maxLength: 8 }), fc.integer(), fc.boolean(), fc.constant(null));
+// A literal string never holds `{{` or `}}`: those are placeholder syntax, and a stray one is a definition error.
+const literalArb = fc.oneof(
+  fc.string({ maxLength: 8 }).filter((s) => !s.includes('{{') && !s.includes('}}')),
+  fc.integer(),
+  fc.boolean(),
+  fc.constant(null),
+);
 const segmentArb = over('abcdefghijklmnopqrstuvwxyz0123456789-', 1, 8);
 const tokenArb = over(`${LETTERS}${DIGITS}-`, 1, 10).map((t) => `X-${t}`);
 

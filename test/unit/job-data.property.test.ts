@@ -14,7 +14,7 @@ describe('readJobData', () => {
     );
     const data = fc.oneof(
       fc.record(
-        { params: field, context: field, idempotencyKey: field, replayOf: field, orderingKey: field, extra: field },
+        { params: field, context: field, idempotencyKey: field, replayOf: field, traceparent: field, orderingKey: field, extra: field },
         { requiredKeys: [] },
       ),
       fc.jsonValue(),
@@ -33,6 +33,7 @@ describe('readJobData', () => {
   it('names the field at fault', () => {
     expect(readJobData({ params: {}, context: [] })).toEqual({ ok: false, path: 'job.data.context' });
     expect(readJobData({ params: {}, context: {}, idempotencyKey: 7 })).toEqual({ ok: false, path: 'job.data.idempotencyKey' });
+    expect(readJobData({ params: {}, context: {}, traceparent: 1 })).toEqual({ ok: false, path: 'job.data.traceparent' });
     expect(readJobData('x')).toEqual({ ok: false, path: 'job.data' });
   });
 });
