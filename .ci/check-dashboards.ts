@@ -9,6 +9,10 @@
  *
  *   npm run check:dashboards           (builds first)
  *   npx tsx .ci/check-dashboards.ts    (uses dist/ as built)
+ *   npx tsx .ci/check-dashboards.ts --health-html health-row.html
+ *                                      (also renders the health row's stat panels, with their
+ *                                       values and threshold colours, into a small HTML page:
+ *                                       Grafana itself cannot run here)
  *
  * Needs `prometheus` (apt-get install prometheus) and the build in dist/.
  */
@@ -44,8 +48,25 @@ interface Target {
   expr: string;
 }
 
+interface DashboardPanel {
+  title: string;
+  type: string;
+  description?: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  targets?: { refId: string; expr: string }[];
+  panels?: DashboardPanel[];
+  fieldConfig?: {
+    defaults: {
+      unit?: string;
+      decimals?: number;
+      thresholds?: { steps: { color: string; value: number | null }[] };
+      mappings?: { options: Record<string, { text: string }> }[];
+    };
+  };
+}
+
 interface DashboardJson {
-  panels: { title: string; type: string; targets?: { refId: string; expr: string }[]; panels?: DashboardJson['panels'] }[];
+  panels: DashboardPanel[];
   templating: { list: { name: string; query: unknown }[] };
 }
 
@@ -80,6 +101,58 @@ function targets(): Target[] {
 /** What Grafana would send: every action, and a rate window fit for the scrape interval. */
 function interpolate(expr: string): string {
   return expr.replaceAll('$__rate_interval', RATE_INTERVAL).replaceAll('$action', '.*');
+}
+
+/** `--health-html <file>`: where to render the health row, if asked. */
+function healthHtmlPath(): string | undefined {
+  const i = process.argv.indexOf('--health-html');
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
+
+const COLORS: Record<string, string> = { green: '#299c46', yellow: '#e0b400', orange: '#ff780a', red: '#d44a3a', blue: '#1f60c4' };
+
+/** A stat value as Grafana would print it with the panel's unit, decimals and value mappings. */
+function formatStat(panel: DashboardPanel, value: number): string {
+  const d = panel.fieldConfig?.defaults ?? {};
+  const mapped = d.mappings?.flatMap((m) => Object.entries(m.options)).find(([k]) => Number(k) === value)?.[1].text;
+  if (mapped) return mapped;
+  const fixed = (v: number) => v.toFixed(d.decimals ?? (Math.abs(v) >= 100 ? 0 : 2));
+  const unit = d.unit ?? 'none';
+  if (unit === 'percentunit') return `${fixed(value * 100)}%`;
+  if (unit === 's') return value >= 60 ? `${Math.floor(value / 60)} min ${Math.round(value % 60)} s` : `${Number(value.toFixed(1))} s`;
+  if (unit === 'x') return `${fixed(value)}x`;
+  if (unit.startsWith('suffix:')) return `${fixed(value)} ${unit.slice('suffix:'.length).trim()}`;
+  return fixed(value);
+}
+
+/** The colour of the last threshold step at or below the value, as Grafana picks it. */
+function colorOf(panel: DashboardPanel, value: number): string {
+  let color = 'green';
+  for (const step of panel.fieldConfig?.defaults.thresholds?.steps ?? [])
+    if (step.value === null || value >= step.value) color = step.color;
+  return COLORS[color] ?? color;
+}
+
+/** The health row (the stat panels) rendered from the values Prometheus answered, in one HTML page. */
+function renderHealthRow(values: Map<string, number | undefined>, at: Date): string {
+  const dash = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as DashboardJson;
+  const stats = dash.panels.filter((p) => p.type === 'stat').sort((a, b) => a.gridPos.x - b.gridPos.x);
+  const esc = (t: string) => t.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  const cells = stats.map((p) => {
+    const v = values.get(p.title);
+    const text = v === undefined ? 'No data' : formatStat(p, v);
+    const bg = v === undefined ? '#3d3d3d' : colorOf(p, v);
+    const expr = p.targets?.[0]?.expr ?? '';
+    return `<div class="stat" style="background:${bg}" title="${esc(p.description ?? '')}"><div class="t">${esc(p.title)}</div><div class="v">${esc(text)}</div><code>${esc(expr)}</code></div>`;
+  });
+  return [
+    '<!doctype html><meta charset="utf-8"><title>action-relay health row</title>',
+    '<style>body{background:#111217;color:#ccccdc;font:14px sans-serif;margin:16px}.row{display:grid;grid-template-columns:repeat(8,1fr);gap:8px}',
+    '.stat{border-radius:4px;padding:8px;color:#fff;min-height:110px}.t{font-size:13px}.v{font-size:28px;font-weight:600;margin:10px 0}code{font-size:9px;opacity:.75;word-break:break-all}</style>',
+    `<h3>action-relay: Health row (rendered from the demo by .ci/check-dashboards.ts at ${at.toISOString()}; Grafana itself does not run here)</h3>`,
+    `<div class="row">${cells.join('')}</div>`,
+    "<p>Each box: the panel title, its value from Prometheus with the panel's unit, coloured by the panel's thresholds (the alert thresholds), and its query.</p>",
+  ].join('\n');
 }
 
 async function putAction(api: string, def: Record<string, unknown>): Promise<void> {
@@ -187,6 +260,13 @@ async function main(): Promise<number> {
     log(`demo starting (prefix ${prefix}, api :${apiPort}, worker metrics :${metricsPort}, receiver :${receiverPort}; log ${demoLog})`);
     await until('the demo API', 60_000, async () => demo.exitCode === null && (await fetch(`${api}/readyz`)).ok);
     await until('the demo worker', 30_000, async () => (await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).ok);
+
+    // A consumer group on the results stream, as the journey engine has: its lag is on the dashboard.
+    const groupClient = new Redis(redisUrl);
+    await groupClient.xgroup('CREATE', `{${prefix}}:results`, 'check-dashboards', '$', 'MKSTREAM').catch((err: unknown) => {
+      if (!String(err).includes('BUSYGROUP')) throw err;
+    });
+    await groupClient.quit();
 
     // 2. Actions whose events the sample traffic does not make: dead letters (a closed port),
     //    a circuit that opens, rate-limit deferrals and capping, and access-token fetches.
@@ -297,17 +377,23 @@ async function main(): Promise<number> {
       );
 
       // 5. The alert rules as Prometheus loaded them: none may fail to evaluate; capping must fire.
-      const rules = await until('every rule evaluated, capping firing', 30_000, async () => {
+      // Capping has `for: 1m`: pending is enough to show that it sees the capped jobs.
+      const capSeen = (state: string | undefined) => state === 'firing' || state === 'pending';
+      const rules = await until('every rule evaluated, capping pending or firing', 30_000, async () => {
         const body = (await (await fetch(`${prom}/api/v1/rules`)).json()) as {
-          data: { groups: { rules: { name: string; health: string; lastError?: string; state: string; lastEvaluation: string }[] }[] };
+          data: {
+            groups: {
+              rules: { name: string; type: string; health: string; lastError?: string; state: string; lastEvaluation: string }[];
+            }[];
+          };
         };
         const list = body.data.groups.flatMap((g) => g.rules);
         const evaluated = list.length > 0 && list.every((r) => !r.lastEvaluation.startsWith('0001'));
-        return evaluated && list.some((r) => r.name === 'ActionRelayCapping' && r.state === 'firing') && list;
+        return evaluated && list.some((r) => r.name === 'ActionRelayCapping' && capSeen(r.state)) && list;
       }).catch(async (err: unknown) => {
         log((err as Error).message);
         const body = (await (await fetch(`${prom}/api/v1/rules`)).json()) as {
-          data: { groups: { rules: { name: string; health: string; lastError?: string; state: string }[] }[] };
+          data: { groups: { rules: { name: string; type: string; health: string; lastError?: string; state?: string }[] }[] };
         };
         return body.data.groups.flatMap((g) => g.rules);
       });
@@ -332,13 +418,20 @@ async function main(): Promise<number> {
       );
       for (const r of rules) {
         const bad = r.health === 'err';
-        const capping = r.name === 'ActionRelayCapping' && r.state !== 'firing';
+        const capping = r.name === 'ActionRelayCapping' && !capSeen(r.state);
         if (bad || capping) failures++;
         out.push(
-          `| alert ${r.name} | - | (alerts.yml) | state ${r.state}, health ${r.health}${r.lastError ? ` (${r.lastError})` : ''} | ${bad ? 'FAIL: evaluation error' : capping ? 'FAIL: capping happens but the alert is not firing' : 'ok'} |`,
+          `| ${r.type === 'recording' ? 'record' : 'alert'} ${r.name} | - | (alerts.yml) | ${r.state ? `state ${r.state}, ` : ''}health ${r.health}${r.lastError ? ` (${r.lastError})` : ''} | ${bad ? 'FAIL: evaluation error' : capping ? 'FAIL: capping happens but the alert is not firing' : 'ok'} |`,
         );
       }
       process.stdout.write(`${out.join('\n')}\n`);
+      const htmlPath = healthHtmlPath();
+      if (htmlPath) {
+        const values = new Map<string, number | undefined>();
+        for (const t of all) values.set(t.panel, answers.get(t)?.rows[0]?.value);
+        writeFileSync(htmlPath, renderHealthRow(values, new Date()));
+        log(`health row rendered to ${htmlPath}`);
+      }
       const panels = new Set(all.map((t) => t.panel)).size;
       log(`${all.length} queries of ${panels} panels, ${rules.length} rules: ${failures === 0 ? 'all good' : `${failures} failed`}`);
       await stop(prometheus, 'SIGTERM', 5000);

@@ -196,6 +196,50 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
 
   const port = base.port || (base.protocol === 'https:' ? '443' : '80');
 
+  /** The URL's own query as URLSearchParams writes it, for actions that add none. */
+  const constantQuery = new URLSearchParams(baseQuery).toString();
+
+  const emptyScope: RenderScope = { params: {}, context: {}, job: { id: '', attempt: 0, idempotencyKey: '' } };
+  const constantHeaders = Object.fromEntries(
+    r.headers.filter(([, , t]) => t.isConstant).map(([lower, , t]) => [lower, t.render(emptyScope)]),
+  );
+  const templatedHeaders = r.headers.filter(([, , t]) => !t.isConstant);
+
+  const constantPath = r.path.isConstant ? basePath + r.path.render(emptyScope) : undefined;
+
+  /** Headers and body of a request whose path (query included) is rendered. */
+  const finishRequest = (scope: RenderScope, path: string): BuiltRequest => {
+    // Constant headers were checked and rendered when the definition was compiled.
+    const headers: Record<string, string> = { ...constantHeaders };
+    for (const [lower, name, t] of templatedHeaders) {
+      if (t.exact && (t.exact(scope) === undefined || t.exact(scope) === null)) continue;
+      const value = t.render(scope);
+      if (!isHeaderValue(value)) {
+        // Name the value that brought the character in: that is what the caller can fix.
+        const culprit = t.refs.find((ref) => !isHeaderValue(stringify(ref.get(scope))));
+        throw new InvalidParamsError([
+          {
+            path: culprit?.ref ?? `endpoint.headers.${name}`,
+            message: `would put CR, LF or another character not allowed in a header into ${name}`,
+          },
+        ]);
+      }
+      headers[lower] = value;
+    }
+    if (!isHeaderValue(scope.job.idempotencyKey)) {
+      throw new InvalidParamsError([{ path: 'idempotencyKey', message: 'not allowed in the Idempotency-Key header' }]);
+    }
+    headers['user-agent'] = opts.userAgent;
+    headers['idempotency-key'] = scope.job.idempotencyKey;
+    let body: string | undefined;
+    if (hasBody) {
+      const rendered = r.body!(scope);
+      body = JSON.stringify(rendered === MISSING ? null : rendered);
+      headers['content-type'] ??= 'application/json';
+    }
+    return { method, origin, path, headers, body };
+  };
+
   return {
     id: def.id,
     version: opts.version,
@@ -206,8 +250,12 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
     limitKey: def.rateLimit?.key ?? `${base.hostname}:${port}`,
     buildRequest(scope) {
       checkPathSegments(r.segments, scope);
-      let path = basePath + r.path.render(scope, encodePathValue);
+      let path = constantPath ?? basePath + r.path.render(scope, encodePathValue);
       if (path === '') path = '/';
+      // Most actions have no query: no URLSearchParams per job for them.
+      if (r.query.length === 0) {
+        return finishRequest(scope, constantQuery ? `${path}?${constantQuery}` : path);
+      }
       const search = new URLSearchParams(baseQuery);
       for (const [name, t] of r.query) {
         // URLSearchParams would turn a lone surrogate into U+FFFD: a silently different value.
@@ -224,35 +272,9 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
         } else search.append(name, t.render(scope));
       }
       const qs = search.toString();
-      const headers: Record<string, string> = {};
-      for (const [lower, name, t] of r.headers) {
-        if (t.exact && (t.exact(scope) === undefined || t.exact(scope) === null)) continue;
-        const value = t.render(scope);
-        if (!isHeaderValue(value)) {
-          // Name the value that brought the character in: that is what the caller can fix.
-          const culprit = t.refs.find((ref) => !isHeaderValue(stringify(ref.get(scope))));
-          throw new InvalidParamsError([
-            {
-              path: culprit?.ref ?? `endpoint.headers.${name}`,
-              message: `would put CR, LF or another character not allowed in a header into ${name}`,
-            },
-          ]);
-        }
-        headers[lower] = value;
-      }
-      if (!isHeaderValue(scope.job.idempotencyKey)) {
-        throw new InvalidParamsError([{ path: 'idempotencyKey', message: 'not allowed in the Idempotency-Key header' }]);
-      }
-      headers['user-agent'] = opts.userAgent;
-      headers['idempotency-key'] = scope.job.idempotencyKey;
-      let body: string | undefined;
-      if (hasBody) {
-        const rendered = r.body!(scope);
-        body = JSON.stringify(rendered === MISSING ? null : rendered);
-        headers['content-type'] ??= 'application/json';
-      }
-      return { method, origin, path: qs ? `${path}?${qs}` : path, headers, body };
+      return finishRequest(scope, qs ? `${path}?${qs}` : path);
     },
+
     captureResponse(body, status) {
       return response.capture(body, (name, message) => {
         throw new ResponseInvalidError(`response field "${name}": ${message}`, status);

@@ -9,7 +9,8 @@ import { createProducer, type Producer } from '../queue/producer.js';
 import { createOutcomeWriter, type OutcomeWriter } from '../queue/outcome-writer.js';
 import { createOrdering, type Ordering } from '../queue/ordering.js';
 import { createRelayMetrics, type RelayMetrics } from '../metrics/relay-metrics.js';
-import { createOldestWaitingProbe } from '../metrics/oldest-waiting.js';
+import { createScrapeReader } from '../metrics/scrape-reader.js';
+import { instrumentProducer } from '../metrics/instrumented-producer.js';
 import { createSecretResolver, type SecretResolver } from '../delivery/secret-resolver.js';
 import {
   createEgressGuard,
@@ -135,27 +136,11 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     onHandoffError: (err, next) =>
       logger.warn({ jobId: next.jobId, err: coerceError(err).message }, 'adding the next ordered job failed; the ordering sweep adds it'),
   });
-  const oldestWaiting = queues.partitions.map((p) => createOldestWaitingProbe(redis, p.keys));
   const secrets = createSecretResolver({ ...(opts.env ? { env: opts.env } : {}), ...secretPolicy });
   const metrics = createRelayMetrics(new Registry(), {
     defaults: opts.processMetrics ?? true,
-    // Summed over the partitions: one script and one ZCARD per partition at scrape time.
-    queueCounts: async () => {
-      const parts = await Promise.all(
-        queues.partitions.map((p) =>
-          Promise.all([p.queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized'), redis.zcard(p.keys.dlq)]),
-        ),
-      );
-      const total = { waiting: 0, active: 0, delayed: 0, dlq: 0 };
-      for (const [counts, dlq] of parts) {
-        total.waiting += (counts.waiting ?? 0) + (counts.prioritized ?? 0);
-        total.active += counts.active ?? 0;
-        total.delayed += counts.delayed ?? 0;
-        total.dlq += dlq;
-      }
-      return total;
-    },
-    oldestWaitingSeconds: async () => Math.max(0, ...(await Promise.all(oldestWaiting.map((probe) => probe())))),
+    scrape: createScrapeReader({ redis, queues, keys, store }),
+    resultsMaxLen: config.RESULTS_MAXLEN,
   });
 
   return {
@@ -167,7 +152,7 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     store,
     queues,
     queue: (queues.partitions[0] as QueuePartition).queue,
-    producer,
+    producer: instrumentProducer(producer, metrics),
     outcomes,
     ordering,
     secrets,

@@ -5,6 +5,12 @@ import type { DeadReason } from '../errors/errors.js';
  * made for the event; a listener must not keep a reference to anything it did not copy.
  */
 export interface DeliveryEventMap {
+  /** A job was taken and its attempt begins; `settled` follows whatever happens (jobs in flight). */
+  started: { jobId: string };
+  /** The attempt of `started` is over (ended, retried, deferred or failed). */
+  settled: { jobId: string };
+  /** The job's action was found and compiled: its metric series start at 0 from here. */
+  loaded: { actionId: string; jobId: string };
   /** A job was sent back to the delayed set without using an attempt (rate slot, permit, pause, open circuit). */
   deferred: { actionId: string; jobId: string; cause: 'rate_limit' | 'permit' | 'pause' | 'circuit'; until: number; waitMs?: number };
   /**
@@ -12,7 +18,7 @@ export interface DeliveryEventMap {
    * before it left (neither).
    */
   sent: { actionId: string; jobId: string; durationMs: number; status?: number; failure?: 'timeout' | 'network' };
-  /** A job ended delivered; `latencyMs` runs from enqueue to now. */
+  /** A job ended delivered; `latencyMs` runs from when it became ready (enqueue plus its delayMs) to now. */
   delivered: { actionId: string; jobId: string; status: number; attempt: number; latencyMs: number };
   /** An attempt failed and another is scheduled. */
   retried: { actionId: string; jobId: string; reason: DeadReason; attempt: number; delayMs: number };

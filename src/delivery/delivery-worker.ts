@@ -7,7 +7,7 @@ import type { RelayMetrics } from '../metrics/relay-metrics.js';
 import { BACKOFF_TYPE } from '../queue/delivery-queue.js';
 import type { OutcomeWriter } from '../queue/outcome-writer.js';
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
-import type { PipelineContext } from './attempt/attempt.js';
+import { actionLoggers, type PipelineContext } from './attempt/attempt.js';
 import { RetryScheduled } from './attempt/finish.js';
 import { runAttempt } from './attempt/run-attempt.js';
 import type { CircuitBreaker } from './circuit-breaker.js';
@@ -78,7 +78,9 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
   const events =
     deps.events ??
     createDeliveryEvents((err, name) => deps.logger.warn({ err: coerceError(err).message, event: name }, 'delivery event listener failed'));
-  const unobserve = observeDeliveryMetrics(events, deps.metrics);
+  // One worker per partition in this process; with several, they share the concurrency budget.
+  const budget = deps.concurrency ?? 64;
+  const unobserve = observeDeliveryMetrics(events, deps.metrics, { concurrency: budget });
   // Wraps the sender, the logger and each attempt: the pipeline's steps know nothing of tracing.
   const traced = traceAttempts(deps);
   const ctx: PipelineContext = {
@@ -92,6 +94,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     circuitBreaker: deps.circuitBreaker,
     events,
     logger: traced.logger,
+    actionLogger: actionLoggers(traced.logger),
     maxResponseBytes: deps.maxResponseBytes ?? 1024 * 1024,
     timeoutCapMs,
     now: deps.now ?? Date.now,
@@ -100,8 +103,6 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     redact: (s) => deps.secrets.redact(s),
   };
 
-  // One worker per partition in this process; with several, they share the concurrency budget.
-  const budget = deps.concurrency ?? 64;
   const partitions = deps.keys.partitions;
   const shared = partitions.length > 1 ? createSharedConcurrency(budget, partitions.length) : undefined;
   const workers = partitions.map((partition) => {

@@ -1,16 +1,22 @@
 import type { DeliveryEvents } from '../delivery/delivery-events.js';
 import { statusClass, type RelayMetrics } from './relay-metrics.js';
 
-const CIRCUIT_GAUGE = { closed: 0, open: 1, 'half-open': 2 } as const;
 /** Bound on cached label children: action ids come from definitions, but never trust a count. */
 const MAX_CACHED_ACTIONS = 10_000;
 
+export interface DeliveryObserverOptions {
+  /** The worker process's concurrency budget, exported beside the jobs in flight. @defaultValue 64 */
+  concurrency?: number;
+}
+
 /**
  * Turns the delivery pipeline's events into the relay's metrics. Labelled children of the
- * per-delivery series are cached per action, so a delivery costs no label hashing.
- * Returns a function that unsubscribes.
+ * per-delivery series are cached per action, so a delivery costs no label hashing. The circuit
+ * gauges are not fed from here: they are read from Redis at scrape time, so that they clear when
+ * another worker closes a circuit. Returns a function that unsubscribes.
  */
-export function observeDeliveryMetrics(events: DeliveryEvents, metrics: RelayMetrics): () => void {
+export function observeDeliveryMetrics(events: DeliveryEvents, metrics: RelayMetrics, opts: DeliveryObserverOptions = {}): () => void {
+  const inFlight = metrics.workerGauges(opts.concurrency ?? 64);
   const meters = new Map<string, ReturnType<typeof metersFor>>();
   const metersFor = (action: string) => ({
     httpDuration: metrics.httpDuration.labels({ action }),
@@ -29,6 +35,10 @@ export function observeDeliveryMetrics(events: DeliveryEvents, metrics: RelayMet
   };
 
   const off = [
+    events.on('started', () => inFlight.inc()),
+    events.on('settled', () => inFlight.dec()),
+    // Every series of the action at 0 before its first outcome, so that increase() sees it.
+    events.on('loaded', (e) => metrics.initAction(e.actionId)),
     events.on('sent', (e) => {
       const m = metersOf(e.actionId);
       m.httpDuration.observe(e.durationMs / 1000);
@@ -53,7 +63,6 @@ export function observeDeliveryMetrics(events: DeliveryEvents, metrics: RelayMet
       metrics.rateLimited.inc({ action: e.actionId });
       if (e.waitMs !== undefined) metrics.rateLimitWait.observe({ action: e.actionId }, Math.max(0, e.waitMs) / 1000);
     }),
-    events.on('circuit', (e) => metrics.circuitState.set({ key: e.key }, CIRCUIT_GAUGE[e.state])),
   ];
   return () => off.forEach((f) => f());
 }

@@ -113,8 +113,12 @@ const attemptField = JOB_FIELDS.attempt;
 
 /** Each call names the partition the job lives in: its results stream and dead letters are that partition's. */
 export interface OutcomeWriter {
-  /** Writes the terminal outcome; false when the job had already ended (a rerun after a crash). */
-  finish(keys: PartitionKeys, o: Outcome): Promise<boolean>;
+  /**
+   * Writes the terminal outcome; false when the job had already ended (a rerun after a crash).
+   * `via` sends it on another connection (the worker's BullMQ connection, so that it travels
+   * ahead of BullMQ's own completion command, in order).
+   */
+  finish(keys: PartitionKeys, o: Outcome, via?: RedisClient): Promise<boolean>;
   /** Keeps a failed attempt's record on the job until it ends. */
   recordAttempt(keys: PartitionKeys, jobId: string, record: AttemptRecord): Promise<void>;
   /** The failed attempts recorded so far, in order. */
@@ -132,11 +136,11 @@ export interface OutcomeWriterOptions {
 export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: OutcomeWriterOptions = {}): OutcomeWriter {
   const now = opts.now ?? Date.now;
   return {
-    async finish(keys, o) {
+    async finish(keys, o, via) {
       const scriptKeys = [keys.jobKey(o.jobId), keys.results, keys.dlq, keys.dlqRecords, keys.outcomeCounts];
       if (o.orderingKey !== undefined) scriptKeys.push(keys.orderingLine(o.actionId, o.orderingKey), keys.orderingJobs, keys.orderingDue);
       const written = (await FINISH_SCRIPT.run(
-        redis,
+        via ?? redis,
         scriptKeys.length,
         ...scriptKeys,
         o.outcome,

@@ -8,7 +8,7 @@ import { freePort } from '../../src/redis/embedded-redis.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import type { Config } from '../../src/config/config.js';
 import { kill, readResults, setupRun, spawnWorker, waitFor, type Receiver } from '../support/harness.js';
-import { PROMETHEUS_SYNTHETIC, alertRules, dashboardPanels, metricNames, readYaml } from '../support/ops-files.js';
+import { PROMETHEUS_SYNTHETIC, alertRules, dashboardPanels, exportedMetricNames, readYaml } from '../support/ops-files.js';
 
 // A real worker process and an API run a few deliveries that succeed, retry, die, get
 // rate-limited, get capped, open a circuit and fetch a token; then every metric that the
@@ -23,6 +23,7 @@ let apiUrl: string;
 let workerUrl: string;
 
 const CLIENT_SECRET = 'metrics-coverage-client-secret';
+const DELAY_MS = 3000;
 
 beforeAll(async () => {
   let config: Config;
@@ -58,6 +59,7 @@ beforeAll(async () => {
   const base = { endpoint: { url: receiver.url, method: 'POST' }, body: { n: 1 } };
   const fixed = { type: 'fixed', delayMs: 50, maxDelayMs: 50 };
   await ctx.store.put({ ...base, id: 'ok', name: 'ok', endpoint: { ...base.endpoint, path: '/ok' } });
+  await ctx.store.put({ ...base, id: 'later', name: 'later', endpoint: { ...base.endpoint, path: '/ok' } });
   await ctx.store.put({
     ...base,
     id: 'flaky',
@@ -116,8 +118,12 @@ beforeAll(async () => {
     'worker /healthz',
   );
 
+  // The journey engine's consumer group on the results stream: its lag is exported.
+  await ctx.redis.xgroup('CREATE', ctx.keys.results, 'journeys', '$', 'MKSTREAM');
   const jobs = [
     ...['ok', 'flaky', 'oauth'].map((actionId) => ({ actionId, params: {} })),
+    // Ready 3 s after enqueue: its latency counts from then, not from the enqueue.
+    { actionId: 'later', params: {}, delayMs: DELAY_MS },
     ...Array.from({ length: 3 }, () => ({ actionId: 'down', params: {} })),
     ...Array.from({ length: 3 }, () => ({ actionId: 'limited', params: {} })),
   ];
@@ -153,8 +159,9 @@ function exposition(text: string): { samples: Set<string>; types: Map<string, st
 function wantedMetrics(): Map<string, string[]> {
   const wanted = new Map<string, string[]>();
   const add = (name: string, where: string) => wanted.set(name, [...(wanted.get(name) ?? []), where]);
-  for (const p of dashboardPanels()) for (const t of p.targets ?? []) for (const n of metricNames(t.expr)) add(n, `panel "${p.title}"`);
-  for (const r of alertRules()) for (const n of metricNames(r.expr)) add(n, `alert ${r.alert}`);
+  for (const p of dashboardPanels())
+    for (const t of p.targets ?? []) for (const n of exportedMetricNames(t.expr)) add(n, `panel "${p.title}"`);
+  for (const r of alertRules()) for (const n of exportedMetricNames(r.expr)) add(n, `alert ${r.alert}`);
   return wanted;
 }
 
@@ -174,13 +181,15 @@ describe('metrics named by the dashboard and the alert rules', () => {
     const results = await waitFor(
       async () => {
         const r = await readResults(ctx);
-        return r.length >= 8 && r;
+        return r.length >= 9 && r;
       },
       15_000,
-      'eight outcomes',
+      'nine outcomes',
     );
-    expect(results).toHaveLength(8);
+    expect(results).toHaveLength(9);
     const outcome = (id: string) => results.filter((r) => r.actionId === id).map((r) => `${r.outcome}:${r.reason}`);
+    expect(outcome('ok')).toEqual(['delivered:']);
+    expect(outcome('later')).toEqual(['delivered:']);
     expect(outcome('flaky')).toEqual(['delivered:']);
     expect(outcome('oauth')).toEqual(['delivered:']);
     expect(outcome('limited').sort()).toEqual(['dead:capped', 'delivered:', 'delivered:'].sort());
@@ -209,6 +218,51 @@ describe('metrics named by the dashboard and the alert rules', () => {
     const api = await scrape(apiUrl);
     expect(api).toMatch(/^action_relay_queue_jobs\{state="dlq"\} 3$/m);
     expect(api).toMatch(/^action_relay_oldest_waiting_seconds \d/m);
+    // Read from Redis at scrape time, by the API as by the worker: one series per circuit state.
+    for (const t of [text, api]) {
+      expect(t).toMatch(/^action_relay_circuit\{key="down-key",state="open"\} 1$/m);
+      expect(t).toMatch(/^action_relay_circuit\{key="down-key",state="closed"\} 0$/m);
+      expect(t).toMatch(/^action_relay_redis_up 1$/m);
+      expect(t).toMatch(/^action_relay_partition_jobs\{partition="0",state="dlq"\} 3$/m);
+      // Nine results, none read by the consumer group yet.
+      expect(t).toMatch(/^action_relay_results_stream_entries\{partition="0"\} 9$/m);
+      expect(t).toMatch(/^action_relay_results_consumer_lag\{partition="0",group="journeys"\} 9$/m);
+      expect(t).toMatch(/^action_relay_rate_limit_reserved_slots\{key="slow-key"\} \d+$/m);
+    }
+    // The jobs were enqueued through the API's context: enqueue RED counts them there.
+    expect(api).toMatch(/^action_relay_enqueue_total\{result="accepted"\} 10$/m);
+    expect(api).toMatch(/^action_relay_enqueue_duration_seconds_count\{kind="batch"\} 1$/m);
+    expect(text).toMatch(/^action_relay_build_info\{version="[^"]+",node="v\d+[^"]*"\} 1$/m);
+  });
+
+  it('starts every counter of an action at 0 once a worker compiled it, so the first event moves increase()', async () => {
+    const text = await scrape(workerUrl);
+    // Events that cannot happen to `ok` (no rate limit, valid params, a receiver that answers):
+    // their series exist all the same.
+    expect(text).toMatch(/^action_relay_dead_letters_total\{action="ok",reason="capped"\} 0$/m);
+    expect(text).toMatch(/^action_relay_dead_letters_total\{action="ok",reason="invalid_params"\} 0$/m);
+    expect(text).toMatch(/^action_relay_retries_total\{action="ok",reason="network"\} 0$/m);
+    expect(text).toMatch(/^action_relay_http_requests_total\{action="ok",status_class="3xx"\} 0$/m);
+    expect(text).toMatch(/^action_relay_jobs_total\{action="limited",outcome="dead"\} 1$/m);
+    expect(text).toMatch(/^action_relay_dead_letters_total\{action="limited",reason="unknown_action"\} 0$/m);
+  });
+
+  it('measures delivery latency from when the job became ready, not from its enqueue', async () => {
+    const text = await scrape(workerUrl);
+    const count = Number(/^action_relay_delivery_latency_seconds_count\{action="later"\} (\S+)$/m.exec(text)?.[1]);
+    const sum = Number(/^action_relay_delivery_latency_seconds_sum\{action="later"\} (\S+)$/m.exec(text)?.[1]);
+    expect(count).toBe(1);
+    // The results entry's durationMs runs from the enqueue: the latency is that minus the delay the caller asked for.
+    const entry = (await readResults(ctx)).find((r) => r.actionId === 'later');
+    expect(Number(entry?.durationMs)).toBeGreaterThanOrEqual(DELAY_MS);
+    expect(sum).toBeCloseTo((Number(entry?.durationMs) - DELAY_MS) / 1000, 3);
+  });
+
+  it('shows jobs in flight against WORKER_CONCURRENCY', async () => {
+    const text = await scrape(workerUrl);
+    expect(text).toMatch(/^action_relay_worker_concurrency 1$/m);
+    expect(text).toMatch(/^action_relay_in_flight_jobs 0$/m);
+    expect(await scrape(apiUrl)).not.toMatch(/^action_relay_in_flight_jobs/m);
   });
 
   it("answers the compose file's healthchecks (the same node commands, pointed at these ports)", async () => {

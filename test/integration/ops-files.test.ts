@@ -13,6 +13,8 @@ import {
   ROOT,
   alertRules,
   dashboardPanels,
+  recordingRules,
+  type Panel,
   metricNames,
   readDashboard,
   readText,
@@ -91,7 +93,16 @@ function healthUrl(s: Service): URL {
 
 describe('docker-compose.yml', () => {
   it('has the services of the issue, each with a healthcheck (the one-shot traffic client excepted)', () => {
-    expect(Object.keys(services).sort()).toEqual(['api', 'grafana', 'prometheus', 'receiver', 'redis', 'traffic', 'worker']);
+    expect(Object.keys(services).sort()).toEqual([
+      'alertmanager',
+      'api',
+      'grafana',
+      'prometheus',
+      'receiver',
+      'redis',
+      'traffic',
+      'worker',
+    ]);
     for (const [name, s] of Object.entries(services)) {
       if (name === 'traffic') {
         expect(s.profiles, 'sample traffic only on request').toEqual(['traffic']);
@@ -113,7 +124,7 @@ describe('docker-compose.yml', () => {
     // Every process that talks to Redis waits for it; Prometheus for what it scrapes; Grafana for Prometheus.
     expect(service('api').depends_on?.redis?.condition).toBe('service_healthy');
     expect(service('worker').depends_on?.redis?.condition).toBe('service_healthy');
-    expect(Object.keys(service('prometheus').depends_on ?? {}).sort()).toEqual(['api', 'worker']);
+    expect(Object.keys(service('prometheus').depends_on ?? {}).sort()).toEqual(['alertmanager', 'api', 'worker']);
     expect(Object.keys(service('grafana').depends_on ?? {})).toEqual(['prometheus']);
   });
 
@@ -156,7 +167,7 @@ describe('docker-compose.yml', () => {
     expect(healthUrl(worker).port).toBe(worker.environment?.METRICS_PORT);
     expect(healthUrl(worker).pathname).toBe('/healthz');
     expect(readText('src/api/api-server.ts')).toContain("app.get('/readyz'");
-    expect(readText('src/metrics/metrics-server.ts')).toContain("req.url === '/healthz'");
+    expect(readText('src/metrics/metrics-server.ts')).toContain("path === '/healthz'");
     const receiverPort = receiver.command?.[receiver.command.indexOf('--port') + 1];
     expect(healthUrl(receiver).port).toBe(receiverPort);
     expect(healthUrl(service('prometheus')).port).toBe('9090');
@@ -276,6 +287,7 @@ describe('Prometheus configuration', () => {
   const prom = readYaml<{
     global: { scrape_interval: string };
     rule_files: string[];
+    alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
     scrape_configs: {
       job_name: string;
       static_configs?: { targets: string[] }[];
@@ -301,6 +313,36 @@ describe('Prometheus configuration', () => {
     expect(prom.rule_files).toEqual([posix.basename(ALERTS_FILE)]);
     expect(statSync(join(ROOT, posix.dirname(PROMETHEUS_FILE), prom.rule_files[0] as string)).isFile()).toBe(true);
   });
+
+  it('sends alerts to the Alertmanager service, whose config is mounted where its command line reads it and checked in CI', () => {
+    const am = service('alertmanager');
+    const [port] = ports(am);
+    expect(prom.alerting?.alertmanagers[0]?.static_configs[0]?.targets).toEqual([`alertmanager:${port?.target}`]);
+    expect(healthUrl(am).port).toBe(String(port?.target));
+    const mount = (am.volumes ?? []).map((v) => v.split(':')).find(([src]) => src === './grafana/alertmanager');
+    const configFlag = am.command?.find((c) => c.startsWith('--config.file='))?.split('=')[1];
+    expect(configFlag).toBe(posix.join(mount?.[1] ?? '', 'alertmanager.yml'));
+    expect(readText('.ci/run')).toContain('amtool check-config grafana/alertmanager/alertmanager.yml');
+    // Every severity the rules use has a route; inhibitions name alerts that exist.
+    const config = readYaml<{
+      route: { receiver: string; routes: { matchers: string[]; receiver: string }[] };
+      receivers: { name: string }[];
+      inhibit_rules: { source_matchers: string[]; target_matchers: string[] }[];
+    }>('grafana/alertmanager/alertmanager.yml');
+    const receivers = config.receivers.map((r) => r.name);
+    expect(config.route.routes.find((r) => r.matchers.includes('severity="critical"'))?.receiver).toBe('pager');
+    expect(config.route.receiver).toBe('ticket');
+    for (const r of [config.route, ...config.route.routes]) expect(receivers).toContain(r.receiver);
+    const names = alertRules().map((r) => r.alert);
+    for (const rule of config.inhibit_rules) {
+      for (const m of [...rule.source_matchers, ...rule.target_matchers]) {
+        const re = /^alertname=~?"(.+)"$/.exec(m);
+        if (!re) continue;
+        const matched = names.filter((n) => new RegExp(`^(?:${re[1]})$`).test(n));
+        expect(matched.length, m).toBeGreaterThan(0);
+      }
+    }
+  });
 });
 
 describe('Grafana provisioning and dashboard', () => {
@@ -323,10 +365,17 @@ describe('Grafana provisioning and dashboard', () => {
     expect(new URL(prometheus.url).host).toBe(`prometheus:${ports(service('prometheus'))[0]?.target}`);
     expect(prometheus.jsonData?.timeInterval).toBe('15s');
     for (const p of panels) {
-      expect(p.datasource?.uid, p.title).toBe(prometheus.uid);
-      for (const t of p.targets ?? []) expect(t.datasource?.uid, `${p.title} ${t.refId}`).toBe(prometheus.uid);
+      expect(p.datasource?.uid, p.title).toBe('${datasource}');
+      for (const t of p.targets ?? []) expect(t.datasource?.uid, `${p.title} ${t.refId}`).toBe('${datasource}');
     }
-    for (const v of dashboard.templating.list) expect(v.datasource?.uid, `variable ${v.name}`).toBe(prometheus.uid);
+    // Panels follow the datasource variable, whose default is the provisioned Prometheus.
+    const variable = dashboard.templating.list.find((v) => v.name === 'datasource');
+    expect(variable?.type).toBe('datasource');
+    expect(variable?.query).toBe('prometheus');
+    expect(variable?.current?.value).toBe(prometheus.uid);
+    for (const v of dashboard.templating.list.filter((x) => x.type === 'query')) {
+      expect(v.datasource?.uid, `variable ${v.name}`).toBe('${datasource}');
+    }
   });
 
   it('loads the dashboards from where compose mounts grafana/dashboards, and makes ours the home', () => {
@@ -345,12 +394,19 @@ describe('Grafana provisioning and dashboard', () => {
       /deliveries per second by action and outcome/i,
       /error ratio by action/i,
       /HTTP latency p50 \/ p95 \/ p99 by action/i,
-      /enqueue-to-delivery latency/i,
+      /ready-to-delivery latency/i,
       /queue depth by state/i,
       /DLQ size/i,
       /DLQ growth/i,
       /retries .* by reason/i,
       /rate-limited deferrals/i,
+      /rate-limit wait/i,
+      /in flight vs WORKER_CONCURRENCY/i,
+      /queue depth by partition/i,
+      /results stream length and consumer lag/i,
+      /enqueue rate by result/i,
+      /enqueue duration/i,
+      /error-budget burn rate/i,
       /circuit state/i,
       /worker process CPU/i,
       /worker process memory/i,
@@ -392,12 +448,80 @@ describe('Grafana provisioning and dashboard', () => {
       (m) => m[1] as string,
     );
     expect(withAction).toContain('action_relay_jobs_total');
-    for (const p of panels) {
+    // The health row's stats answer for every action at once.
+    for (const p of panels.filter((x) => x.type !== 'stat')) {
       for (const t of p.targets ?? []) {
         const reads = metricNames(t.expr).map((n) => n.replace(/_(bucket|sum|count)$/, ''));
         if (reads.some((n) => withAction.includes(n))) expect(t.expr, `${p.title} ${t.refId}`).toContain('action=~"$action"');
       }
     }
+  });
+
+  it('opens with a health row of stat panels whose thresholds are the alert thresholds, each linked to its runbook', () => {
+    const top = dashboard.panels.filter((p) => p.gridPos.y <= 1);
+    expect(top[0]?.type).toBe('row');
+    const stats = dashboard.panels.filter((p) => p.type === 'stat');
+    expect(stats.every((p) => p.gridPos.y === 1 && p.gridPos.h === 4)).toBe(true);
+    const titles = stats.map((p) => p.title);
+    for (const wanted of [
+      /burn/i,
+      /success/i,
+      /deliveries per second/i,
+      /oldest ready job/i,
+      /dead letters/i,
+      /workers up/i,
+      /redis up/i,
+      /firing alerts/i,
+    ]) {
+      expect(
+        titles.filter((t) => wanted.test(t)),
+        String(wanted),
+      ).toHaveLength(1);
+    }
+    const stat = (re: RegExp) => stats.find((p) => re.test(p.title)) as Panel;
+    const steps = (p: Panel) =>
+      (p.fieldConfig?.defaults.thresholds?.steps ?? []).map((s) => s.value).filter((v): v is number => v !== null);
+    const alert = (n: string) => alertRules().find((r) => r.alert === n);
+    const number = (expr: string, re: RegExp) => Number(re.exec(expr.replace(/\s+/g, ' '))?.[1]);
+    // Oldest ready job: red from the alert's threshold.
+    expect(steps(stat(/oldest ready job/i))).toEqual([number(alert('ActionRelayOldestWaitingJobTooOld')?.expr ?? '', /> (\d+)/)]);
+    // Burn: orange at the 6x page, red at the 14.4x page.
+    const burn = alert('ActionRelayDeliveryErrorBudgetBurn')?.expr ?? '';
+    expect(steps(stat(/burn/i))).toEqual([number(burn, /burn_rate6h > ([\d.]+)/), number(burn, /burn_rate1h > ([\d.]+)/)]);
+    // Success: the same page thresholds, and the objective, as shares of jobs delivered.
+    const objective = number(
+      recordingRules().find((r) => r.record === 'action_relay:slo_delivery_success:objective')?.expr ?? '',
+      /vector\(([\d.]+)\)/,
+    );
+    const budget = 1 - objective;
+    const success = steps(stat(/success/i));
+    expect(success).toHaveLength(3);
+    [1 - 14.4 * budget, 1 - 6 * budget, objective].forEach((v, i) => expect(success[i]).toBeCloseTo(v, 9));
+    // Workers and Redis: red at 0, as their alerts.
+    expect(alert('ActionRelayNoWorkerAlive')?.expr).toContain('== 0');
+    expect(steps(stat(/workers up/i))).toEqual([1]);
+    expect(alert('ActionRelayRedisDown')?.expr).toContain('== 0');
+    expect(steps(stat(/redis up/i))).toEqual([1]);
+    expect(steps(stat(/dead letters/i))).toContain(number(alert('ActionRelayDlqGrowing')?.expr ?? '', />= (\d+)/));
+    for (const p of stats) {
+      if (/deliveries per second|firing/i.test(p.title)) continue;
+      expect(p.links?.[0]?.url, p.title).toMatch(/^\$\{runbooks\}#actionrelay[a-z]+$/);
+    }
+  });
+
+  it('gives every panel a unit that fits what it counts (jobs are not requests) and links to the runbooks, queue board and console', () => {
+    for (const p of panels) {
+      const unit = p.fieldConfig?.defaults.unit;
+      expect(unit, p.title).toBeTruthy();
+      const exprs = (p.targets ?? []).map((t) => t.expr).join(' ');
+      if (/action_relay_(jobs|enqueue|rate_limited)_total/.test(exprs) && /rate\(/.test(exprs)) expect(unit, p.title).not.toBe('reqps');
+      // One quantity per panel: no rate next to seconds.
+      const rates = (p.targets ?? []).filter((t) => /^sum by \([^)]*\) \(rate\(/.test(t.expr)).length;
+      const quantiles = (p.targets ?? []).filter((t) => t.expr.startsWith('histogram_quantile')).length;
+      expect(rates > 0 && quantiles > 0, p.title).toBe(false);
+    }
+    const links = (dashboard as unknown as { links: { url: string }[] }).links.map((l) => l.url);
+    expect(links).toEqual(['${runbooks}', '${api_url}/admin/queues', '${api_url}/console']);
   });
 
   it('counts queue gauges once: every process reports them, so panels take max, never sum', () => {
@@ -415,30 +539,83 @@ describe('Grafana provisioning and dashboard', () => {
 describe('alert rules', () => {
   const rules = alertRules();
 
-  it('has the six alerts of the issue, each with a severity, a summary, a description and a valid for', () => {
+  it('has the alerts of the issue, each with severity and service labels, a summary, a description, a runbook and a valid for', () => {
     expect(rules.map((r) => r.alert).sort()).toEqual([
       'ActionRelayActionErrorRatioHigh',
       'ActionRelayCapping',
       'ActionRelayCircuitOpen',
+      'ActionRelayDeliveryErrorBudgetBurn',
+      'ActionRelayDeliveryErrorBudgetSlowBurn',
+      'ActionRelayDeliveryLatencyBudgetBurn',
+      'ActionRelayDeliveryLatencyBudgetSlowBurn',
       'ActionRelayDlqGrowing',
       'ActionRelayNoWorkerAlive',
       'ActionRelayOldestWaitingJobTooOld',
+      'ActionRelayRedisDown',
+      'ActionRelayResultsConsumerLagging',
     ]);
     for (const r of rules) {
       expect(['warning', 'critical'], r.alert).toContain(r.labels?.severity);
+      expect(r.labels?.service, r.alert).toBe('action-relay');
       expect(r.annotations?.summary, r.alert).toBeTruthy();
       expect(r.annotations?.description, r.alert).toBeTruthy();
+      expect(r.annotations?.runbook_url, r.alert).toBe(`docs/runbooks.md#${r.alert.toLowerCase()}`);
       if (r.for !== undefined) expect(r.for, r.alert).toMatch(/^\d+[smh]$/);
     }
+    for (const r of recordingRules()) expect(r.labels?.service ?? '', r.record).toMatch(/^(action-relay)?$/);
     const byName = (n: string) => rules.find((r) => r.alert === n)?.expr ?? '';
     expect(byName('ActionRelayActionErrorRatioHigh')).toMatch(/> 0\.2\b/);
-    expect(byName('ActionRelayActionErrorRatioHigh')).toContain('[5m]');
+    expect(byName('ActionRelayActionErrorRatioHigh')).toContain('status_class=~"5xx|timeout|network"');
     expect(byName('ActionRelayCapping')).toContain('reason="capped"');
     expect(byName('ActionRelayNoWorkerAlive')).toContain('up{job="action-relay-worker"}');
+    expect(byName('ActionRelayRedisDown')).toContain('action_relay_redis_up == 0');
+    // Bursts are counted on counters by action and reason, never on the DLQ size.
+    for (const n of ['ActionRelayDlqGrowing', 'ActionRelayCapping']) {
+      expect(byName(n)).toContain('action_relay_dead_letters_total');
+      expect(byName(n)).not.toContain('action_relay_queue_jobs');
+    }
     // Rule unit tests exist for promtool (run by .ci/run).
     const tests = readYaml<{ tests: { alert_rule_test: { alertname: string }[] }[] }>('grafana/prometheus/alerts.test.yml');
     const tested = new Set(tests.tests.flatMap((t) => t.alert_rule_test.map((a) => a.alertname)));
     expect([...tested].sort()).toEqual(rules.map((r) => r.alert).sort());
+  });
+
+  it('burns the SLO budgets on the workbook windows: page 14.4x over 1h and 5m or 6x over 6h and 30m, ticket 1x over 3d and 6h', () => {
+    const records = recordingRules().map((r) => r.record);
+    for (const slo of ['delivery_errors', 'delivery_slow']) {
+      for (const w of ['5m', '30m', '1h', '6h', '3d']) {
+        expect(records).toContain(`action_relay:${slo}:ratio_rate${w}`);
+        expect(records).toContain(`action_relay:${slo}:burn_rate${w}`);
+      }
+    }
+    const ratio = recordingRules().find((r) => r.record === 'action_relay:delivery_errors:ratio_rate1h')?.expr ?? '';
+    expect(ratio).toContain('reason!~"invalid_params|unknown_action|blocked_destination"');
+    const slow = recordingRules().find((r) => r.record === 'action_relay:delivery_slow:ratio_rate1h')?.expr ?? '';
+    expect(slow).toContain('action_relay_delivery_latency_seconds_bucket{le="300"}');
+    const compact = (n: string) => (rules.find((r) => r.alert === n)?.expr ?? '').replace(/\s+/g, ' ');
+    for (const slo of ['Error', 'Latency']) {
+      const metric = slo === 'Error' ? 'delivery_errors' : 'delivery_slow';
+      const page = compact(`ActionRelayDelivery${slo}BudgetBurn`);
+      expect(page).toContain(`action_relay:${metric}:burn_rate1h > 14.4 and action_relay:${metric}:burn_rate5m > 14.4`);
+      expect(page).toContain(`action_relay:${metric}:burn_rate6h > 6 and action_relay:${metric}:burn_rate30m > 6`);
+      expect(rules.find((r) => r.alert === `ActionRelayDelivery${slo}BudgetBurn`)?.labels?.severity).toBe('critical');
+      const ticket = compact(`ActionRelayDelivery${slo}BudgetSlowBurn`);
+      expect(ticket).toContain(`action_relay:${metric}:burn_rate3d > 1 and action_relay:${metric}:burn_rate6h > 1`);
+      expect(rules.find((r) => r.alert === `ActionRelayDelivery${slo}BudgetSlowBurn`)?.labels?.severity).toBe('warning');
+    }
+  });
+
+  it('has a runbook section per alert in docs/runbooks.md and a row per alert in docs/slo.md', () => {
+    const runbooks = readText('docs/runbooks.md');
+    const headings = new Set([...runbooks.matchAll(/^## (\S+)\s*$/gm)].map((m) => m[1] as string));
+    const slo = readText('docs/slo.md');
+    for (const r of rules) {
+      expect(headings.has(r.alert), `## ${r.alert} in docs/runbooks.md`).toBe(true);
+      const section = runbooks.split(/^## /m).find((s) => s.startsWith(`${r.alert}\n`)) ?? '';
+      for (const part of ['Meaning', 'Verify', 'Mitigate', 'Escalate']) expect(section, `${r.alert}: ${part}`).toContain(`**${part}**`);
+      expect(section, `${r.alert}: a CLI command`).toMatch(/action-relay (stats|dlq|actions)|curl|redis-cli/);
+      expect(slo, `${r.alert} in the alert table of docs/slo.md`).toMatch(new RegExp(`^\\| \\[?\`?${r.alert}\\b`, 'm'));
+    }
   });
 
   it('uses only the job names that prometheus.yml defines', () => {

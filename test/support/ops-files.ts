@@ -34,13 +34,24 @@ export interface Panel {
   datasource?: { type: string; uid: string };
   targets?: PanelTarget[];
   panels?: Panel[];
+  fieldConfig?: { defaults: { unit?: string; thresholds?: { steps: { color: string; value: number | null }[] } } };
+  links?: { title: string; url: string }[];
 }
 
 export interface Dashboard {
   uid: string;
   title: string;
   panels: Panel[];
-  templating: { list: { name: string; type: string; query: unknown; datasource?: { uid: string }; allValue?: string }[] };
+  templating: {
+    list: {
+      name: string;
+      type: string;
+      query: unknown;
+      datasource?: { uid: string };
+      allValue?: string;
+      current?: { value: unknown };
+    }[];
+  };
 }
 
 export function readDashboard(): Dashboard {
@@ -60,13 +71,47 @@ export interface AlertRule {
   annotations?: Record<string, string>;
 }
 
-export function alertRules(): AlertRule[] {
-  const doc = readYaml<{ groups: { name: string; rules: AlertRule[] }[] }>(ALERTS_FILE);
+export interface RecordingRule {
+  record: string;
+  expr: string;
+  labels?: Record<string, string>;
+}
+
+function ruleFile(): (AlertRule | RecordingRule)[] {
+  const doc = readYaml<{ groups: { name: string; rules: (AlertRule | RecordingRule)[] }[] }>(ALERTS_FILE);
   return doc.groups.flatMap((g) => g.rules);
 }
 
+/** The alerting rules of alerts.yml. */
+export function alertRules(): AlertRule[] {
+  return ruleFile().filter((r): r is AlertRule => 'alert' in r);
+}
+
+/** The recording rules of alerts.yml (the SLO ratios and burn rates). */
+export function recordingRules(): RecordingRule[] {
+  return ruleFile().filter((r): r is RecordingRule => 'record' in r);
+}
+
+/**
+ * The exported metrics an expression reads: recorded series (`a:b:c`, made by a recording rule)
+ * are replaced by what their rule reads, recursively.
+ */
+export function exportedMetricNames(expr: string): string[] {
+  const recorded = new Map(recordingRules().map((r) => [r.record, r.expr]));
+  const out = new Set<string>();
+  const visit = (e: string, depth: number) => {
+    for (const n of metricNames(e)) {
+      const rule = recorded.get(n);
+      if (rule !== undefined && depth < 5) visit(rule, depth + 1);
+      else if (rule === undefined) out.add(n);
+    }
+  };
+  visit(expr, 0);
+  return [...out].sort();
+}
+
 /** Series Prometheus makes itself (not exported by action-relay). */
-export const PROMETHEUS_SYNTHETIC = new Set(['up', 'scrape_duration_seconds', 'scrape_samples_scraped']);
+export const PROMETHEUS_SYNTHETIC = new Set(['up', 'scrape_duration_seconds', 'scrape_samples_scraped', 'ALERTS']);
 
 const NOT_METRICS = new Set([
   'by',

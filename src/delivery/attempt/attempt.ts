@@ -26,6 +26,8 @@ export interface PipelineContext {
   circuitBreaker: CircuitBreaker | undefined;
   events: DeliveryEvents;
   logger: Logger;
+  /** A child of `logger` bound to one action: its bindings are serialized once, not per line. */
+  actionLogger(actionId: string): Logger;
   maxResponseBytes: number;
   /** An action's timeoutMs is clamped to it. */
   timeoutCapMs: number;
@@ -89,11 +91,28 @@ export function startAttempt(ctx: PipelineContext, job: Job, partition: Partitio
     probe: false,
     prepared: undefined,
     res: undefined,
-    log: () => (child ??= ctx.logger.child({ jobId, actionId: job.name, attempt: number })),
+    log: () => (child ??= ctx.actionLogger(job.name).child({ jobId, attempt: number })),
   };
 }
 
 /** An action's request timeout, clamped to the process's cap. */
 export function requestTimeoutMs(ctx: PipelineContext, action: CompiledAction): number {
   return Math.min(action.definition.endpoint.timeoutMs, ctx.timeoutCapMs);
+}
+
+/** Bound on cached action loggers: action ids come from definitions, but never trust a count. */
+const MAX_ACTION_LOGGERS = 10_000;
+
+/** Per-action child loggers, made once per action id. */
+export function actionLoggers(logger: Logger): (actionId: string) => Logger {
+  const cache = new Map<string, Logger>();
+  return (actionId) => {
+    let child = cache.get(actionId);
+    if (!child) {
+      if (cache.size >= MAX_ACTION_LOGGERS) cache.clear();
+      child = logger.child({ actionId });
+      cache.set(actionId, child);
+    }
+    return child;
+  };
 }

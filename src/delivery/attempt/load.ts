@@ -19,6 +19,7 @@ export async function load(ctx: PipelineContext, attempt: Attempt): Promise<Load
   }
   if (!action) throw new UnknownActionError(job.name);
   attempt.action = action;
+  ctx.events.emit('loaded', { actionId: action.id, jobId: attempt.jobId });
   const checked = action.validateParams(data.params);
   if (!checked.ok) throw new InvalidParamsError(checked.problems);
   const scope: RenderScope = {

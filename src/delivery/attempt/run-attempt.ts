@@ -15,6 +15,7 @@ import { send } from './send.js';
  */
 export async function runAttempt(ctx: PipelineContext, job: Job, partition: PartitionKeys, token?: string): Promise<JobOutcome> {
   const attempt = startAttempt(ctx, job, partition, token);
+  ctx.events.emit('started', { jobId: attempt.jobId });
   try {
     const loaded = await load(ctx, attempt);
     await passGates(ctx, loaded);
@@ -24,6 +25,8 @@ export async function runAttempt(ctx: PipelineContext, job: Job, partition: Part
     return await finishDelivered(ctx, loaded, res.status, response);
   } catch (caught: unknown) {
     if (caught instanceof DelayedError) throw caught;
-    return finishFailed(ctx, attempt, caught);
+    return await finishFailed(ctx, attempt, caught);
+  } finally {
+    ctx.events.emit('settled', { jobId: attempt.jobId });
   }
 }
