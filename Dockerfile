@@ -11,7 +11,9 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
 COPY workers ./workers
-RUN npx tsc -p tsconfig.json
+COPY console ./console
+# TypeScript to dist/, and the console's static assets to dist/console (npm run build).
+RUN npm run build
 
 # --- runtime: production dependencies and the compiled code only ---
 FROM node:24-bookworm-slim AS runtime
@@ -22,6 +24,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 COPY --from=build /app/dist/workers ./dist/workers
+COPY --from=build /app/dist/console ./dist/console
 COPY examples ./examples
 USER node
 # API (PORT), worker metrics (METRICS_PORT), mock receiver.

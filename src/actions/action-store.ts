@@ -35,6 +35,8 @@ export interface PutResult {
 export interface ActionStore {
   /** Validates and saves a definition; the version grows by one on every save (unless `keepUnchanged` and unchanged). */
   put(input: unknown, opts?: PutOptions): Promise<PutResult>;
+  /** The checks of `put` without saving: the parsed definition, or a ValidationError with every problem. */
+  validate(input: unknown): Promise<ActionDefinition>;
   get(id: string): Promise<StoredAction | null>;
   list(): Promise<StoredAction[]>;
   /** Throws ManagedByFilesError for a file-managed action unless `fromFiles`. */
@@ -149,12 +151,18 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
     return compileAction(stored.definition, { version: stored.version, userAgent: deps.userAgent });
   };
 
+  const validate = async (input: unknown): Promise<ActionDefinition> => {
+    checkSize(input);
+    const def = parseActionDefinition(input);
+    const refused = (await deps.vet?.(def)) ?? [];
+    if (refused.length > 0) throw new ValidationError('invalid action definition', refused);
+    return def;
+  };
+
   return {
+    validate,
     async put(input, opts = {}) {
-      checkSize(input);
-      const def = parseActionDefinition(input);
-      const refused = (await deps.vet?.(def)) ?? [];
-      if (refused.length > 0) throw new ValidationError('invalid action definition', refused);
+      const def = await validate(input);
       const fromFiles = opts.fromFile !== undefined;
       const answer = (await PUT_SCRIPT.run(
         redis,

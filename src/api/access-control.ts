@@ -3,16 +3,20 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { isLoopbackAddress, normalizeHost } from '../delivery/egress-guard.js';
 import { sendError } from './api-errors.js';
-import { createAdminSession } from './admin-session.js';
+import { CONSOLE_HEADER, createAdminSession, type AdminSession } from './admin-session.js';
 import { SCOPES, tokenDigest, type ApiToken, type Scope } from './api-tokens.js';
 import { registerJsonBodyParser } from './json-body.js';
 
 /*
  * Who may call what. Three families of paths:
- * - /v1/*: the API. A token's scopes decide (ROUTE_SCOPES below; `admin` opens everything);
- * - /admin/* and /console: browser pages (queue board, console). Admin scope only; a browser may
- *   show the session cookie instead of the header (admin-session.ts);
- * - the rest (/healthz, /readyz, /metrics, /docs): open, as a load balancer or Prometheus needs.
+ * - /v1/* and the console's data routes /console/api/*: the API. A token's scopes decide
+ *   (ROUTE_SCOPES below; `admin` opens everything). The console's page calls them with the session
+ *   cookie (admin-session.ts); a call that changes something also needs its CONSOLE_HEADER;
+ * - /admin/* and /console: browser pages. The queue board needs the admin scope, the console the
+ *   read scope (what a token may change there, the API routes decide); a browser may show the
+ *   session cookie instead of the header;
+ * - the rest (/healthz, /readyz, /metrics, /docs, and the console's sign-in page, assets and
+ *   session route): open, as a load balancer, Prometheus or a browser that has not signed in needs.
  * Without any token (neither ADMIN_TOKEN nor API_TOKENS_FILE) the API binds to loopback only, and
  * every request is checked as a web page could forge it: its Host (DNS rebinding) and its Origin.
  */
@@ -27,13 +31,21 @@ const ROUTE_SCOPES: [method: string, route: RegExp, scope: Scope][] = [
   ['GET', /^\/v1\/jobs\/:[^/]+$/, 'enqueue'],
   ['POST', /^\/v1\/actions\/:[^/]+\/preview$/, 'read'],
   ['POST', /^\/v1\/dlq\/replay$/, 'replay'],
+  // The console's checks of a definition and its reading of job states change nothing.
+  ['POST', /^\/console\/api\/validate$/, 'read'],
+  ['POST', /^\/console\/api\/jobs$/, 'read'],
 ];
+
+/** The console's pages and routes that a browser must reach before it has signed in. */
+const CONSOLE_OPEN = new Set(['/console/login', '/console/session', '/console/assets/*']);
 
 /** Calls that change nothing worth an audit line although they are not reads: enqueueing (the hot path) and preview. */
 const NOT_AUDITED: [method: string, route: RegExp][] = [
   ['POST', /^\/v1\/jobs$/],
   ['POST', /^\/v1\/jobs\/batch$/],
   ['POST', /^\/v1\/actions\/:[^/]+\/preview$/],
+  ['POST', /^\/console\/api\/validate$/],
+  ['POST', /^\/console\/api\/jobs$/],
 ];
 
 /** Sent with every answer: no MIME sniffing, no framing (clickjacking of the board), no Referer carrying ids. */
@@ -46,7 +58,8 @@ const SECURITY_HEADERS: Record<string, string> = {
 type Family = 'public' | 'api' | 'browser';
 
 function familyOf(path: string): Family {
-  if (path === '/v1' || path.startsWith('/v1/')) return 'api';
+  if (path === '/v1' || path.startsWith('/v1/') || path.startsWith('/console/api/')) return 'api';
+  if (CONSOLE_OPEN.has(path)) return 'public';
   if (path === '/admin' || path.startsWith('/admin/') || path === '/console' || path.startsWith('/console/')) return 'browser';
   return 'public';
 }
@@ -66,6 +79,7 @@ export function scopesFor(method: string, route: string): Scope[] | null {
   const family = familyOf(route);
   if (family === 'public') return null;
   const open: Scope[] = ['admin'];
+  if (family === 'browser' && route.startsWith('/console')) open.push('read');
   if (family === 'api') {
     for (const [m, pattern, scope] of ROUTE_SCOPES) if (m === verb(method) && pattern.test(route)) open.push(scope);
     if (verb(method) === 'GET' && !open.includes('read')) open.push('read');
@@ -183,7 +197,15 @@ function touched(req: FastifyRequest, payload: unknown): Record<string, unknown>
  * Registers authentication, scopes, the no-token mode's cross-site checks, the JSON-only bodies of
  * /v1, security headers and audit lines on every route of `app` (routes added later included).
  */
-export function registerAccessControl(app: FastifyInstance, opts: AccessControlOptions): void {
+/** What the routes registered after access control may ask of it. */
+export interface AccessControl {
+  /** Who made the request (set for every request that got past the checks; none for open routes). */
+  principalOf(req: FastifyRequest): Principal | undefined;
+  /** The browser session (the console's sign-in form); undefined in the no-token mode. */
+  session: AdminSession | undefined;
+}
+
+export function registerAccessControl(app: FastifyInstance, opts: AccessControlOptions): AccessControl {
   const { logger } = opts;
   const byDigest = new Map(opts.tokens.map((t) => [t.sha256, t]));
   const byName = new Map(opts.tokens.map((t) => [t.name, t]));
@@ -196,10 +218,8 @@ export function registerAccessControl(app: FastifyInstance, opts: AccessControlO
   const identify = (token: string) => byDigest.get(tokenDigest(token));
   const session = createAdminSession({
     key: opts.sessionKey ?? randomBytes(32),
-    identify: (token) => {
-      const t = identify(token);
-      return t?.scopes.includes('admin') ? t.name : undefined;
-    },
+    // Any token may open a session: each route still asks for its own scopes.
+    identify: (token) => identify(token)?.name,
   });
 
   registerJsonBodyParser(app);
@@ -216,11 +236,21 @@ export function registerAccessControl(app: FastifyInstance, opts: AccessControlO
       if (open === null) return;
       const header = req.headers.authorization;
       let who: ApiToken | undefined = header?.startsWith('Bearer ') ? identify(header.slice(7)) : undefined;
-      if (!who && family === 'browser') {
+      const safe = verb(req.method) === 'GET' || req.method === 'OPTIONS';
+      if (!who && (family === 'browser' || safe || req.headers[CONSOLE_HEADER] !== undefined)) {
         const name = session.accepts(req);
-        const named = name === undefined ? undefined : byName.get(name);
-        if (named?.scopes.includes('admin')) who = named;
-        else if (session.login(req, reply)) return reply;
+        who = name === undefined ? undefined : byName.get(name);
+        // ?token= in a URL (the queue board's way in) opens a session for an admin token only.
+        if (
+          !who &&
+          family === 'browser' &&
+          identify(new URL(req.url, 'http://localhost').searchParams.get('token') ?? '')?.scopes.includes('admin')
+        ) {
+          if (session.login(req, reply)) return reply;
+        }
+      }
+      if (!who && family === 'browser' && route.startsWith('/console') && safe) {
+        return reply.header('cache-control', 'no-store').redirect('/console/login', 303);
       }
       if (!who) {
         const hint = family === 'browser' ? ' (in a browser, open /admin/queues?token=<token> once)' : '';
@@ -266,6 +296,8 @@ export function registerAccessControl(app: FastifyInstance, opts: AccessControlO
     }
     return payload;
   });
+
+  return { principalOf: (req) => principals.get(req), session: noTokens ? undefined : session };
 }
 
 /** Every change: any call under /v1 or of a browser page that is not a read, enqueueing and preview aside. */

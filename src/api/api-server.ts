@@ -4,6 +4,7 @@ import type { HttpSender } from '../delivery/http-sender.js';
 import { isLoopbackAddress } from '../delivery/egress-guard.js';
 import { InvalidParamsError, ManagedByFilesError, ValidationError, coerceError } from '../errors/errors.js';
 import { boundProblems, sendError } from './api-errors.js';
+import { redisRefusal } from '../redis/redis-refusal.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerDlqRoutes } from './dlq-routes.js';
@@ -12,6 +13,7 @@ import { loadTokensFile, tokenTable } from './api-tokens.js';
 import { registerQueueBoard } from './queue-board.js';
 import { registerApiDocs } from './openapi.js';
 import { checkRedis } from '../redis/redis-health.js';
+import { registerConsole } from './console-routes.js';
 
 export interface ApiServerDeps {
   ctx: RelayContext;
@@ -35,7 +37,7 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   const { ctx } = deps;
   const app = Fastify({ logger: false, bodyLimit: deps.bodyLimit ?? 5 * 1024 * 1024 });
   const tokens = tokenTable(ctx.config.API_TOKENS_FILE ? await loadTokensFile(ctx.config.API_TOKENS_FILE) : [], ctx.config.ADMIN_TOKEN);
-  registerAccessControl(app, {
+  const access = registerAccessControl(app, {
     tokens,
     sessionKey: ctx.config.ADMIN_TOKEN,
     allowedHosts: ctx.config.API_ALLOWED_HOSTS,
@@ -54,6 +56,11 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
           ? 'invalid_json'
           : (e.code ?? 'bad_request').toLowerCase();
       return sendError(reply, e.statusCode, code, e.message ?? 'bad request');
+    }
+    const refusal = redisRefusal(err);
+    if (refusal) {
+      ctx.logger.warn({ err: coerceError(err).message, url: req.url }, 'redis refused the request');
+      return sendError(reply, 503, 'redis_unavailable', refusal);
     }
     ctx.logger.error({ err: ctx.secrets.redact(coerceError(err).message), url: req.url }, 'api error');
     return sendError(reply, 500, 'internal', 'internal error');
@@ -78,6 +85,7 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
   registerJobRoutes(app, ctx);
   registerDlqRoutes(app, ctx);
   await registerQueueBoard(app, ctx);
+  await registerConsole(app, ctx, { session: access.session, scopesOf: (req) => access.principalOf(req)?.scopes ?? [] });
   await registerApiDocs(app, { bearer: tokens.length > 0 });
   return app;
 }

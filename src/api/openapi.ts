@@ -269,6 +269,7 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
         responses: {
           '202': json(ref('EnqueueResult'), 'enqueued (or deduplicated by its idempotency key)'),
           '400': errorResponse('invalid job or params: `details` names each bad field'),
+          '503': errorResponse('Redis refused the write (out of memory, read-only replica, unreachable): code redis_unavailable'),
         },
       }),
     },
@@ -278,7 +279,11 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
         summary: `Enqueue up to ${MAX_BATCH} jobs; each gets its own result, in input order`,
         tags: ['jobs'],
         requestBody: body('JobBatchRequest'),
-        responses: { '202': json(ref('BatchResult'), 'one result or error per job'), '400': invalid },
+        responses: {
+          '202': json(ref('BatchResult'), 'one result or error per job'),
+          '400': invalid,
+          '503': errorResponse('Redis refused the write (out of memory, read-only replica, unreachable): code redis_unavailable'),
+        },
       }),
     },
     '/v1/jobs/{jobId}': {

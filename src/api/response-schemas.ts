@@ -105,6 +105,7 @@ export const deadReasonSchema = z.enum([
   'auth',
   'blocked_destination',
   'response_invalid',
+  'stalled',
 ]);
 
 export const dlqSummarySchema = z.object({

@@ -117,7 +117,15 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .description('run delivery workers and the /metrics, /healthz and /readyz listener on METRICS_PORT')
     .action(async () => {
       const w = await runWorker(config());
-      await untilSignal(() => w.stop(), io);
+      // A Redis that evicts keys stops the process with its message, as a bad environment variable does.
+      const refused = w.setupChecked.then(
+        () => new Promise<void>(() => undefined),
+        async (err: unknown) => {
+          await w.stop();
+          throw err;
+        },
+      );
+      await Promise.race([untilSignal(() => w.stop(), io), refused]);
     });
 
   program

@@ -6,8 +6,9 @@ import { assertSafeBind, createApiServer } from '../api/api-server.js';
 import { createHttpSender } from '../delivery/http-sender.js';
 import { applyActionsDir, type ActionsDirReport } from '../actions/action-files.js';
 import { ValidationError, coerceError } from '../errors/errors.js';
-import type { RedisClient } from '../redis/redis-connection.js';
 import { withDeadline } from './shutdown.js';
+import { checkEvictionPolicy } from '../redis/eviction-policy.js';
+import { whenReady } from '../redis/redis-health.js';
 
 export interface RunningApi {
   ctx: RelayContext;
@@ -23,11 +24,6 @@ export interface RunningApi {
   stop(): Promise<void>;
 }
 
-/** Resolves when the connection is up (at once when it is). */
-function whenReady(redis: RedisClient): Promise<void> {
-  return redis.status === 'ready' ? Promise.resolve() : new Promise((r) => redis.once('ready', () => r()));
-}
-
 /** Margin past SHUTDOWN_GRACE_MS for closing connections before giving up on them. */
 const CLOSE_MARGIN_MS = 3000;
 
@@ -41,6 +37,9 @@ export async function runApi(config: Config, ctx?: RelayContext): Promise<Runnin
   const actionsDir = config.ACTIONS_DIR ? resolve(config.ACTIONS_DIR) : undefined;
   const context = ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false, serviceName: 'action-relay-api' }));
   const { logger } = context;
+  // Refuses to run on a Redis that evicts keys: checked once Redis answers (the listener is up
+  // meanwhile, so /readyz can say why); a refusal stops the process like a refused ACTIONS_DIR file.
+  const setupChecked = whenReady(context.redis).then(() => checkEvictionPolicy(context.redis, logger));
   const sender = createHttpSender({ guard: context.egress });
   const app = await createApiServer({ ctx: context, sender });
   const url = await app.listen({ port: config.PORT, host: config.HOST });
@@ -69,7 +68,7 @@ export async function runApi(config: Config, ctx?: RelayContext): Promise<Runnin
       }
     }
   };
-  const actionsApplied = apply().then((report) => {
+  const actionsApplied = setupChecked.then(apply).then((report) => {
     // At start a refused file stops the process, as a bad environment variable does.
     const refused = report?.refused[0];
     if (refused) throw new ValidationError(`${refused.file}: invalid action definition`, refused.error.problems);

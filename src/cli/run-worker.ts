@@ -9,12 +9,17 @@ import { createRateLimiter } from '../delivery/rate-limiter.js';
 import { createCircuitBreaker } from '../delivery/circuit-breaker.js';
 import { checkRedis } from '../redis/redis-health.js';
 import { withDeadline } from './shutdown.js';
+import { createStalledSweeper } from '../queue/stalled-sweeper.js';
+import { checkEvictionPolicy } from '../redis/eviction-policy.js';
+import { whenReady } from '../redis/redis-health.js';
 
 export interface RunningWorker {
   ctx: RelayContext;
   delivery: DeliveryWorker;
   metricsServer: Server | undefined;
   stop(): Promise<void>;
+  /** Rejects when Redis turns out to be set up to lose jobs (an evicting maxmemory-policy): the worker must stop. */
+  setupChecked: Promise<void>;
 }
 
 /**
@@ -33,6 +38,9 @@ const CLOSE_MARGIN_MS = 3000;
 export async function runWorker(config: Config, ctx?: RelayContext): Promise<RunningWorker> {
   const context =
     ctx ?? (await createRelayContext(config, { watchActions: true, waitForRedis: false, serviceName: 'action-relay-worker' }));
+  // Refuses to run on a Redis that evicts keys: checked once Redis answers (nothing here waits for it).
+  const setupChecked = whenReady(context.redis).then(() => checkEvictionPolicy(context.redis, context.logger));
+  setupChecked.catch(() => undefined);
   const sender = createHttpSender({ guard: context.egress });
   let stopping = false;
   const delivery = createDeliveryWorker({
@@ -51,8 +59,18 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     concurrency: config.WORKER_CONCURRENCY,
     maxResponseBytes: config.RESPONSE_MAX_BYTES,
     lockDurationMs: config.JOB_LOCK_MS,
+    maxStalledCount: config.JOB_MAX_STALLS,
     requestTimeoutCapMs: config.REQUEST_TIMEOUT_CAP_MS,
   });
+  // Jobs BullMQ fails by itself (stalled too often) are dead-lettered with reason `stalled`.
+  const sweeper = createStalledSweeper({
+    queues: context.queues,
+    redis: context.redis,
+    outcomes: context.outcomes,
+    metrics: context.metrics,
+    logger: context.logger,
+  });
+  sweeper.start(delivery.workers);
   // Bounded dead-letter store: trimmed by age and count once a minute (cheap when nothing is due).
   const trim = () =>
     context.deadLetters
@@ -79,11 +97,13 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
     ctx: context,
     delivery,
     metricsServer,
+    setupChecked,
     async stop() {
       stopping = true;
       const started = Date.now();
       clearInterval(trimTimer);
       context.ordering.stop();
+      sweeper.stop();
       // Finish in-flight requests within the grace period; past it, jobs still active are left
       // locked and another worker takes them over when the lock expires.
       const finished = await withDeadline(delivery.close(), config.SHUTDOWN_GRACE_MS);

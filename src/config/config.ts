@@ -13,6 +13,10 @@ const commaList = z.string().transform((v) =>
 export const envSchema = z.object({
   REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
   REDIS_CLUSTER_NODES: commaList.optional(),
+  /** Redis Sentinel addresses (host:port, comma list): the master is found through them and followed across failovers. */
+  REDIS_SENTINELS: commaList.optional(),
+  /** The master name the sentinels monitor. @defaultValue mymaster */
+  REDIS_SENTINEL_MASTER: z.string().min(1).default('mymaster'),
   ACTION_RELAY_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.{}-]{1,64}$/, 'letters, digits, _ . - { } only, at most 64')
@@ -55,10 +59,13 @@ export const envSchema = z.object({
   /** Longest any request may take: an action's timeoutMs is clamped to it. @defaultValue 120000 */
   REQUEST_TIMEOUT_CAP_MS: z.coerce.number().int().min(100).max(120_000).default(120_000),
   /**
-   * How long a worker's lock on a job lasts unrenewed: a killed worker's jobs are taken over after
-   * it. Must exceed REQUEST_TIMEOUT_CAP_MS, so a request in flight never loses its job. @defaultValue 130000
+   * How long a worker's lock on a job lasts unrenewed. The worker renews it every half period while
+   * the job runs, however long its request takes; a killed worker's jobs are taken over within about
+   * 1.5 times this (the lock expires, then the next stalled check). @defaultValue 10000
    */
-  JOB_LOCK_MS: z.coerce.number().int().min(1000).default(130_000),
+  JOB_LOCK_MS: z.coerce.number().int().min(1000).max(600_000).default(10_000),
+  /** Times a job may be orphaned (its worker killed or cut off) before it is dead-lettered with reason `stalled`. @defaultValue 5 */
+  JOB_MAX_STALLS: z.coerce.number().int().min(0).max(1000).default(5),
   /** SIGTERM: how long in-flight jobs may take to finish before the worker exits. @defaultValue 30000 */
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(30_000),
   /** Dead letters older than this are deleted. @defaultValue 30 */
@@ -78,8 +85,6 @@ export const envSchema = z.object({
 
 export type Config = z.infer<typeof envSchema>;
 
-const lockAboveTimeout = (c: Config) => c.JOB_LOCK_MS > c.REQUEST_TIMEOUT_CAP_MS;
-
 export class ConfigError extends Error {
   readonly code = 'config_invalid';
 }
@@ -96,10 +101,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid environment: ${lines.join('; ')}`);
   }
-  if (!lockAboveTimeout(parsed.data)) {
-    throw new ConfigError(
-      `invalid environment: JOB_LOCK_MS (${parsed.data.JOB_LOCK_MS}) must exceed REQUEST_TIMEOUT_CAP_MS (${parsed.data.REQUEST_TIMEOUT_CAP_MS}), or a job could be taken over while its request is in flight`,
-    );
+  if (parsed.data.REDIS_SENTINELS?.length && parsed.data.REDIS_CLUSTER_NODES?.length) {
+    throw new ConfigError('invalid environment: REDIS_SENTINELS and REDIS_CLUSTER_NODES exclude each other: set one');
   }
   return parsed.data;
 }

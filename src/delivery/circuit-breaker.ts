@@ -109,3 +109,13 @@ export function createCircuitBreaker(redis: RedisClient, keys: RelayKeys): Circu
     },
   };
 }
+
+/** What the console shows of a key's breaker, as the `action_relay_circuit_state` gauge names it. */
+export type CircuitState = 'closed' | 'open' | 'half-open';
+
+/** Reads a key's state without changing it (an open circuit past its openUntil is half-open). */
+export async function readCircuitState(redis: RedisClient, keys: RelayKeys, key: string, now: number): Promise<CircuitState> {
+  const [state, openUntil] = await redis.hmget(keys.circuit(key), 'state', 'openUntil');
+  if (!state) return 'closed';
+  return state === 'open' && now < Number(openUntil ?? 0) ? 'open' : 'half-open';
+}

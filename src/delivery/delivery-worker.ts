@@ -45,8 +45,10 @@ export interface DeliveryWorkerDeps {
   concurrency?: number;
   /** Most bytes of a 2xx body read to capture response fields. @defaultValue 1 MiB */
   maxResponseBytes?: number;
-  /** Milliseconds a job's lock lasts without renewal (renewed every half). @defaultValue 130000 */
+  /** Milliseconds a job's lock lasts without renewal (renewed every half). @defaultValue 10000 */
   lockDurationMs?: number;
+  /** Times a job may stall (its lock lost) before BullMQ fails it; see stalled-sweeper. @defaultValue 5 */
+  maxStalledCount?: number;
   /** Longest request; an action's timeoutMs is clamped to it. @defaultValue 120000 */
   requestTimeoutCapMs?: number;
   now?: () => number;
@@ -70,11 +72,8 @@ export interface DeliveryWorker {
  * pipeline of `./attempt/` (load, gates, prepare, send, classify, finish).
  */
 export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
-  const lockDuration = deps.lockDurationMs ?? 130_000;
+  const lockDuration = deps.lockDurationMs ?? 10_000;
   const timeoutCapMs = deps.requestTimeoutCapMs ?? 120_000;
-  if (lockDuration <= timeoutCapMs) {
-    throw new Error(`lock duration ${lockDuration} ms must exceed the request timeout cap ${timeoutCapMs} ms`);
-  }
   const events =
     deps.events ??
     createDeliveryEvents((err, name) => deps.logger.warn({ err: coerceError(err).message, event: name }, 'delivery event listener failed'));
@@ -112,10 +111,14 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
       prefix: partition.bullPrefix,
       concurrency: shared ? shared.initial(partition.index) : budget,
       autorun: deps.autorun ?? true,
+      // Renewed every half period while the job runs, so the lock need not outlast a request: a
+      // killed worker's jobs are moved back to wait by the first stalled check after their lock
+      // expires, within lockDuration + stalledInterval of the kill (docs/recovery.md).
       lockDuration,
-      // A killed worker's jobs are found within lockDuration + stalledInterval.
       stalledInterval: Math.min(30_000, Math.max(1000, Math.floor(lockDuration / 2))),
-      maxStalledCount: 10,
+      maxStalledCount: deps.maxStalledCount ?? 5,
+      // After a Redis outage, fetch again within a second rather than BullMQ's default 15 s.
+      runRetryDelay: 1000,
       settings: {
         backoffStrategy: (_attemptsMade: number, type?: string, err?: Error) =>
           type === BACKOFF_TYPE && err instanceof RetryScheduled ? err.delayMs : 1000,

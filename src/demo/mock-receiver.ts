@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 export interface MockReceiver {
   server: Server;
   url: string;
-  counts: { requests: number; ok: number; failed: number };
+  counts: { requests: number; ok: number; failed: number; rejected: number };
   close(): Promise<void>;
 }
 
@@ -15,6 +15,11 @@ export interface MockReceiverOptions {
   host?: string;
   /** Share of requests answered 503, to show retries. @defaultValue 0.05 */
   failureRate?: number;
+  /**
+   * Share of CRM upserts refused with 422 (not retried: they die), so that the console's dead
+   * letters have something to replay. @defaultValue 0.05
+   */
+  rejectRate?: number;
   random?: () => number;
 }
 
@@ -27,7 +32,8 @@ async function readBody(req: IncomingMessage): Promise<string> {
 export async function startMockReceiver(opts: MockReceiverOptions = {}): Promise<MockReceiver> {
   const random = opts.random ?? Math.random;
   const failureRate = opts.failureRate ?? 0.05;
-  const counts = { requests: 0, ok: 0, failed: 0 };
+  const rejectRate = opts.rejectRate ?? 0.05;
+  const counts = { requests: 0, ok: 0, failed: 0, rejected: 0 };
   const server = createServer((req, res) => {
     void readBody(req).then((text) => {
       counts.requests++;
@@ -38,8 +44,13 @@ export async function startMockReceiver(opts: MockReceiverOptions = {}): Promise
         res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"busy, try again"}');
         return;
       }
-      counts.ok++;
       const url = req.url ?? '/';
+      if (url.startsWith('/crm/') && random() < rejectRate) {
+        counts.rejected++;
+        res.writeHead(422, { 'content-type': 'application/json' }).end('{"error":"contact is locked for changes","code":"locked"}');
+        return;
+      }
+      counts.ok++;
       if (url.startsWith('/sms/')) {
         const body = text ? (JSON.parse(text) as { text?: string }) : {};
         const segments = Math.max(1, Math.ceil((body.text?.length ?? 0) / 160));

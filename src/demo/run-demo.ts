@@ -80,8 +80,11 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   print('');
   print(`API            ${api.url}/v1/actions   (PUT/GET actions, POST /v1/jobs, GET /v1/jobs/:id)`);
   print(`Metrics        ${api.url}/metrics  and worker http://${cfg.HOST}:${cfg.METRICS_PORT}/metrics`);
+  const signIn = cfg.ADMIN_TOKEN ? '   (sign in with ADMIN_TOKEN)' : '';
+  print(`Console        ${api.url}/console${signIn}   actions, live counts, edit, test, dead letters and replay`);
   print(`Queue UI       ${api.url}/admin/queues   API docs ${api.url}/docs`);
-  print(`Mock receiver  ${receiver.url}  (answers 503 to 5% of requests, to show retries)`);
+  print(`Mock receiver  ${receiver.url}  (answers 503 to 5% of requests, to show retries;`);
+  print(`               422 to 5% of CRM upserts, which are not retried: their dead letters can be replayed in the console)`);
   for (const p of ctx.keys.partitions) print(`Results stream XREAD STREAMS ${p.results} $   on ${redis.url}`);
   print(
     `Try:           curl -s ${api.url}/v1/actions/acme_sms/preview -H 'content-type: application/json' -d '{"params":{"region":"eu","phone":"+331","orderId":"o1"}}'`,
@@ -122,7 +125,7 @@ export async function runDemo(config: Config, opts: DemoOptions): Promise<void> 
   const printTimer = setInterval(() => {
     const secs = Math.round((Date.now() - started) / 1000);
     print(
-      `[${String(secs).padStart(4)}s] delivered ${delivered - prevDelivered}/s (total ${delivered}), dead ${dead}, enqueued ${n}, receiver saw ${receiver.counts.requests} requests (${receiver.counts.failed} answered 503)`,
+      `[${String(secs).padStart(4)}s] delivered ${delivered - prevDelivered}/s (total ${delivered}), dead ${dead}, enqueued ${n}, receiver saw ${receiver.counts.requests} requests (${receiver.counts.failed} answered 503, ${receiver.counts.rejected} 422)`,
     );
     prevDelivered = delivered;
   }, 1000);

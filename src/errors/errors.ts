@@ -8,7 +8,9 @@ export type DeadReason =
   | 'unknown_action'
   | 'auth'
   | 'blocked_destination'
-  | 'response_invalid';
+  | 'response_invalid'
+  /** BullMQ gave the job up after it stalled (its worker killed or cut off) more than JOB_MAX_STALLS times. */
+  | 'stalled';
 
 export interface FieldProblem {
   path: string;

@@ -55,6 +55,7 @@ const ALL_DEAD_REASONS: Record<DeadReason, true> = {
   auth: true,
   blocked_destination: true,
   response_invalid: true,
+  stalled: true,
 };
 /** Every dead-letter reason (a new reason is a compile error above until it is listed). */
 export const DEAD_REASONS = Object.keys(ALL_DEAD_REASONS) as DeadReason[];

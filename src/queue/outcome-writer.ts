@@ -64,12 +64,12 @@ export interface Outcome {
  * The entry's idempotencyKey (the job id when none was given) and replayOf come from ARGV[13] and
  * ARGV[14] when the caller gives the key, else both from the job's stored data.
  * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash),
- *   KEYS[5] outcome counts (hash), KEYS[6..8] for an ordered job only: its line, the line
- *   entries, the due marks
+ *   KEYS[5] outcome counts (hash), KEYS[6] this minute's activity counters (hash),
+ *   KEYS[7..9] for an ordered job only: its line, the line entries, the due marks
  * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
  *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON,
- *   ARGV[13] idempotency key or '', ARGV[14] replayOf or '', ARGV[15] errorResponse JSON,
- *   ARGV[16] now ms
+ *   ARGV[13] idempotency key or '', ARGV[14] replayOf or '', ARGV[15] activity counters' lifetime in seconds,
+ *   ARGV[16] errorResponse JSON, ARGV[17] now ms
  * Returns 0 when the job had already ended, else 1, or { 1, next job id, its entry } when an
  * ordered job's successor is due.
  */
@@ -90,7 +90,7 @@ if idem == '' then
   end
 end
 local fields = { 'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
-  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'errorResponse', ARGV[15],
+  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'errorResponse', ARGV[16],
   'idempotencyKey', idem }
 if replayOf ~= '' then
   fields[#fields + 1] = 'replayOf'
@@ -102,8 +102,13 @@ if ARGV[1] == 'dead' then
   redis.call('ZADD', KEYS[3], ARGV[11], ARGV[3])
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[12])
 end
-if KEYS[6] then
-  local nextJob = releaseLine(KEYS[6], KEYS[7], KEYS[8], ARGV[3], ARGV[16])
+-- Per-minute counts for the console: two O(1) writes here instead of a scan of the stream per read.
+redis.call('HINCRBY', KEYS[6], ARGV[4] .. (ARGV[1] == 'dead' and '|x' or '|d'), 1)
+local retries = tonumber(ARGV[7]) - 1
+if retries > 0 then redis.call('HINCRBY', KEYS[6], ARGV[4] .. '|r', retries) end
+redis.call('EXPIRE', KEYS[6], ARGV[15])
+if KEYS[7] then
+  local nextJob = releaseLine(KEYS[7], KEYS[8], KEYS[9], ARGV[3], ARGV[17])
   if nextJob then return { 1, nextJob[1], nextJob[2] } end
 end
 return 1
@@ -125,6 +130,9 @@ export interface OutcomeWriter {
   attemptsOf(keys: PartitionKeys, jobId: string, count: number): Promise<AttemptRecord[]>;
 }
 
+/** How long a minute's activity counters are kept: the console reads the last hour. */
+export const ACTIVITY_TTL_SECONDS = 2 * 3600;
+
 export interface OutcomeWriterOptions {
   /** Adds the next job of an ordered job's line to the queue; without it the ordering sweep does, later. */
   ordering?: Pick<Ordering, 'moveIn'>;
@@ -137,7 +145,14 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
   const now = opts.now ?? Date.now;
   return {
     async finish(keys, o, via) {
-      const scriptKeys = [keys.jobKey(o.jobId), keys.results, keys.dlq, keys.dlqRecords, keys.outcomeCounts];
+      const scriptKeys = [
+        keys.jobKey(o.jobId),
+        keys.results,
+        keys.dlq,
+        keys.dlqRecords,
+        keys.outcomeCounts,
+        keys.activity(Math.floor(now() / 60_000)),
+      ];
       if (o.orderingKey !== undefined) scriptKeys.push(keys.orderingLine(o.actionId, o.orderingKey), keys.orderingJobs, keys.orderingDue);
       const written = (await FINISH_SCRIPT.run(
         via ?? redis,
@@ -157,6 +172,7 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
         o.dead ? JSON.stringify(o.dead) : '',
         o.idempotencyKey ?? '',
         o.replayOf ?? '',
+        String(ACTIVITY_TTL_SECONDS),
         JSON.stringify(o.errorResponse ?? {}),
         String(now()),
       )) as 0 | 1 | [1, string, string | null];

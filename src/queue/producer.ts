@@ -67,6 +67,15 @@ function checkJobSize(params: Record<string, unknown>, context: Record<string, u
   ]);
 }
 
+/**
+ * The key one enqueue is deduplicated on: the same idempotency key on two actions is two jobs (a
+ * journey may use one order id for "send SMS" and "update CRM"). An action id holds no ':', so
+ * no two pairs share an id. All jobs of an action go to one partition, where BullMQ looks it up.
+ */
+export function deduplicationId(actionId: string, idempotencyKey: string): string {
+  return `${actionId}:${idempotencyKey}`;
+}
+
 export function createProducer(deps: ProducerDeps): Producer {
   const { queues, store } = deps;
   const tracing = deps.tracing ?? noTracing;
@@ -107,8 +116,9 @@ export function createProducer(deps: ProducerDeps): Producer {
       );
     }
     if (input.idempotencyKey !== undefined) {
+      // The request headers carry the caller's key as given; only the queue's lookup is per action.
       data.idempotencyKey = input.idempotencyKey;
-      opts.deduplication = { id: input.idempotencyKey, ttl: deps.idempotencyTtlMs };
+      opts.deduplication = { id: deduplicationId(input.actionId, input.idempotencyKey), ttl: deps.idempotencyTtlMs };
     }
     if (input.delayMs) opts.delay = input.delayMs;
     // Started last, once the job is known good: a refused job leaves no span.

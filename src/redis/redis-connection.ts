@@ -8,7 +8,7 @@ export type RedisClient = Redis | Cluster;
  * commands wait through a reconnect instead of failing.
  */
 export function createRedisConnection(
-  config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>,
+  config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'> & Partial<Pick<Config, 'REDIS_SENTINELS' | 'REDIS_SENTINEL_MASTER'>>,
   opts: { forBullmq?: boolean; name?: string } = {},
 ): RedisClient {
   const common: RedisOptions = {
@@ -16,15 +16,34 @@ export function createRedisConnection(
     enableReadyCheck: true,
     connectionName: opts.name,
     retryStrategy: (times) => Math.min(200 * times, 2000),
+    // A master demoted to replica (a failover it lived through) answers writes READONLY:
+    // reconnect, which asks the sentinels for the new master, and send the command again.
+    reconnectOnError: (err) => (err.message.startsWith('READONLY') ? 2 : false),
   };
   if (config.REDIS_CLUSTER_NODES && config.REDIS_CLUSTER_NODES.length > 0) {
-    const nodes = config.REDIS_CLUSTER_NODES.map((n) => {
-      const i = n.lastIndexOf(':');
-      return { host: n.slice(0, i), port: Number(n.slice(i + 1)) };
+    return new Cluster(config.REDIS_CLUSTER_NODES.map(hostPort), { redisOptions: common, enableReadyCheck: true });
+  }
+  if (config.REDIS_SENTINELS && config.REDIS_SENTINELS.length > 0) {
+    // The master's credentials and database come from REDIS_URL, its address from the sentinels.
+    const url = new URL(config.REDIS_URL);
+    return new Redis({
+      ...common,
+      sentinels: config.REDIS_SENTINELS.map(hostPort),
+      name: config.REDIS_SENTINEL_MASTER ?? 'mymaster',
+      ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+      ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+      db: Number(url.pathname.slice(1)) || 0,
+      sentinelRetryStrategy: (times) => Math.min(200 * times, 2000),
+      // Subscribes to the sentinels' +switch-master: a failover is followed at once, not at the next error.
+      failoverDetector: true,
     });
-    return new Cluster(nodes, { redisOptions: common, enableReadyCheck: true });
   }
   return new Redis(config.REDIS_URL, common);
+}
+
+function hostPort(n: string): { host: string; port: number } {
+  const i = n.lastIndexOf(':');
+  return { host: n.slice(0, i), port: Number(n.slice(i + 1)) };
 }
 
 /**
@@ -55,6 +74,11 @@ export interface PartitionKeys {
   orderingDue: string;
   /** Left by a replay for the dead job's id: the new job's id and the dead job's summary (expires). */
   replayedAs(jobId: string): string;
+  /**
+   * Ended jobs of one minute (epoch ms / 60000), per action: a hash of `<actionId>|d` delivered,
+   * `|x` dead and `|r` retries, written with the results entry; read by the console's counts.
+   */
+  activity(minute: number): string;
 }
 
 /**
@@ -132,6 +156,7 @@ export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
       orderingJobs: `${tag}:ord:jobs`,
       orderingDue: `${tag}:ord:due`,
       replayedAs: (jobId) => `${tag}:replayed:${jobId}`,
+      activity: (minute) => `${tag}:activity:${minute}`,
     };
   };
   const partitions = Array.from({ length: partitionCount }, (_, i) => partition(i));

@@ -31,3 +31,8 @@ export async function checkRedis(redis: RedisClient, timeoutMs = READY_TIMEOUT_M
     clearTimeout(timer);
   }
 }
+
+/** Resolves when the connection is up (at once when it is); never rejects. */
+export function whenReady(redis: RedisClient): Promise<void> {
+  return redis.status === 'ready' ? Promise.resolve() : new Promise((r) => redis.once('ready', () => r()));
+}
