@@ -16,6 +16,10 @@ export interface DrainFigures {
   peakRssMiB: number;
   /** Requests the sink counted (HTTP targets), to check that every job was delivered. */
   sinkCount: number | null;
+  /** How long the enqueue (the fill, before the measured span) took. */
+  fillSeconds: number;
+  /** Redis server CPU per job during the fill, in microseconds. */
+  fillRedisCpuUs: number;
   /** Redis commands per delivery by name (calls and server microseconds), the busiest first. */
   redisCommands: { name: string; calls: number; usec: number }[];
 }
@@ -39,10 +43,16 @@ export interface DrainOptions {
   beforeRelease?: () => Promise<void>;
   /** Called after the measured span. */
   afterRelease?: () => Promise<void>;
+  /** How long the jobs may take to end. @defaultValue 2 ms per job, at least a minute */
+  timeoutMs?: number;
 }
 
 export async function measureDrain(lab: Lab, target: Target, n: number, bytes: number, opts: DrainOptions = {}): Promise<DrainFigures> {
+  const fillRedis0 = await redisCpuSeconds(lab.admin);
+  const fill0 = performance.now();
   await target.fill(n, bytes, { fast: opts.fast ?? false });
+  const fillSeconds = (performance.now() - fill0) / 1000;
+  const fillRedisCpuUs = (((await redisCpuSeconds(lab.admin)) - fillRedis0) / n) * 1e6;
   await lab.sink.reset();
   await opts.beforeRelease?.();
   const pids = target.pids();
@@ -51,7 +61,7 @@ export async function measureDrain(lab: Lab, target: Target, n: number, bytes: n
   const commands0 = await redisCommandStats(lab.admin);
   const t0 = performance.now();
   // Generous: a loaded 2-core machine may be ten times slower than the figures expected.
-  await target.release(n, Math.max(60_000, n * 2));
+  await target.release(n, opts.timeoutMs ?? Math.max(60_000, n * 2));
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
   const redis1 = await redisCpuSeconds(lab.admin);
@@ -67,6 +77,8 @@ export async function measureDrain(lab: Lab, target: Target, n: number, bytes: n
     redisCpuUs: ((redis1 - redis0) / n) * 1e6,
     peakRssMiB: Math.max(...pids.map((p) => processPeakRss(p))) / 1024 / 1024,
     sinkCount: sink ? sink.count : null,
+    fillSeconds,
+    fillRedisCpuUs,
     redisCommands: commandsPerDelivery(commands0, commands1, n),
   };
 }

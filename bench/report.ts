@@ -1,6 +1,6 @@
 // The printed report: one markdown table of the variants with ratios to the Pool baseline, then
 // memory, growth, burst and profile figures, and the issue's targets checked against them.
-import type { BurstResult, CoreResult, GrowthResult, MemoryResult, ProfileResult, RunSet, Sizes } from './sections.js';
+import type { BurstResult, CoreResult, GrowthResult, MemoryResult, OrderingResult, ProfileResult, RunSet, Sizes } from './sections.js';
 import { CORE_TARGETS } from './sections.js';
 import { TARGET_LABELS, type TargetKey } from './targets.js';
 
@@ -20,6 +20,7 @@ export interface BenchResults {
   memory?: MemoryResult;
   growth?: GrowthResult;
   burst?: BurstResult;
+  ordering?: OrderingResult;
   profile?: Omit<ProfileResult, 'relay' | 'pool'> & { relayTop: unknown; poolTop: unknown };
 }
 
@@ -155,6 +156,12 @@ function targetChecks(r: BenchResults): string[] {
       `burst: the endpoint gets its ${b.limitPerSec}/s (95%) in the second half of the window: ${b.secondHalfPerSec.toFixed(1)}/s`,
     );
   }
+  if (r.ordering) {
+    check(
+      r.ordering.ratio >= 0.7,
+      `ordered delivery at least 70% of unordered throughput: ${(r.ordering.ratio * 100).toFixed(0)}% draining a filled queue, ${(r.ordering.endToEnd.ratio * 100).toFixed(0)}% enqueue + delivery`,
+    );
+  }
   return out;
 }
 
@@ -202,6 +209,32 @@ export function formatReport(r: BenchResults): string {
       `- mean picks per job (BullMQ attemptsStarted): ${b.meanPicksAll.toFixed(3)} over all ${int(b.jobs)} jobs (${int(b.neverPicked)} never picked yet), ${b.meanPicksPicked.toFixed(3)} over the ${int(b.jobs - b.neverPicked)} picked, ${b.meanPicksDelivered.toFixed(3)} over the delivered ones; picked more than twice: ${int(b.pickedMoreThanTwice)}`,
       `- delivered jobs that used more than one attempt: ${int(b.deliveredWithExtraAttempts)}`,
       `- finishing the burst takes at least ${int(b.secondsToFinish)} s at ${b.limitPerSec}/s: the window shows its start (the workers picking through the backlog), not its end.`,
+      '',
+    );
+  }
+  if (r.ordering) {
+    const o = r.ordering;
+    const row = (label: string, m: RunSet['median']) =>
+      `| ${label} | ${int(m.deliveriesPerSec)} | ${(m.workerCpuUs / 1000).toFixed(3)} | ${(m.redisCpuUs / 1000).toFixed(3)} |`;
+    out.push(
+      `### Ordering: ${int(o.keys * o.perKey)} jobs, ${int(o.keys)} orderingKeys x ${o.perKey} jobs, against the same jobs without a key (1 worker process, concurrency 64)`,
+      '',
+      '| variant | deliveries/s | worker CPU s per 1k deliveries | Redis CPU s per 1k |',
+      '| --- | ---: | ---: | ---: |',
+      row('no orderingKey', o.unordered.median),
+      row('orderingKey', o.ordered.median),
+      '',
+      `Draining a filled queue, ordered throughput is ${(o.ratio * 100).toFixed(0)}% of unordered; enqueue and delivery together (fill + drain): ${int(o.endToEnd.orderedPerSec)}/s against ${int(o.endToEnd.unorderedPerSec)}/s, ${(o.endToEnd.ratio * 100).toFixed(0)}%, Redis CPU ${(o.endToEnd.orderedRedisCpuUs / 1000).toFixed(3)} s against ${(o.endToEnd.unorderedRedisCpuUs / 1000).toFixed(3)} s per 1k jobs (an ordered job waiting in line is added to BullMQ when its turn comes, inside the drain). Redis memory per waiting job (marginal, ${int(o.memory.jobs)} jobs, ${o.perKey} per key): ${int(o.memory.unorderedBytesPerJob)} B in the queue, ${int(o.memory.orderedBytesPerJob)} B waiting in line (${o.memory.extraBytesPerJob >= 0 ? '+' : ''}${int(o.memory.extraBytesPerJob)} B).`,
+      '',
+    );
+    const last = (set: RunSet) =>
+      set.runs
+        .at(-1)
+        ?.redisCommands.slice(0, 8)
+        .map((c) => `${c.name} ${c.calls.toFixed(2)} (${c.usec.toFixed(1)})`)
+        .join(', ');
+    out.push(
+      `Redis commands per delivery, calls (server us): no key: ${last(o.unordered) ?? 'n/a'}; with a key: ${last(o.ordered) ?? 'n/a'}.`,
       '',
     );
   }

@@ -18,12 +18,13 @@ import {
   coreSection,
   growthSection,
   memorySection,
+  orderingSection,
   profileSection,
   type Sizes,
 } from './sections.js';
 import { formatSummary } from './profile-summary.js';
 
-const SECTIONS = ['saturation', 'latency', 'memory', 'growth', 'burst', 'profile'] as const;
+const SECTIONS = ['saturation', 'latency', 'memory', 'growth', 'burst', 'profile', 'ordering'] as const;
 type Section = (typeof SECTIONS)[number];
 const DEFAULT_SECTIONS: Section[] = ['saturation', 'latency', 'memory', 'growth', 'burst'];
 
@@ -125,6 +126,7 @@ async function main(argv: string[]): Promise<void> {
     if (sections.includes('memory')) results.memory = await memorySection(lab, sizes);
     if (sections.includes('growth')) results.growth = await growthSection(lab, sizes, opts);
     if (sections.includes('burst')) results.burst = await burstSection(lab, sizes, opts);
+    if (sections.includes('ordering')) results.ordering = await orderingSection(lab, sizes, opts);
     if (sections.includes('profile')) {
       const dir = join(RESULTS_DIR, `profiles-${stamp}`);
       const p = await profileSection(lab, sizes, { ...opts, dir });

@@ -49,6 +49,10 @@ export interface Sizes {
   burstRate: number;
   /** Jobs delivered under the profiler, per profiled target. */
   profileJobs: number;
+  /** Distinct orderingKeys of the ordering section ... */
+  orderingKeys: number;
+  /** ... and jobs per key. */
+  orderingPerKey: number;
 }
 
 export const DEFAULT_SIZES: Sizes = {
@@ -67,6 +71,8 @@ export const DEFAULT_SIZES: Sizes = {
   burstWindowS: 30,
   burstRate: 100,
   profileJobs: 30_000,
+  orderingKeys: 10_000,
+  orderingPerKey: 10,
 };
 
 export const QUICK_SIZES: Sizes = {
@@ -85,6 +91,8 @@ export const QUICK_SIZES: Sizes = {
   burstWindowS: 6,
   burstRate: 100,
   profileJobs: 5000,
+  orderingKeys: 500,
+  orderingPerKey: 10,
 };
 
 export const SMALL_PAYLOAD = 500;
@@ -476,3 +484,118 @@ export async function profileSection(lab: Lab, sizes: Sizes, opts: { logLevel: s
     comparison: compareProfiles(relay, pool, 'action-relay', 'pool baseline'),
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ordered delivery (orderingKey) against the same jobs without a key, and what a job waiting in
+// line costs in Redis memory.
+
+export interface OrderingResult {
+  keys: number;
+  perKey: number;
+  unordered: RunSet;
+  ordered: RunSet;
+  /** Ordered over unordered deliveries per second (medians), the queue filled beforehand. */
+  ratio: number;
+  /**
+   * The same over enqueue and delivery one after the other (fill + drain time): an unordered job
+   * is added to BullMQ when enqueued, an ordered one waiting in line when its turn comes, so the
+   * drain alone charges ordered jobs with work the unordered ones did before it.
+   */
+  endToEnd: { unorderedPerSec: number; orderedPerSec: number; ratio: number; unorderedRedisCpuUs: number; orderedRedisCpuUs: number };
+  memory: {
+    jobs: number;
+    unorderedBytesPerJob: number;
+    orderedBytesPerJob: number;
+    /** What a job waiting in line costs over one waiting in the queue. */
+    extraBytesPerJob: number;
+  };
+}
+
+export async function orderingSection(lab: Lab, sizes: Sizes, opts: { logLevel: string }): Promise<OrderingResult> {
+  const n = sizes.orderingKeys * sizes.orderingPerKey;
+  const runs = Math.max(1, Math.min(2, sizes.runs));
+  const targets: Target[] = [];
+  try {
+    // Memory first, with no worker running: every job stays where the producer put it.
+    const ctx = await createRelayContext(relayConfig(lab, `bench-ord-mem-${randomUUID().slice(0, 6)}`), { processMetrics: false });
+    let memory: OrderingResult['memory'];
+    try {
+      await ctx.store.put(benchAction('bench', lab.sink.url));
+      const add = (keys?: number) => async (b: JobSpec[]) => {
+        await ctx.producer.enqueueMany(
+          b.map((j) => ({
+            actionId: 'bench',
+            params: j.params,
+            context: j.context,
+            ...(keys ? { orderingKey: `key-${j.i % keys}` } : {}),
+          })),
+        );
+      };
+      const jobs = Math.min(n, 20_000);
+      const unorderedBytes = await marginalBytes(lab, jobs, add());
+      // Keys are few against the jobs: nearly every job waits in line behind its key's first.
+      const orderedBytes = await marginalBytes(lab, jobs, add(Math.max(1, Math.floor(jobs / sizes.orderingPerKey))));
+      memory = {
+        jobs,
+        unorderedBytesPerJob: unorderedBytes,
+        orderedBytesPerJob: orderedBytes,
+        extraBytesPerJob: orderedBytes - unorderedBytes,
+      };
+      log(`ordering: memory per waiting job: unordered ${unorderedBytes.toFixed(0)} B, ordered ${orderedBytes.toFixed(0)} B`);
+    } finally {
+      await ctx.close();
+      await lab.flush();
+    }
+
+    const unordered = await relayTarget(lab, 'relay', 'action-relay, no orderingKey', { logLevel: opts.logLevel });
+    targets.push(unordered);
+    const ordered = await relayTarget(lab, 'relayOrdered', `action-relay, ${int(sizes.orderingKeys)} keys x ${sizes.orderingPerKey}`, {
+      logLevel: opts.logLevel,
+      orderingKeys: sizes.orderingKeys,
+    });
+    targets.push(ordered);
+    log(`ordering: warming up`);
+    await warm(lab, [unordered, ordered], sizes.warmup);
+    log(`ordering: ${runs} run(s) of ${int(n)} jobs, ordered (${int(sizes.orderingKeys)} keys x ${sizes.orderingPerKey}) and not`);
+    const figures = new Map<Target, DrainFigures[]>([
+      [unordered, []],
+      [ordered, []],
+    ]);
+    for (let r = 0; r < runs; r++) {
+      // Alternating who goes first; a busy shared machine may be far below the usual rates.
+      for (const t of r % 2 === 0 ? [unordered, ordered] : [ordered, unordered]) {
+        const f = await measureDrain(lab, t, n, SMALL_PAYLOAD, { timeoutMs: Math.max(120_000, n * 20) });
+        log(`  run ${r + 1}/${runs} ${t.label}: ${fmtRun(f)}`);
+        figures.get(t)?.push(f);
+      }
+    }
+    const u = summarize(figures.get(unordered) ?? []);
+    const o = summarize(figures.get(ordered) ?? []);
+    const total = (runs: DrainFigures[]) => ({
+      perSec: median(runs.map((f) => f.jobs / (f.fillSeconds + f.seconds))) ?? NaN,
+      redisCpuUs: median(runs.map((f) => f.fillRedisCpuUs + f.redisCpuUs)) ?? NaN,
+    });
+    const tu = total(u.runs);
+    const to = total(o.runs);
+    return {
+      keys: sizes.orderingKeys,
+      perKey: sizes.orderingPerKey,
+      unordered: u,
+      ordered: o,
+      ratio: o.median.deliveriesPerSec / u.median.deliveriesPerSec,
+      endToEnd: {
+        unorderedPerSec: tu.perSec,
+        orderedPerSec: to.perSec,
+        ratio: to.perSec / tu.perSec,
+        unorderedRedisCpuUs: tu.redisCpuUs,
+        orderedRedisCpuUs: to.redisCpuUs,
+      },
+      memory,
+    };
+  } finally {
+    for (const t of targets) await t.stop();
+    await lab.flush();
+  }
+}
+
+const int = (v: number) => Math.round(v).toLocaleString('en-US');

@@ -64,6 +64,8 @@ export interface TargetOptions {
   /** LOG_LEVEL of action-relay workers. @defaultValue info */
   logLevel?: string;
   rateLimit?: { max: number; perMs: number };
+  /** Jobs get one of this many orderingKeys, job i the key i % n (action-relay only). */
+  orderingKeys?: number;
   /** Trace every attempt, exported over OTLP (http/protobuf) to the sink (action-relay only). @defaultValue false */
   tracing?: boolean;
 }
@@ -314,10 +316,14 @@ export async function relayTarget(
   const actionIds = count === 1 ? ['bench'] : Array.from({ length: count }, (_, i) => `bench_${String(i).padStart(4, '0')}`);
   for (const id of actionIds) await ctx.store.put(benchAction(id, lab.sink.url, opts.rateLimit));
   const actionOf = (i: number) => actionIds[i % actionIds.length] as string;
+  const keys = opts.orderingKeys;
+  const ordering = (i: number) => (keys ? { orderingKey: `key-${i % keys}` } : {});
   const driver: QueueDriver = {
     queue: ctx.queue,
     async enqueue(batch) {
-      const results = await ctx.producer.enqueueMany(batch.map((j) => ({ actionId: actionOf(j.i), params: j.params, context: j.context })));
+      const results = await ctx.producer.enqueueMany(
+        batch.map((j) => ({ actionId: actionOf(j.i), params: j.params, context: j.context, ...ordering(j.i) })),
+      );
       const bad = results.find((r) => 'error' in r);
       if (bad) throw new Error(`${label}: the producer refused a job: ${JSON.stringify(bad)}`);
     },

@@ -8,6 +8,7 @@ import { createRedisConnection, relayKeys, type RedisClient } from './redis/redi
 import { createActionStore } from './actions/action-store.js';
 import { createDeliveryQueues } from './queue/delivery-queue.js';
 import { createProducer as createQueueProducer, type Producer } from './queue/producer.js';
+import { createOrdering } from './queue/ordering.js';
 import {
   createResultsReader,
   type ReadResultsOptions,
@@ -132,6 +133,7 @@ export async function createProducer(opts: ProducerOptions = {}): Promise<RelayP
   const producer = createQueueProducer({
     queues,
     store,
+    ordering: createOrdering({ redis, queues }),
     idempotencyTtlMs: opts.idempotencyTtlMs ?? config.IDEMPOTENCY_TTL_SECONDS * 1000,
     maxJobBytes: config.JOB_MAX_BYTES,
   });

@@ -190,6 +190,11 @@ const circuitBreakerSchema = z.strictObject({
 
 const templateString = z.string().max(8192);
 
+/** Fields picked from a JSON answer: each a type and a dotted path (the field's name by default). */
+const capturedFieldsSchema = z.strictObject({
+  fields: z.record(z.string().min(1).max(200), z.strictObject({ type: z.enum(scalarParamTypes), path: z.string().min(1).optional() })),
+});
+
 /** The action definition document (docs/actions.md). Unknown keys are errors. */
 export const actionDefinitionSchema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, at most 64'),
@@ -210,11 +215,9 @@ export const actionDefinitionSchema = z.strictObject({
   allowNulls: z.boolean().default(false),
   /** Send the W3C `traceparent` header of the job's trace to the third party. @defaultValue true */
   propagateTrace: z.boolean().optional(),
-  response: z
-    .strictObject({
-      fields: z.record(z.string().min(1).max(200), z.strictObject({ type: z.enum(scalarParamTypes), path: z.string().min(1).optional() })),
-    })
-    .optional(),
+  response: capturedFieldsSchema.optional(),
+  /** Fields captured from a non-2xx JSON answer, for the journey's error branch; never fails the attempt. */
+  errorResponse: capturedFieldsSchema.optional(),
   retry: retrySchema.default(() => ({
     maxAttempts: RETRY_DEFAULTS.maxAttempts,
     backoff: { ...RETRY_DEFAULTS.backoff },

@@ -27,6 +27,10 @@ export interface CompiledAction {
   readonly capturesResponse: boolean;
   /** Picks and type-checks the declared response fields from a parsed 2xx body. */
   captureResponse(body: unknown, status: number): Record<string, unknown>;
+  /** Whether a non-2xx body must be read and parsed for `errorResponse.fields`. */
+  readonly capturesErrorResponse: boolean;
+  /** Picks the declared errorResponse fields from a parsed non-2xx body; a missing or mistyped field is left out. */
+  captureErrorResponse(body: unknown): Record<string, unknown>;
   /** The rate-limit / circuit key: rateLimit.key or host:port. */
   readonly limitKey: string;
 }
@@ -53,7 +57,9 @@ function prototypeKeyProblems(input: unknown): FieldProblem[] {
   };
   const root = own(input);
   walk(root.find(([k]) => k === 'parameters')?.[1], 'parameters');
-  walk(own(root.find(([k]) => k === 'response')?.[1]).find(([k]) => k === 'fields')?.[1], 'response.fields');
+  for (const block of ['response', 'errorResponse']) {
+    walk(own(root.find(([k]) => k === block)?.[1]).find(([k]) => k === 'fields')?.[1], `${block}.fields`);
+  }
   return problems;
 }
 
@@ -185,11 +191,8 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
   const method = def.endpoint.method;
   const hasBody = r.body !== undefined;
 
-  const fields = Object.entries(def.response?.fields ?? {}).map(([name, spec]) => ({
-    name,
-    path: (spec.path ?? name).split('.'),
-    schema: typeSchema(spec.type),
-  }));
+  const response = compileCapture(def.response?.fields);
+  const errorResponse = compileCapture(def.errorResponse?.fields);
 
   const port = base.port || (base.protocol === 'https:' ? '443' : '80');
 
@@ -242,7 +245,8 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
     version: opts.version,
     definition: def,
     validateParams: withPathSegmentCheck(compileParamValidator(def.parameters), r.segments),
-    capturesResponse: fields.length > 0,
+    capturesResponse: response.size > 0,
+    capturesErrorResponse: errorResponse.size > 0,
     limitKey: def.rateLimit?.key ?? `${base.hostname}:${port}`,
     buildRequest(scope) {
       checkPathSegments(r.segments, scope);
@@ -272,6 +276,28 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
     },
 
     captureResponse(body, status) {
+      return response.capture(body, (name, message) => {
+        throw new ResponseInvalidError(`response field "${name}": ${message}`, status);
+      });
+    },
+    // The third party's error body is information for the journey, not a contract: a field of
+    // another type is left out, like a missing one.
+    captureErrorResponse: (body) => errorResponse.capture(body, () => undefined),
+  };
+}
+
+type CapturedFields = NonNullable<ActionDefinition['response']>['fields'];
+
+/**
+ * Compiles `response.fields` or `errorResponse.fields` into one picker: each field is read at its
+ * dotted path (own properties only) and checked against its type. A missing field is left out; a
+ * mistyped one goes to `onMistyped`, which throws or lets it be left out.
+ */
+function compileCapture(spec: CapturedFields | undefined) {
+  const fields = Object.entries(spec ?? {}).map(([name, f]) => ({ name, path: (f.path ?? name).split('.'), schema: typeSchema(f.type) }));
+  return {
+    size: fields.length,
+    capture(body: unknown, onMistyped: (name: string, message: string) => void): Record<string, unknown> {
       const out: Record<string, unknown> = {};
       for (const f of fields) {
         let v: unknown = body;
@@ -280,10 +306,8 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
         }
         if (v === undefined) continue;
         const parsed = f.schema.safeParse(v);
-        if (!parsed.success) {
-          throw new ResponseInvalidError(`response field "${f.name}": ${parsed.error.issues[0]?.message ?? 'wrong type'}`, status);
-        }
-        out[f.name] = parsed.data;
+        if (parsed.success) out[f.name] = parsed.data;
+        else onMistyped(f.name, parsed.error.issues[0]?.message ?? 'wrong type');
       }
       return out;
     },

@@ -82,7 +82,15 @@ export const jobStatusSchema = z.object({
   state: z.enum(['waiting', 'delayed', 'active', 'delivered', 'dead']),
   attempts: z.number().int(),
   result: z.object({ status: z.number().int().nullable(), response: z.record(z.string(), z.unknown()) }).optional(),
-  error: z.object({ reason: z.string(), status: z.number().int().nullable(), message: z.string() }).optional(),
+  error: z
+    .object({
+      reason: z.string(),
+      status: z.number().int().nullable(),
+      message: z.string(),
+      /** A dead job's errorResponse fields, captured from the last answer (`{}` when none). */
+      errorResponse: z.record(z.string(), z.unknown()).optional(),
+    })
+    .optional(),
   /** Set on a dead job that was replayed: the id of the new job. */
   replayedAs: z.string().optional(),
 });
@@ -142,10 +150,13 @@ export const deadLetterRecordSchema = z.object({
     enqueuedAt: z.iso.datetime(),
     /** Set on a replayed job: the dead letter it came from. */
     replayOf: z.string().optional(),
+    orderingKey: z.string().optional(),
   }),
   reason: deadReasonSchema,
   status: z.number().int().nullable(),
   failedAt: z.iso.datetime(),
+  /** The action's errorResponse fields captured from the last answer (`{}` when none). */
+  errorResponse: z.record(z.string(), z.unknown()).optional(),
   attempts: z.array(attemptRecordSchema),
 });
 

@@ -265,6 +265,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .requiredOption('--params <json>', 'the parameters, a JSON object', jsonOption('--params'))
     .option('--context <json>', 'the journey context, a JSON object', jsonOption('--context'))
     .option('--idempotency-key <key>', 'the same key enqueued twice is one job')
+    .option('--ordering-key <key>', 'jobs of the action with this key are delivered one at a time, in enqueue order')
     .option('--delay-ms <ms>', 'wait before the first attempt', positiveInt)
     .option('--traceparent <value>', "the caller's W3C trace context: the job's spans and request continue that trace")
     .action(
@@ -274,6 +275,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
           params: Record<string, unknown>;
           context?: Record<string, unknown>;
           idempotencyKey?: string;
+          orderingKey?: string;
           delayMs?: number;
           traceparent?: string;
         },
@@ -284,6 +286,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
             params: opts.params,
             context: opts.context ?? {},
             ...(opts.idempotencyKey !== undefined ? { idempotencyKey: opts.idempotencyKey } : {}),
+            ...(opts.orderingKey !== undefined ? { orderingKey: opts.orderingKey } : {}),
             ...(opts.delayMs !== undefined ? { delayMs: opts.delayMs } : {}),
             ...(opts.traceparent !== undefined ? { traceparent: opts.traceparent } : {}),
           });

@@ -80,6 +80,8 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
   void trim();
   const trimTimer = setInterval(() => void trim(), 60_000);
   trimTimer.unref();
+  // Ordered jobs whose turn came while a process died before adding them to the queue.
+  context.ordering.start();
   const metricsServer =
     config.METRICS_PORT > 0
       ? await startMetricsServer(context.metrics.registry, config.METRICS_PORT, config.HOST, {
@@ -100,6 +102,7 @@ export async function runWorker(config: Config, ctx?: RelayContext): Promise<Run
       stopping = true;
       const started = Date.now();
       clearInterval(trimTimer);
+      context.ordering.stop();
       sweeper.stop();
       // Finish in-flight requests within the grace period; past it, jobs still active are left
       // locked and another worker takes them over when the lock expires.

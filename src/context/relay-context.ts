@@ -7,6 +7,7 @@ import { createActionStore, type ActionStore } from '../actions/action-store.js'
 import { createDeliveryQueues, type DeliveryQueues, type QueuePartition } from '../queue/delivery-queue.js';
 import { createProducer, type Producer } from '../queue/producer.js';
 import { createOutcomeWriter, type OutcomeWriter } from '../queue/outcome-writer.js';
+import { createOrdering, type Ordering } from '../queue/ordering.js';
 import { createRelayMetrics, type RelayMetrics } from '../metrics/relay-metrics.js';
 import { createScrapeReader } from '../metrics/scrape-reader.js';
 import { instrumentProducer } from '../metrics/instrumented-producer.js';
@@ -28,6 +29,7 @@ import { createDeadLetters, type DeadLetters } from '../queue/dead-letters.js';
 import { createTokenProvider, type TokenProvider } from '../delivery/token-provider.js';
 import type { HttpSender } from '../delivery/http-sender.js';
 import { safely } from '../metrics/relay-metrics.js';
+import { coerceError } from '../errors/errors.js';
 
 /** Everything a process shares, built once at start and passed down. */
 export interface RelayContext {
@@ -45,6 +47,8 @@ export interface RelayContext {
   queue: Queue;
   producer: Producer;
   outcomes: OutcomeWriter;
+  /** Lines of jobs with an orderingKey; worker processes run its sweep. */
+  ordering: Ordering;
   secrets: SecretResolver;
   /** The egress policy (EGRESS_ALLOW_PRIVATE, EGRESS_ALLOW_HOSTS): of every connection, and of actions being saved. */
   egress: EgressGuard;
@@ -118,14 +122,20 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     telemetry: tracing.queueTelemetry,
   });
   for (const p of queues.partitions) p.queue.on('error', (err: Error) => logger.warn({ err: err.message }, 'queue error'));
+  const ordering = createOrdering({ redis, queues, logger });
   const producer = createProducer({
     queues,
     store,
+    ordering,
     idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
     maxJobBytes: config.JOB_MAX_BYTES,
     tracing,
   });
-  const outcomes = createOutcomeWriter(redis, config.RESULTS_MAXLEN);
+  const outcomes = createOutcomeWriter(redis, config.RESULTS_MAXLEN, {
+    ordering,
+    onHandoffError: (err, next) =>
+      logger.warn({ jobId: next.jobId, err: coerceError(err).message }, 'adding the next ordered job failed; the ordering sweep adds it'),
+  });
   const secrets = createSecretResolver({ ...(opts.env ? { env: opts.env } : {}), ...secretPolicy });
   const metrics = createRelayMetrics(new Registry(), {
     defaults: opts.processMetrics ?? true,
@@ -144,6 +154,7 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     queue: (queues.partitions[0] as QueuePartition).queue,
     producer: instrumentProducer(producer, metrics),
     outcomes,
+    ordering,
     secrets,
     egress,
     metrics,

@@ -1,7 +1,7 @@
 import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { luaScript } from '../redis/lua-script.js';
-import type { RedisClient } from '../redis/redis-connection.js';
+import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { JobOutcome } from './job-schema.js';
 
 /**
@@ -52,6 +52,13 @@ export async function moveToDelayedWithPriority(
   await SET_PRIORITY.run(redis, 1, jobHashKey(job), String(priority));
   await job.moveToDelayed(until, token);
 }
+
+/**
+ * The key BullMQ deduplicates on (`<prefix>:<queue>:de:<id>`, set by its deduplicateJob script
+ * with the job id as value): ordered jobs waiting in line hold their idempotency key there.
+ * Pinned by test/integration/ordering.redis.test.ts.
+ */
+export const bullDeduplicationKey = (keys: PartitionKeys, id: string) => `${keys.bullPrefix}:${keys.queueName}:de:${id}`;
 
 /** The BullMQ state of every job the relay ended, delivered or dead (the return value says which). */
 export const ENDED_STATE = 'completed';

@@ -4,6 +4,7 @@ import type { AttemptRecord, DeadLetterRecord } from './outcome-writer.js';
 import type { DeliveryQueues } from './delivery-queue.js';
 import { luaScript } from '../redis/lua-script.js';
 import { ENDED_STATE, JOB_FIELDS } from './bullmq-internals.js';
+import type { LineEntry } from './ordering.js';
 
 export type PublicJobState = 'waiting' | 'delayed' | 'active' | 'delivered' | 'dead';
 
@@ -13,7 +14,8 @@ export interface JobStatus {
   state: PublicJobState;
   attempts: number;
   result?: { status: number | null; response: Record<string, unknown> };
-  error?: { reason: string; status: number | null; message: string };
+  /** `errorResponse`: a dead job's captured errorResponse fields (`{}` when none). */
+  error?: { reason: string; status: number | null; message: string; errorResponse?: Record<string, unknown> };
   /** Set on a dead job that was replayed: the id of the new job. */
   replayedAs?: string;
 }
@@ -138,7 +140,12 @@ function fromDeadLetter(jobId: string, rec: DeadLetterRecord): JobStatus {
     actionId: rec.actionId,
     state: 'dead',
     attempts: rec.attempts.length,
-    error: { reason: rec.reason, status: rec.status, message: last?.error?.message ?? (rec.status ? `HTTP ${rec.status}` : rec.reason) },
+    error: {
+      reason: rec.reason,
+      status: rec.status,
+      message: last?.error?.message ?? (rec.status ? `HTTP ${rec.status}` : rec.reason),
+      errorResponse: rec.errorResponse ?? {},
+    },
   };
 }
 
@@ -168,7 +175,12 @@ function toJobStatus(jobId: string, raw: RawStatus): JobStatus | null {
         ...base,
         state: 'dead',
         attempts: out.attempts,
-        error: { reason: out.reason ?? rec?.reason ?? 'unknown', status: out.status, message: out.error ?? '' },
+        error: {
+          reason: out.reason ?? rec?.reason ?? 'unknown',
+          status: out.status,
+          message: out.error ?? '',
+          errorResponse: out.errorResponse ?? rec?.errorResponse ?? {},
+        },
       });
     }
     // Completed without our outcome: not a job this relay finished; only a dead letter can say more.
@@ -203,5 +215,13 @@ export async function getJobStatus(queues: DeliveryQueues, redis: RedisClient, j
   const reads = await Promise.all(queues.partitions.map((p) => readStatus(redis, p.keys, jobId)));
   // A job lives in one partition; should two know it, the one still holding the job wins.
   const found = reads.find((r) => r !== null && r[0] !== 'gone') ?? reads.find((r) => r !== null);
-  return found ? toJobStatus(jobId, found) : null;
+  return found ? toJobStatus(jobId, found) : waitingInLine(queues, redis, jobId);
+}
+
+/** A job with an orderingKey behind others of its line is not in the queue yet: it waits. */
+async function waitingInLine(queues: DeliveryQueues, redis: RedisClient, jobId: string): Promise<JobStatus | null> {
+  const entries = await Promise.all(queues.partitions.map((p) => redis.hget(p.keys.orderingJobs, jobId)));
+  const raw = entries.find((r) => r !== null);
+  if (!raw) return null;
+  return { jobId, actionId: (JSON.parse(raw) as LineEntry).name, state: 'waiting', attempts: 0 };
 }

@@ -1,6 +1,7 @@
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadReason } from '../errors/errors.js';
 import { luaScript } from '../redis/lua-script.js';
+import { RELEASE_LUA, type LineEntry, type Ordering } from './ordering.js';
 import { JOB_FIELDS } from './bullmq-internals.js';
 
 /** One attempt as the dead-letter record keeps it (secrets already redacted). */
@@ -23,10 +24,13 @@ export interface DeadLetterRecord {
     idempotencyKey?: string;
     enqueuedAt: string;
     replayOf?: string;
+    orderingKey?: string;
   };
   reason: DeadReason;
   status: number | null;
   failedAt: string;
+  /** The errorResponse fields captured from the last attempt's answer (absent in records written before they existed). */
+  errorResponse?: Record<string, unknown>;
   attempts: AttemptRecord[];
 }
 
@@ -40,27 +44,36 @@ export interface Outcome {
   durationMs: number;
   context: Record<string, unknown>;
   response: Record<string, unknown>;
+  /** A dead job's captured errorResponse fields. @defaultValue {} */
+  errorResponse?: Record<string, unknown>;
   dead?: DeadLetterRecord;
   /** The job's idempotency key (its id when none was given); without it, both fields are read from the job's data. */
   idempotencyKey?: string;
   /** The dead letter a replayed job came from; taken only along with `idempotencyKey`. */
   replayOf?: string;
+  /** The job's orderingKey: ending it lets the next job of its line go. */
+  orderingKey?: string;
 }
 
 /*
  * Ends a job exactly once: marks its BullMQ hash, appends the results entry, counts the outcome
  * and, for a dead job, stores the dead-letter record, all in one step. A rerun after a crash finds
- * the mark. Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
+ * the mark. An ordered job also leaves its line here, and the next job of the line is marked due
+ * (queue/ordering.ts), so that ending one and releasing the other cannot be split by a crash.
+ * Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
  * The entry's idempotencyKey (the job id when none was given) and replayOf come from ARGV[13] and
  * ARGV[14] when the caller gives the key, else both from the job's stored data.
  * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash),
- *   KEYS[5] outcome counts (hash), KEYS[6] this minute's activity counters (hash)
+ *   KEYS[5] outcome counts (hash), KEYS[6] this minute's activity counters (hash),
+ *   KEYS[7..9] for an ordered job only: its line, the line entries, the due marks
  * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
  *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON,
- *   ARGV[13] idempotency key or '', ARGV[14] replayOf or '', ARGV[15] activity counters' lifetime in seconds
- * Returns 1 when written, 0 when the job had already ended.
+ *   ARGV[13] idempotency key or '', ARGV[14] replayOf or '', ARGV[15] activity counters' lifetime in seconds,
+ *   ARGV[16] errorResponse JSON, ARGV[17] now ms
+ * Returns 0 when the job had already ended, else 1, or { 1, next job id, its entry } when an
+ * ordered job's successor is due.
  */
-const FINISH_SCRIPT = luaScript(`
+const FINISH_SCRIPT = luaScript(`${RELEASE_LUA}
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HSETNX', KEYS[1], '${JOB_FIELDS.outcome}', ARGV[1]) == 0 then return 0 end
 end
@@ -77,7 +90,8 @@ if idem == '' then
   end
 end
 local fields = { 'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
-  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'idempotencyKey', idem }
+  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'errorResponse', ARGV[16],
+  'idempotencyKey', idem }
 if replayOf ~= '' then
   fields[#fields + 1] = 'replayOf'
   fields[#fields + 1] = replayOf
@@ -93,6 +107,10 @@ redis.call('HINCRBY', KEYS[6], ARGV[4] .. (ARGV[1] == 'dead' and '|x' or '|d'), 
 local retries = tonumber(ARGV[7]) - 1
 if retries > 0 then redis.call('HINCRBY', KEYS[6], ARGV[4] .. '|r', retries) end
 redis.call('EXPIRE', KEYS[6], ARGV[15])
+if KEYS[7] then
+  local nextJob = releaseLine(KEYS[7], KEYS[8], KEYS[9], ARGV[3], ARGV[17])
+  if nextJob then return { 1, nextJob[1], nextJob[2] } end
+end
 return 1
 `);
 
@@ -115,18 +133,31 @@ export interface OutcomeWriter {
 /** How long a minute's activity counters are kept: the console reads the last hour. */
 export const ACTIVITY_TTL_SECONDS = 2 * 3600;
 
-export function createOutcomeWriter(redis: RedisClient, maxLen: number, now: () => number = Date.now): OutcomeWriter {
+export interface OutcomeWriterOptions {
+  /** Adds the next job of an ordered job's line to the queue; without it the ordering sweep does, later. */
+  ordering?: Pick<Ordering, 'moveIn'>;
+  /** Told when that add fails (the sweep adds the job later). */
+  onHandoffError?: (err: unknown, next: LineEntry) => void;
+  now?: () => number;
+}
+
+export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: OutcomeWriterOptions = {}): OutcomeWriter {
+  const now = opts.now ?? Date.now;
   return {
     async finish(keys, o, via) {
-      const written = await FINISH_SCRIPT.run(
-        via ?? redis,
-        6,
+      const scriptKeys = [
         keys.jobKey(o.jobId),
         keys.results,
         keys.dlq,
         keys.dlqRecords,
         keys.outcomeCounts,
         keys.activity(Math.floor(now() / 60_000)),
+      ];
+      if (o.orderingKey !== undefined) scriptKeys.push(keys.orderingLine(o.actionId, o.orderingKey), keys.orderingJobs, keys.orderingDue);
+      const written = (await FINISH_SCRIPT.run(
+        via ?? redis,
+        scriptKeys.length,
+        ...scriptKeys,
         o.outcome,
         String(maxLen),
         o.jobId,
@@ -142,7 +173,17 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, now: () 
         o.idempotencyKey ?? '',
         o.replayOf ?? '',
         String(ACTIVITY_TTL_SECONDS),
-      );
+        JSON.stringify(o.errorResponse ?? {}),
+        String(now()),
+      )) as 0 | 1 | [1, string, string | null];
+      if (Array.isArray(written)) {
+        const [, , raw] = written;
+        if (raw !== null && opts.ordering) {
+          const next = JSON.parse(raw) as LineEntry;
+          await opts.ordering.moveIn(keys, next).catch((err: unknown) => opts.onHandoffError?.(err, next));
+        }
+        return true;
+      }
       return written === 1;
     },
     async recordAttempt(keys, jobId, record) {

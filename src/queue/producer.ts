@@ -5,6 +5,7 @@ import { InvalidParamsError, ValidationError, type FieldProblem } from '../error
 import { formatIssues } from '../actions/param-validator.js';
 import { jobInputSchema, type JobData, type JobInput } from './job-schema.js';
 import { FRESH_PRIORITY, type DeliveryQueues, type QueuePartition } from './delivery-queue.js';
+import { queueJob, type LineEntry, type Ordering, type OrderedJob } from './ordering.js';
 import { noTracing, type EnqueueSpan, type Tracing } from '../telemetry/tracing.js';
 
 export interface EnqueueResult {
@@ -26,6 +27,8 @@ export interface ProducerDeps {
   /** Each job goes to the partition of its action's rate-limit key. */
   queues: DeliveryQueues;
   store: ActionStore;
+  /** Where jobs with an orderingKey wait their turn. */
+  ordering: Ordering;
   /** How long an idempotency key deduplicates. */
   idempotencyTtlMs: number;
   /** Largest params + context of one job, serialized as JSON (JOB_MAX_BYTES). @defaultValue 262144 */
@@ -40,6 +43,8 @@ interface PreparedJob {
   opts: JobsOptions;
   partition: QueuePartition;
   span: EnqueueSpan;
+  /** Set for a job with an orderingKey: it goes into its line first, and into the queue when first in it. */
+  ordered?: OrderedJob;
 }
 
 /** Most jobs one enqueueMany call accepts. */
@@ -119,16 +124,49 @@ export function createProducer(deps: ProducerDeps): Producer {
     // Started last, once the job is known good: a refused job leaves no span.
     const span = tracing.enqueueSpan({ actionId: input.actionId, jobId: opts.jobId as string, traceparent: input.traceparent });
     if (span.traceparent !== undefined) data.traceparent = span.traceparent;
-    return { name: input.actionId, data, opts, partition: queues.forLimitKey(action.limitKey), span };
+    // An idempotency key deduplicates within the partition, that is among jobs of one rate-limit key.
+    const job: PreparedJob = { name: input.actionId, data, opts, partition: queues.forLimitKey(action.limitKey), span };
+    if (input.orderingKey !== undefined) {
+      data.orderingKey = input.orderingKey;
+      job.ordered = orderedJob(job, input.orderingKey);
+    }
+    return job;
   }
+
+  function orderedJob({ name, data, opts }: PreparedJob, orderingKey: string): OrderedJob {
+    const entry: LineEntry = { jobId: opts.jobId as string, name, data, priority: FRESH_PRIORITY, enqueuedAt: Date.now() };
+    if (opts.delay) entry.delayMs = opts.delay;
+    const dedup = opts.deduplication;
+    return { entry, orderingKey, ...(dedup ? { deduplication: { id: dedup.id, ttlMs: dedup.ttl ?? deps.idempotencyTtlMs } } : {}) };
+  }
+
+  /** Puts an ordered job in its line; returns the BullMQ add to make when it is first in it. */
+  async function line(job: PreparedJob & { ordered: OrderedJob }): Promise<{ result: EnqueueResult; add?: PreparedJob }> {
+    const { jobId, state } = await deps.ordering.enqueue(job.partition.keys, job.ordered);
+    const result = { jobId, deduplicated: state === 'duplicate' };
+    if (state !== 'go') return { result };
+    const { name, data, opts } = queueJob(job.ordered.entry, Date.now());
+    return { result, add: { name, data, opts, partition: job.partition, span: job.span } };
+  }
+
+  const isOrdered = (job: PreparedJob): job is PreparedJob & { ordered: OrderedJob } => job.ordered !== undefined;
 
   return {
     async enqueue(input) {
       const job = await prepare(input, '');
       try {
-        const added = await job.span.run(() => job.partition.queue.add(job.name, job.data, job.opts));
+        let result: EnqueueResult;
+        if (isOrdered(job)) {
+          const lined = await job.span.run(() => line(job));
+          const add = lined.add;
+          if (add) await job.span.run(() => add.partition.queue.add(add.name, add.data, add.opts));
+          result = lined.result;
+        } else {
+          const added = await job.span.run(() => job.partition.queue.add(job.name, job.data, job.opts));
+          result = { jobId: added.id as string, deduplicated: added.id !== job.opts.jobId };
+        }
         job.span.end();
-        return { jobId: added.id as string, deduplicated: added.id !== job.opts.jobId };
+        return result;
       } catch (err: unknown) {
         job.span.end(err);
         throw err;
@@ -146,13 +184,29 @@ export function createProducer(deps: ProducerDeps): Producer {
           ),
         ),
       );
+      // Ordered jobs take their place in line in input order (one connection: Redis runs the
+      // scripts in the order sent); those first in line are added with the others.
+      const lined = new Map<string, EnqueueResult>();
+      const toAdd: PreparedJob[] = [];
+      await Promise.all(
+        prepared.map(async (p) => {
+          if (!('job' in p)) return;
+          if (!isOrdered(p.job)) return void toAdd.push(p.job);
+          const { result, add } = await line(p.job).catch((err: unknown) => {
+            p.job.span.end(err);
+            throw err;
+          });
+          lined.set(p.job.opts.jobId as string, result);
+          if (add) toAdd.push(add);
+          else p.job.span.end();
+        }),
+      );
       // One addBulk per partition (each is one slot of a Redis Cluster), all at once.
       const byPartition = new Map<QueuePartition, PreparedJob[]>();
-      for (const p of prepared) {
-        if (!('job' in p)) continue;
-        const list = byPartition.get(p.job.partition);
-        if (list) list.push(p.job);
-        else byPartition.set(p.job.partition, [p.job]);
+      for (const job of toAdd) {
+        const list = byPartition.get(job.partition);
+        if (list) list.push(job);
+        else byPartition.set(job.partition, [job]);
       }
       const addedIds = new Map<string, string>();
       await Promise.all(
@@ -169,6 +223,8 @@ export function createProducer(deps: ProducerDeps): Producer {
       );
       return prepared.map((p): EnqueueManyItem => {
         if ('job' in p) {
+          const inLine = lined.get(p.job.opts.jobId as string);
+          if (inLine) return inLine;
           const id = addedIds.get(p.job.opts.jobId as string) as string;
           return { jobId: id, deduplicated: id !== p.job.opts.jobId };
         }

@@ -74,6 +74,8 @@ export function createStalledSweeper(deps: StalledSweeperDeps): StalledSweeper {
       durationMs: Math.max(0, failedAtMs - job.timestamp),
       context: data.context,
       response: {},
+      // A stalled job ends its line's turn like any dead job: the next one goes.
+      ...(data.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {}),
       dead: {
         jobId,
         actionId: job.name,
@@ -83,6 +85,7 @@ export function createStalledSweeper(deps: StalledSweeperDeps): StalledSweeper {
           context: data.context,
           ...(data.idempotencyKey !== undefined ? { idempotencyKey: data.idempotencyKey } : {}),
           ...(data.replayOf !== undefined ? { replayOf: data.replayOf } : {}),
+          ...(data.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {}),
           enqueuedAt: new Date(job.timestamp).toISOString(),
         },
         reason: 'stalled',

@@ -63,6 +63,15 @@ export interface PartitionKeys {
   /** Jobs ended so far, by outcome (hash: delivered, dead), counted by the finish script. */
   outcomeCounts: string;
   jobKey(jobId: string): string;
+  /**
+   * The line of one action's jobs with one orderingKey (a list of job ids, enqueue order). Its
+   * first job is the one in the queue; the others wait their turn outside it.
+   */
+  orderingLine(actionId: string, orderingKey: string): string;
+  /** What an ordered job needs to be moved into the queue, by job id (hash), until it is there. */
+  orderingJobs: string;
+  /** Ordered jobs whose turn has come, by when (zset): the sweep moves in any a crash left out. */
+  orderingDue: string;
   /** Left by a replay for the dead job's id: the new job's id and the dead job's summary (expires). */
   replayedAs(jobId: string): string;
   /**
@@ -142,6 +151,10 @@ export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
       dlqRecords: `${tag}:dlq:records`,
       outcomeCounts: `${tag}:outcomes`,
       jobKey: (jobId) => `${tag}:${QUEUE_NAME}:${jobId}`,
+      // An action id holds no ':', so no two (action, key) pairs share a line.
+      orderingLine: (actionId, orderingKey) => `${tag}:ord:line:${actionId}:${orderingKey}`,
+      orderingJobs: `${tag}:ord:jobs`,
+      orderingDue: `${tag}:ord:due`,
       replayedAs: (jobId) => `${tag}:replayed:${jobId}`,
       activity: (minute) => `${tag}:activity:${minute}`,
     };

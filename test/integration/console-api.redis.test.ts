@@ -173,7 +173,7 @@ describe('console data routes', () => {
 
   it('counts ended jobs per action over 15 minutes and an hour, with each key circuit state', async () => {
     let clock = Date.now();
-    const writer = createOutcomeWriter(ctx.redis, 10_000, () => clock);
+    const writer = createOutcomeWriter(ctx.redis, 10_000, { now: () => clock });
     const ended = (jobId: string, actionId: string, outcome: 'delivered' | 'dead', attempts: number): Outcome => ({
       jobId,
       actionId,

@@ -25,10 +25,11 @@ const CANARY = 'LeakCanary';
 const SECRETS = {
   // Characters a JSON echo escapes: the escaped form must be masked too.
   ACTION_SECRET_LEAK_APIKEY_H: `${CANARY}-apikey"header/91f2\\`,
-  ACTION_SECRET_LEAK_APIKEY_Q: `${CANARY}-apikey-query-83d1`,
-  ACTION_SECRET_LEAK_BASIC: `${CANARY}-basic-pass-5a7c`,
+  // Characters a URL or a form encodes (space / + & = " \\ and non-ASCII): the encoded form must be masked too.
+  ACTION_SECRET_LEAK_APIKEY_Q: `${CANARY}-apikey q/+&="\\é-83d1`,
+  ACTION_SECRET_LEAK_BASIC: `${CANARY}-basic pass+&=/é-5a7c`,
   ACTION_SECRET_LEAK_BEARER: `${CANARY}-bearer-0b6e`,
-  ACTION_SECRET_LEAK_OAUTH_SECRET: `${CANARY}-oauth-client-secret-44aa`,
+  ACTION_SECRET_LEAK_OAUTH_SECRET: `${CANARY}-oauth client+secret&=/é-44aa`,
   ACTION_SECRET_LEAK_LOGIN_PASSWORD: `${CANARY}-login-password-c3c3`,
   ACTION_SECRET_LEAK_SIGNING: `whsec_${Buffer.from(`${CANARY}-signing-key-77e9`).toString('base64')}`,
 };
@@ -43,6 +44,7 @@ function forms(value: string): string[] {
     json,
     json.replaceAll('/', '\\/'),
     encodeURIComponent(value),
+    new URLSearchParams({ v: value }).toString().slice(2),
     Buffer.from(value).toString('base64'),
     Buffer.from(`ada:${value}`).toString('base64'),
   ];

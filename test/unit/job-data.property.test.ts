@@ -14,7 +14,7 @@ describe('readJobData', () => {
     );
     const data = fc.oneof(
       fc.record(
-        { params: field, context: field, idempotencyKey: field, replayOf: field, traceparent: field, extra: field },
+        { params: field, context: field, idempotencyKey: field, replayOf: field, traceparent: field, orderingKey: field, extra: field },
         { requiredKeys: [] },
       ),
       fc.jsonValue(),

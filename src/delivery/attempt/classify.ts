@@ -24,3 +24,18 @@ export function classify(action: CompiledAction, res: SentResponse, now: number,
   }
   return action.captureResponse(body, status);
 }
+
+/**
+ * The action's errorResponse fields of a non-2xx JSON answer, for the journey's error branch.
+ * Never an error: a 2xx, a body cut short or not JSON give none.
+ */
+export function captureErrorResponse(action: CompiledAction | null, res: SentResponse | undefined): Record<string, unknown> {
+  if (!action?.capturesErrorResponse || !res || (res.status >= 200 && res.status < 300) || res.truncated) return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(res.body.toString('utf8'));
+  } catch {
+    return {};
+  }
+  return action.captureErrorResponse(body);
+}

@@ -8,6 +8,7 @@ import type { Attempt, LoadedAttempt, PipelineContext } from './attempt.js';
 import { decideOutcome } from './decide-outcome.js';
 import { rememberPause } from './gates.js';
 import { RECORD_BODY_BYTES } from './send.js';
+import { captureErrorResponse } from './classify.js';
 
 /** Thrown to BullMQ when an attempt failed and another is due after `delayMs`. */
 export class RetryScheduled extends Error {
@@ -49,6 +50,7 @@ export async function finishDelivered(
         // Passed, so that the script need not decode the job's data to find them.
         idempotencyKey: attempt.data.idempotencyKey ?? jobId,
         ...(attempt.data.replayOf !== undefined ? { replayOf: attempt.data.replayOf } : {}),
+        ...(attempt.data.orderingKey !== undefined ? { orderingKey: attempt.data.orderingKey } : {}),
       },
       ctx.connection,
     )
@@ -81,7 +83,7 @@ export async function finishFailed(ctx: PipelineContext, attempt: Attempt, caugh
     attempt.log().info({ ...logged, retryInMs: decision.delayMs }, `attempt ${attempt.number} of ${decision.maxAttempts} failed, retrying`);
     throw new RetryScheduled(err, decision.delayMs);
   }
-  await finishDead(ctx, attempt, err, status, record);
+  const errorResponse = await finishDead(ctx, attempt, err, status, record);
   ctx.events.emit('dead', { actionId, jobId: attempt.jobId, reason: err.reason, status, attempt: attempt.number });
   attempt.log().info({ ...logged, outcome: 'dead' }, `attempt ${attempt.number} of ${decision.maxAttempts} failed, dead-lettered`);
   return {
@@ -89,6 +91,7 @@ export async function finishFailed(ctx: PipelineContext, attempt: Attempt, caugh
     status,
     reason: err.reason,
     attempts: attempt.number,
+    errorResponse,
     error: record.error?.message ?? `HTTP ${status}`,
   };
 }
@@ -102,15 +105,20 @@ async function pauseKey(ctx: PipelineContext, attempt: Attempt, key: string, unt
     .catch((e: unknown) => attempt.log().warn({ err: coerceError(e).message }, 'rate-limit push-back failed'));
 }
 
-/** Writes the dead-letter record (every attempt's record, the job as enqueued) with the terminal outcome. */
+/**
+ * Writes the dead-letter record (every attempt's record, the job as enqueued) with the terminal
+ * outcome; returns the errorResponse fields captured from the last answer.
+ */
 async function finishDead(
   ctx: PipelineContext,
   attempt: Attempt,
   err: RelayError,
   status: number | null,
   record: AttemptRecord,
-): Promise<void> {
+): Promise<Record<string, unknown>> {
   const { job, jobId, data } = attempt;
+  const errorResponse = captureErrorResponse(attempt.action, attempt.res);
+  const ordering = data?.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {};
   const history = [...(await ctx.outcomes.attemptsOf(attempt.partition, jobId, attempt.number - 1)), record];
   const context = data?.context ?? {};
   const dead: DeadLetterRecord = {
@@ -122,11 +130,13 @@ async function finishDead(
       context,
       ...(data?.idempotencyKey !== undefined ? { idempotencyKey: data.idempotencyKey } : {}),
       ...(data?.replayOf !== undefined ? { replayOf: data.replayOf } : {}),
+      ...ordering,
       enqueuedAt: new Date(job.timestamp).toISOString(),
     },
     reason: err.reason,
     status,
     failedAt: new Date(ctx.now()).toISOString(),
+    errorResponse,
     attempts: history,
   };
   await ctx.outcomes.finish(attempt.partition, {
@@ -139,10 +149,13 @@ async function finishDead(
     durationMs: ctx.now() - job.timestamp,
     context,
     response: {},
+    errorResponse,
     dead,
+    ...ordering,
     ...(data ? { idempotencyKey: data.idempotencyKey ?? jobId } : {}),
     ...(data?.replayOf !== undefined ? { replayOf: data.replayOf } : {}),
   });
+  return errorResponse;
 }
 
 function toRelayError(ctx: PipelineContext, attempt: Attempt, caught: unknown): RelayError {

@@ -39,7 +39,8 @@ async function sendOnce(ctx: PipelineContext, attempt: LoadedAttempt): Promise<S
   const { action } = attempt;
   const prepared = attempt.prepared;
   if (!prepared) throw new Error('send before prepare');
-  const readLimit = action.capturesResponse ? ctx.maxResponseBytes : RECORD_BODY_BYTES;
+  const captures = action.capturesResponse || action.capturesErrorResponse;
+  const readLimit = captures ? ctx.maxResponseBytes : RECORD_BODY_BYTES;
   const opts = { timeoutMs: requestTimeoutMs(ctx, action), readLimit, ...(prepared.tls ? { tls: prepared.tls } : {}) };
   const start = ctx.now();
   try {
