@@ -1,5 +1,4 @@
 import type { Job } from 'bullmq';
-import { Redis } from 'ioredis';
 import { luaScript } from '../redis/lua-script.js';
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { JobOutcome } from './job-schema.js';
@@ -13,9 +12,6 @@ import type { JobOutcome } from './job-schema.js';
  *   fields to it (JOB_FIELDS), which BullMQ keeps until it removes the job.
  * - The hash's `priority` field is what BullMQ reads when it promotes a delayed job to the wait
  *   list (0) or the prioritized set (> 0).
- * - A worker sends its completion command (moveToFinished) on the connection it was given,
- *   within the same event-loop turn as the processor's promise settles (promise continuations
- *   only): `batchWithCompletion` relies on that.
  * - A dead-lettered job ends as *completed* (the processor returns its outcome), so the completed
  *   set holds delivered and dead jobs alike; the return value tells them apart.
  */
@@ -66,25 +62,4 @@ export const ENDED_STATE = 'completed';
 /** What the processor returned for an ended job. */
 export function endedOutcome(job: Job): JobOutcome | null {
   return (job.returnvalue as JobOutcome | null) ?? null;
-}
-
-/** Sockets whose writes are held until the end of this event-loop turn. */
-const corked = new WeakSet<object>();
-
-/**
- * Holds writes on `connection` until the end of this event-loop turn, then sends them in one
- * write: a command issued now leaves together with the completion BullMQ issues when the
- * processor returns (and with whatever other jobs sent in the same turn), in their order, for
- * one system call and no extra round trip. Only a single-node connection is batched.
- */
-export function batchWithCompletion(connection: RedisClient): void {
-  if (!(connection instanceof Redis) || connection.status !== 'ready') return;
-  const socket = connection.stream;
-  if (corked.has(socket)) return;
-  corked.add(socket);
-  socket.cork();
-  setImmediate(() => {
-    corked.delete(socket);
-    socket.uncork();
-  });
 }

@@ -1,5 +1,4 @@
 import { HttpStatusError, NetworkError, RelayError, ResponseInvalidError, coerceError } from '../../errors/errors.js';
-import { batchWithCompletion } from '../../queue/bullmq-internals.js';
 import type { JobOutcome } from '../../queue/job-schema.js';
 import type { AttemptRecord, DeadLetterRecord } from '../../queue/outcome-writer.js';
 import { maskHeaders, maskPath } from '../auth.js';
@@ -30,31 +29,29 @@ export async function finishDelivered(
   const { job, jobId } = attempt;
   const end = ctx.now();
   const durationMs = end - job.timestamp;
-  // Sent on BullMQ's connection and not awaited: BullMQ's completion command follows it on the
-  // same connection in the same write, so Redis runs the two in order and the job waits for no
-  // extra round trip. Should the write fail, the job still completes: the error is logged.
-  batchWithCompletion(ctx.connection);
-  ctx.outcomes
-    .finish(
-      attempt.partition,
-      {
-        jobId,
-        actionId: job.name,
-        outcome: 'delivered',
-        status,
-        reason: '',
-        attempts: attempt.number,
-        durationMs,
-        context: attempt.data.context,
-        response,
-        // Passed, so that the script need not decode the job's data to find them.
-        idempotencyKey: attempt.data.idempotencyKey ?? jobId,
-        ...(attempt.data.replayOf !== undefined ? { replayOf: attempt.data.replayOf } : {}),
-        ...(attempt.data.orderingKey !== undefined ? { orderingKey: attempt.data.orderingKey } : {}),
-      },
-      ctx.connection,
-    )
-    .catch((err: unknown) => attempt.log().error({ err: ctx.redact(coerceError(err).message) }, 'results entry not written'));
+  // Awaited before BullMQ completes the job: should Redis refuse the write (out of memory, a
+  // failover), the processor throws, the job is not completed and runs again, so every job ends
+  // on the results stream. (Sent without waiting, a refused write left a completed job with no
+  // results entry: the full-Redis test caught it.)
+  await ctx.outcomes.finish(
+    attempt.partition,
+    {
+      jobId,
+      actionId: job.name,
+      outcome: 'delivered',
+      status,
+      reason: '',
+      attempts: attempt.number,
+      durationMs,
+      context: attempt.data.context,
+      response,
+      // Passed, so that the script need not decode the job's data to find them.
+      idempotencyKey: attempt.data.idempotencyKey ?? jobId,
+      ...(attempt.data.replayOf !== undefined ? { replayOf: attempt.data.replayOf } : {}),
+      ...(attempt.data.orderingKey !== undefined ? { orderingKey: attempt.data.orderingKey } : {}),
+    },
+    ctx.connection,
+  );
   // From when the job became ready: a delay the caller asked for is not latency.
   const latencyMs = end - job.timestamp - (job.opts.delay ?? 0);
   ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs });
