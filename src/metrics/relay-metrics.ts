@@ -272,7 +272,7 @@ export function createRelayMetrics(registry: Registry = new Registry(), opts: Re
   };
 }
 
-/** The gauges read from Redis at scrape time, beyond the contract's two. */
+/** The gauges read from Redis at scrape time, beyond action_relay_queue_jobs and action_relay_oldest_waiting_seconds. */
 function registerScrapeGauges(registry: Registry, scrape: () => Promise<ScrapeSnapshot>, resultsMaxLen: number | undefined): void {
   const registers = [registry];
   new Gauge({
