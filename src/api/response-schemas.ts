@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { actionDefinitionSchema } from '../actions/action-schema.js';
-import type { DeadReason, FieldProblem } from '../errors/errors.js';
+import { DEAD_REASONS, type DeadReason, type FieldProblem } from '../errors/errors.js';
 import type { DlqSummary } from '../queue/dead-letters.js';
 import type { JobStatus } from '../queue/job-status.js';
 import type { AttemptRecord, DeadLetterRecord } from '../queue/outcome-writer.js';
@@ -95,18 +95,7 @@ export const jobStatusSchema = z.object({
   replayedAs: z.string().optional(),
 });
 
-export const deadReasonSchema = z.enum([
-  'http_status',
-  'timeout',
-  'network',
-  'capped',
-  'invalid_params',
-  'unknown_action',
-  'auth',
-  'blocked_destination',
-  'response_invalid',
-  'stalled',
-]);
+export const deadReasonSchema = z.enum(DEAD_REASONS);
 
 export const dlqSummarySchema = z.object({
   jobId: z.string(),

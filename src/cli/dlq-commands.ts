@@ -3,6 +3,7 @@ import type { RelayContext } from '../context/relay-context.js';
 import type { DlqFilter } from '../queue/dead-letters.js';
 import { purgeDeadLetters, replayDeadLetters, selectRecords } from '../queue/dlq-operations.js';
 import { CliUsageError, printTable, type CliIo } from './cli-io.js';
+import { DEAD_REASONS } from '../errors/errors.js';
 
 interface FilterOpts {
   action?: string;
@@ -11,20 +12,6 @@ interface FilterOpts {
   since?: string;
   until?: string;
 }
-
-/** The dead-letter reasons a filter may name. */
-export const DEAD_REASONS = [
-  'http_status',
-  'timeout',
-  'network',
-  'capped',
-  'invalid_params',
-  'unknown_action',
-  'auth',
-  'blocked_destination',
-  'response_invalid',
-  'stalled',
-] as const;
 
 function rate(value: string): number {
   const n = Number(value.replace(/\/s$/, ''));

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { DeadReason } from '../errors/errors.js';
+import { DEAD_REASONS, type DeadReason } from '../errors/errors.js';
 import { VERSION } from '../version.js';
 import { SCRAPE_OPS, type CircuitStateName, type QueueState, type ScrapeSnapshot } from './scrape-reader.js';
 
@@ -45,20 +45,8 @@ export interface RelayMetrics {
 /** Every `status_class` of action_relay_http_requests_total. */
 export const STATUS_CLASSES = ['2xx', '3xx', '4xx', '5xx', 'timeout', 'network'] as const;
 
-const ALL_DEAD_REASONS: Record<DeadReason, true> = {
-  http_status: true,
-  timeout: true,
-  network: true,
-  capped: true,
-  invalid_params: true,
-  unknown_action: true,
-  auth: true,
-  blocked_destination: true,
-  response_invalid: true,
-  stalled: true,
-};
-/** Every dead-letter reason (a new reason is a compile error above until it is listed). */
-export const DEAD_REASONS = Object.keys(ALL_DEAD_REASONS) as DeadReason[];
+/** Every dead-letter reason, from the one list in errors.ts. */
+export { DEAD_REASONS };
 /** The reasons an attempt is retried for. */
 export const RETRY_REASONS = ['http_status', 'timeout', 'network'] as const satisfies readonly DeadReason[];
 
