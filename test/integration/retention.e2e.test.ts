@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { getJobStatus } from '../../src/queue/job-status.js';
-import {
-  kill,
-  removePrefixKeys,
-  spawnWorker,
-  startReceiver,
-  startTestWorker,
-  testConfig,
-  testContext,
-  trackRuns,
-  waitFor,
-} from '../support/harness.js';
+import { kill, setupRun, spawnWorker, startTestWorker, testConfig, trackRuns, waitFor } from '../support/harness.js';
 
 /*
  * The retention settings do what the docs say: the results stream is trimmed to about
@@ -22,14 +12,7 @@ import {
 const { children, cleanups } = trackRuns();
 
 async function setup(overrides: Record<string, string>) {
-  const receiver = await startReceiver();
-  const config = testConfig(overrides);
-  const ctx = await testContext(config);
-  cleanups.push(async () => {
-    await ctx.close();
-    await receiver.close();
-    await removePrefixKeys(config);
-  });
+  const { receiver, config, ctx } = await setupRun(cleanups, overrides);
   await ctx.store.put({
     id: 'kept',
     name: 'kept',
