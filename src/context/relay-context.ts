@@ -7,6 +7,7 @@ import { createActionStore, type ActionStore } from '../actions/action-store.js'
 import { createDeliveryQueues, type DeliveryQueues, type QueuePartition } from '../queue/delivery-queue.js';
 import { createProducer, type Producer } from '../queue/producer.js';
 import { createOutcomeWriter, type OutcomeWriter } from '../queue/outcome-writer.js';
+import { settleStartup } from '../queue/bullmq-internals.js';
 import { createOrdering, type Ordering } from '../queue/ordering.js';
 import { createRelayMetrics, type RelayMetrics } from '../metrics/relay-metrics.js';
 import { createScrapeReader } from '../metrics/scrape-reader.js';
@@ -171,6 +172,10 @@ export async function createRelayContext(config: Config, opts: RelayContextOptio
     }),
     tracing,
     async close() {
+      await settleStartup(
+        queues.partitions.map((p) => p.queue),
+        bullConnection,
+      );
       await queues.close();
       await Promise.all([redis, bullConnection, subscriber].map((c) => c?.quit().catch(() => undefined)));
       // Exports the spans still buffered; a tracing handed in belongs to the caller.

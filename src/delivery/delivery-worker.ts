@@ -6,6 +6,7 @@ import { observeDeliveryMetrics } from '../metrics/delivery-observer.js';
 import type { RelayMetrics } from '../metrics/relay-metrics.js';
 import { BACKOFF_TYPE } from '../queue/delivery-queue.js';
 import type { OutcomeWriter } from '../queue/outcome-writer.js';
+import { settleStartup } from '../queue/bullmq-internals.js';
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
 import { actionLoggers, type PipelineContext } from './attempt/attempt.js';
 import { RetryScheduled } from './attempt/finish.js';
@@ -134,6 +135,7 @@ export function createDeliveryWorker(deps: DeliveryWorkerDeps): DeliveryWorker {
     workers,
     events,
     close: async (force) => {
+      await settleStartup(workers, deps.connection);
       await Promise.all(workers.map((w) => w.close(force)));
       unobserve();
     },

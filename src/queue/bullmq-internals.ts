@@ -63,3 +63,22 @@ export const ENDED_STATE = 'completed';
 export function endedOutcome(job: Job): JobOutcome | null {
   return (job.returnvalue as JobOutcome | null) ?? null;
 }
+
+/**
+ * BullMQ starts each connection by asking Redis for its version. A queue or worker closed before
+ * that answer drops its listeners and then emits the failure, which surfaces as an unhandled
+ * rejection ("Connection is closed"): a CLI command that fails at once, before Redis answered,
+ * does exactly that. Waits for the start-up to finish, at most `maxMs` (a Redis that is down
+ * costs a shutdown that much, well within its grace margin).
+ */
+export async function settleStartup(
+  items: readonly { waitUntilReady(): Promise<unknown> }[],
+  connection: RedisClient,
+  maxMs = 1000,
+): Promise<void> {
+  if (connection.status === 'end') return;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, maxMs)));
+  await Promise.race([Promise.allSettled(items.map((i) => i.waitUntilReady())), late]);
+  clearTimeout(timer);
+}
