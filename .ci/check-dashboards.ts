@@ -262,8 +262,10 @@ async function main(): Promise<number> {
     await until('the demo worker', 30_000, async () => (await fetch(`http://127.0.0.1:${metricsPort}/healthz`)).ok);
 
     // A consumer group on the results stream, as the journey engine has: its lag is on the dashboard.
+    // From the start ('0'), not from '$': created at '$' on an empty stream, Redis 7.0 may report
+    // the group's lag as unknown (nil) until it reads, which left the lag panel without data.
     const groupClient = new Redis(redisUrl);
-    await groupClient.xgroup('CREATE', `{${prefix}}:results`, 'check-dashboards', '$', 'MKSTREAM').catch((err: unknown) => {
+    await groupClient.xgroup('CREATE', `{${prefix}}:results`, 'check-dashboards', '0', 'MKSTREAM').catch((err: unknown) => {
       if (!String(err).includes('BUSYGROUP')) throw err;
     });
     await groupClient.quit();
