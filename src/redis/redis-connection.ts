@@ -1,5 +1,6 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from '../config/config.js';
+import { followFailovers } from './sentinel-failover.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -26,17 +27,21 @@ export function createRedisConnection(
   if (config.REDIS_SENTINELS && config.REDIS_SENTINELS.length > 0) {
     // The master's credentials and database come from REDIS_URL, its address from the sentinels.
     const url = new URL(config.REDIS_URL);
-    return new Redis({
+    const sentinels = config.REDIS_SENTINELS.map(hostPort);
+    const masterName = config.REDIS_SENTINEL_MASTER ?? 'mymaster';
+    const client = new Redis({
       ...common,
-      sentinels: config.REDIS_SENTINELS.map(hostPort),
-      name: config.REDIS_SENTINEL_MASTER ?? 'mymaster',
+      sentinels,
+      name: masterName,
       ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
       ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
       db: Number(url.pathname.slice(1)) || 0,
       sentinelRetryStrategy: (times) => Math.min(200 * times, 2000),
-      // Subscribes to the sentinels' +switch-master: a failover is followed at once, not at the next error.
-      failoverDetector: true,
     });
+    // A failover is followed at once, not at the next error (see sentinel-failover.ts for why
+    // not ioredis' own failoverDetector).
+    followFailovers(client, sentinels, masterName);
+    return client;
   }
   return new Redis(config.REDIS_URL, common);
 }

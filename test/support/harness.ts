@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterAll, afterEach, inject } from 'vitest';
 import { Redis, type Cluster } from 'ioredis';
@@ -181,8 +183,11 @@ export function spawnWorker(config: Config, children: ChildProcess[], extraEnv: 
       EGRESS_ALLOW_PRIVATE: String(config.EGRESS_ALLOW_PRIVATE),
       ...extraEnv,
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', process.env.ACTION_RELAY_TEST_WORKER_LOGS ? 'pipe' : 'ignore', 'inherit'],
   });
+  // Diagnostics: ACTION_RELAY_TEST_WORKER_LOGS=<dir> keeps each spawned worker's log lines there.
+  const logDir = process.env.ACTION_RELAY_TEST_WORKER_LOGS;
+  if (logDir && child.stdout) child.stdout.pipe(createWriteStream(join(logDir, `worker-${process.pid}-${child.pid}.log`)));
   children.push(child);
   return child;
 }
