@@ -88,7 +88,7 @@ describe('the action-relay CLI and a real worker process', () => {
       'k-1',
     );
     const { jobId } = JSON.parse(enq.stdout) as { jobId: string };
-    const result = await waitFor(async () => (await readResults(ctx)).find((r) => r.jobId === jobId), 20_000, 'delivery');
+    const result = await waitFor(async () => (await readResults(ctx)).find((r) => r.jobId === jobId), 60_000, 'delivery');
     expect(result).toMatchObject({ outcome: 'delivered', status: '200' });
     expect(JSON.parse(result.response ?? '')).toEqual({ ok: true });
     const req = receiver.requests[0];
@@ -116,7 +116,9 @@ describe('the action-relay CLI and a real worker process', () => {
     worker.kill('SIGTERM');
     const code = await new Promise((r) => worker?.once('exit', r));
     expect(code).toBe(0);
-  });
+    // Seven CLI runs and a worker, each a Node process compiling TypeScript at start: tens of
+    // seconds on a loaded machine. Every wait above is for a condition.
+  }, 120_000);
 
   it('stops with a message naming a bad environment variable', async () => {
     const err = await run(process.execPath, [...ENTRY, 'stats'], { env: { ...env, PORT: 'eighty' } }).catch(

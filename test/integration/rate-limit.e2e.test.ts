@@ -146,8 +146,9 @@ describe('budgets per key', () => {
     expect(maxInWindow(shared, 1000).peak).toBeLessThanOrEqual(21);
     expect(span(shared)).toBeGreaterThanOrEqual(2.8);
     expect(maxInWindow(alone, 1000).peak).toBeLessThanOrEqual(21);
-    // Independent budgets: both hosts together went faster than one budget allows.
-    expect(maxInWindow([...shared, ...alone], 1000).peak).toBeGreaterThan(30);
+    // Independent budgets: both hosts together went faster than one budget allows (one shared
+    // budget would hold them to the 21 asserted above; a loaded machine may not reach 40).
+    expect(maxInWindow([...shared, ...alone], 1000).peak).toBeGreaterThan(21);
   }, 60_000);
 
   it('does not hold up an unlimited endpoint behind a backlog for a limited one', async () => {
