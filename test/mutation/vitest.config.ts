@@ -22,6 +22,7 @@ export default defineConfig({
       'test/unit/retry-policy.test.ts',
       'test/unit/secret-resolver.test.ts',
       'test/unit/template-render.property.test.ts',
+      'test/unit/template.test.ts',
       'test/integration/policy-scripts.redis.test.ts',
     ],
     exclude: ['dist/**', 'node_modules/**'],
