@@ -245,6 +245,7 @@ describe('masking for records', () => {
     const applied = { secretHeaders: [], secretQuery: ['key', 'absent'] };
     expect(maskPath('/items?page=2&key=a%20b%2Fc&sort=asc', applied)).toBe('/items?page=2&key=***&sort=asc');
     expect(maskPath('/items', applied)).toBe('/items');
+    expect(maskPath('?key=abc', applied)).toBe('?key=***');
     expect(maskPath('/items?page=2', applied)).toBe('/items?page=2');
     // No credential parameter: the path is returned as written, not re-encoded.
     expect(maskPath('/items?q=a%20b&key=x', { secretHeaders: [], secretQuery: [] })).toBe('/items?q=a%20b&key=x');
