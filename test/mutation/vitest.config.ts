@@ -17,6 +17,7 @@ export default defineConfig({
       'test/unit/input-hardening.test.ts',
       'test/unit/journey-parity.test.ts',
       'test/unit/param-validator.property.test.ts',
+      'test/unit/param-validator.test.ts',
       'test/unit/params-and-templates.test.ts',
       'test/unit/path-values.test.ts',
       'test/unit/retry-policy.test.ts',
