@@ -25,6 +25,10 @@ describe('messages per type', () => {
     ['date', '2026-1-01', 'expected a date YYYY-MM-DD'],
     ['date', ' 2026-01-01', 'expected a date YYYY-MM-DD'],
     ['date', '2027-02-29', 'expected a date YYYY-MM-DD'],
+    // A form Date itself reads (an expanded year), and only the pattern refuses.
+    ['date', '+002026-01-01', 'expected a date YYYY-MM-DD'],
+    ['dateTime', '+002026-11-28T10:00:00Z', 'expected ISO-8601 with offset'],
+    ['dateTime', false, 'expected an ISO-8601 date-time with offset or epoch milliseconds'],
     ['dateTime', '2026-11-28T10:00:00', 'expected ISO-8601 with offset'],
     ['dateTime', '2026-11-28 10:00:00Z', 'expected ISO-8601 with offset'],
     ['dateTime', '2026-11-28T10:00:00.1234567890Z', 'expected ISO-8601 with offset'],
