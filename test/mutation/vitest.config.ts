@@ -14,6 +14,7 @@ export default defineConfig({
       'test/unit/backoff.test.ts',
       'test/unit/decide-outcome.test.ts',
       'test/unit/egress-guard.test.ts',
+      'test/unit/egress-guard-edges.test.ts',
       'test/unit/input-hardening.test.ts',
       'test/unit/journey-parity.test.ts',
       'test/unit/param-validator.property.test.ts',
