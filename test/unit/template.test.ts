@@ -45,6 +45,13 @@ describe('compileString', () => {
     expect(t.exact).toBeUndefined();
   });
 
+  it('a string without placeholders is constant, whatever braces it holds', () => {
+    expect(compileString('/v1/items', 'p', cx()).isConstant).toBe(true);
+    expect(compileString('{single}', 'p', cx()).isConstant).toBe(true);
+    expect(compileString('', 'p', cx()).isConstant).toBe(true);
+    expect(compileString('/v1/{{params.n}}', 'p', cx('n')).isConstant).toBe(false);
+  });
+
   it('a string that is one placeholder, spaces inside the braces or not, keeps the typed value', () => {
     expect(compileString('{{params.n}}', 'p', cx('n')).exact?.(scope)).toBe(2.5);
     expect(compileString('{{ params.n }}', 'p', cx('n')).exact?.(scope)).toBe(2.5);
