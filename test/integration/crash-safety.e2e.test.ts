@@ -106,6 +106,48 @@ describe('crash safety', () => {
     expect(receiver.requests).toHaveLength(10);
   }, 60_000);
 
+  it('on SIGTERM past SHUTDOWN_GRACE_MS exits anyway, leaving the unfinished and the waiting jobs to another worker', async () => {
+    const { receiver, config, ctx } = await setupRun(cleanups);
+    // The first two requests are never answered: they are in flight when the grace period runs out.
+    receiver.handler = (_r, res) => {
+      if (receiver.requests.length > 2) res.writeHead(200).end('{}');
+    };
+    await ctx.store.put({
+      id: 'grace',
+      name: 'grace',
+      endpoint: { url: receiver.url, path: '/g', method: 'POST', timeoutMs: 60_000 },
+      body: { a: 1 },
+    });
+    const ids = await enqueueN(ctx, 'grace', 4);
+    expect(ids).toHaveLength(4);
+    // Two at a time, so two jobs wait behind the two in flight; no request timeout ends them first.
+    const first = spawnWorker(config, children, { WORKER_CONCURRENCY: '2', SHUTDOWN_GRACE_MS: '1000', REQUEST_TIMEOUT_CAP_MS: '60000' });
+    await waitFor(() => receiver.requests.length >= 2, 30_000, 'two requests in flight');
+
+    // A worker that waited for its requests would wait a minute: 20 s is only a hung process's bound.
+    const code = await Promise.race([kill(first, 'SIGTERM'), new Promise((r) => setTimeout(() => r('still running'), 20_000))]);
+    expect(code).toBe(0);
+    // Nothing ended, nothing was sent again: the two in flight are still active (locked until the
+    // lock expires), the two behind them still waiting (BullMQ's "prioritized": new jobs carry a priority).
+    expect(await readResults(ctx)).toEqual([]);
+    expect(receiver.requests).toHaveLength(2);
+    const states = await Promise.all(ids.map(async (id) => (await ctx.queue.getJob(id))?.getState()));
+    expect(states.sort()).toEqual(['active', 'active', 'prioritized', 'prioritized']);
+
+    // Another worker delivers the two waiting at once and takes the two over when their locks expire.
+    startWorker(config);
+    const counts = await waitFor(
+      async () => {
+        const c = await terminalCounts(ctx);
+        return c.size >= 4 ? c : undefined;
+      },
+      60_000,
+      'every job to end',
+    );
+    expect(ids.map((id) => counts.get(id))).toEqual([1, 1, 1, 1]);
+    expect((await readResults(ctx)).map((r) => r.outcome)).toEqual(['delivered', 'delivered', 'delivered', 'delivered']);
+  }, 120_000);
+
   it('carries on by itself when Redis stops for 5 s and comes back with its data', async () => {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'ar-restart-'));

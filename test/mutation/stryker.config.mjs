@@ -3,7 +3,7 @@
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
   testRunner: 'vitest',
-  vitest: { configFile: 'test/mutation/vitest.config.ts', related: false },
+  vitest: { configFile: 'test/mutation/vitest.config.ts', related: true },
   coverageAnalysis: 'perTest',
   mutate: [
     'src/delivery/retry-policy.ts',
@@ -14,6 +14,7 @@ export default {
     'src/delivery/egress-guard.ts',
     'src/actions/template.ts',
     'src/actions/param-validator.ts',
+    'src/delivery/attempt/decide-outcome.ts',
   ],
   // The Redis-backed policy tests share one Redis; two runners at a time fit 2 cores.
   concurrency: 2,

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { propertyRuns } from '../support/property-runs.js';
 import { compileAction, parseActionDefinition } from '../../src/actions/compile-action.js';
 import { InvalidParamsError, ValidationError } from '../../src/errors/errors.js';
 import { actionArb } from '../support/action-arbitraries.js';
@@ -120,19 +121,19 @@ function parseOrRefuse(input: unknown): void {
 
 describe('the action definition schema (property)', () => {
   it('random JSON documents are parsed or refused with a ValidationError, nothing else', () => {
-    fc.assert(fc.property(fc.jsonValue({ maxDepth: 4 }), parseOrRefuse), { numRuns: 300 });
+    fc.assert(fc.property(fc.jsonValue({ maxDepth: 4 }), parseOrRefuse), { numRuns: propertyRuns(300) });
   });
 
   it('random objects (null prototypes, sparse arrays, odd numbers, undefined) are parsed or refused with a ValidationError', () => {
     const arb = fc.anything({ maxDepth: 3, withNullPrototype: true, withSparseArray: true, withObjectString: true });
-    fc.assert(fc.property(arb, parseOrRefuse), { numRuns: 300 });
+    fc.assert(fc.property(arb, parseOrRefuse), { numRuns: propertyRuns(300) });
   });
 
   it('mutations of a valid definition are parsed or refused with a ValidationError naming a field', () => {
     expect(() => parseActionDefinition(RICH)).not.toThrow();
     fc.assert(
       fc.property(fc.array(mutationArb, { minLength: 1, maxLength: 3 }), (mutations) => parseOrRefuse(mutate(RICH, mutations))),
-      { numRuns: 500 },
+      { numRuns: propertyRuns(500) },
     );
   });
 
@@ -141,7 +142,7 @@ describe('the action definition schema (property)', () => {
       fc.property(actionArb, fc.array(mutationArb, { minLength: 1, maxLength: 2 }), (action, mutations) =>
         parseOrRefuse(mutate(action.definition as Json, mutations)),
       ),
-      { numRuns: 300 },
+      { numRuns: propertyRuns(300) },
     );
   });
 });

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { propertyRuns } from '../support/property-runs.js';
 import { jobDataSchema, readJobData } from '../../src/queue/job-schema.js';
 
 describe('readJobData', () => {
@@ -26,7 +27,7 @@ describe('readJobData', () => {
         expect(hand.ok).toBe(zod.success);
         if (hand.ok && zod.success) expect(hand.value).toEqual(zod.data);
       }),
-      { numRuns: 2000 },
+      { numRuns: propertyRuns(2000) },
     );
   });
 

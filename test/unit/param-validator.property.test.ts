@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { propertyRuns } from '../support/property-runs.js';
 import { compileParamValidator } from '../../src/actions/param-validator.js';
 import type { ParamSpec } from '../../src/actions/action-schema.js';
 import { parametersArb, valuesArb } from '../support/action-arbitraries.js';
@@ -38,7 +39,7 @@ describe('param validation (property)', () => {
           }
         },
       ),
-      { numRuns: 500 },
+      { numRuns: propertyRuns(500) },
     );
   });
 
@@ -51,7 +52,7 @@ describe('param validation (property)', () => {
           expect(result).toEqual({ ok: true, value: values });
         },
       ),
-      { numRuns: 300 },
+      { numRuns: propertyRuns(300) },
     );
   });
 
@@ -70,7 +71,7 @@ describe('param validation (property)', () => {
           if (!result.ok) expect(result.problems).toContainEqual({ path: `params.${missing}`, message: 'required' });
         },
       ),
-      { numRuns: 200 },
+      { numRuns: propertyRuns(200) },
     );
   });
 });

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { propertyRuns } from '../support/property-runs.js';
 import { ConfigError, hashTaggedPrefix, loadConfig } from '../../src/config/config.js';
 import { partitionIndex, relayKeys } from '../../src/redis/redis-connection.js';
 import { createSharedConcurrency, type ConcurrencyTarget } from '../../src/delivery/shared-concurrency.js';
@@ -158,7 +159,7 @@ describe('the concurrency budget shared by the partitions of a worker process', 
           }
         },
       ),
-      { numRuns: 200 },
+      { numRuns: propertyRuns(200) },
     );
   });
 });

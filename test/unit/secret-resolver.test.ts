@@ -104,3 +104,124 @@ describe('redaction', () => {
     expect(r.redact('status en')).toBe('status en');
   });
 });
+
+describe('resolving: edges', () => {
+  it('an empty variable is not a secret; a reference read without a field name is called "reference"', async () => {
+    const r = createSecretResolver({ env: { ACTION_SECRET_EMPTY: '', ACTION_SECRET_TINY: 'seven77' } });
+    expect(await refusal(r.resolve({ env: 'ACTION_SECRET_EMPTY' }, 'auth.token'))).toBe('secret auth.token is not available');
+    expect(await refusal(r.resolve({ env: 'ACTION_SECRET_UNSET' }))).toBe('secret reference is not available');
+    expect(await refusal(r.resolve({ env: 'ACTION_SECRET_TINY' }))).toBe(
+      'secret reference is shorter than 8 characters: too short to be masked safely',
+    );
+  });
+
+  it('eight characters are enough', async () => {
+    const r = createSecretResolver({ env: { ACTION_SECRET_EIGHT: '8chars!!' } });
+    expect(await r.resolve({ env: 'ACTION_SECRET_EIGHT' }, 'auth.token')).toBe('8chars!!');
+  });
+
+  it('a file that is missing or leads outside is never read, whatever the reader would answer', async () => {
+    const asked: string[] = [];
+    const r = createSecretResolver({
+      env,
+      dir,
+      readSecretFile: (p) => {
+        asked.push(p);
+        return Promise.resolve('reader-always-answers');
+      },
+    });
+    expect(await refusal(r.resolve({ file: 'absent' }, 'auth.value'))).toBe('secret auth.value is not available');
+    expect(await refusal(r.resolve({ file: 'escape' }, 'auth.value'))).toBe('secret auth.value is not available');
+    expect(asked).toEqual([]);
+    expect(await r.resolve({ file: 'api-key' }, 'auth.value')).toBe('reader-always-answers');
+    expect(asked).toEqual([join(dir, 'api-key')]);
+  });
+
+  it('a file is read again once fileTtlMs has passed since it was read, not before', async () => {
+    let clock = 1_000_000;
+    let reads = 0;
+    let content = 'first-file-value';
+    const r = createSecretResolver({
+      env,
+      dir,
+      fileTtlMs: 1000,
+      now: () => clock,
+      readSecretFile: () => {
+        reads++;
+        return Promise.resolve(content);
+      },
+    });
+    expect(await r.resolve({ file: 'api-key' })).toBe('first-file-value');
+    content = 'second-file-value';
+    clock += 999;
+    expect(await r.resolve({ file: 'api-key' })).toBe('first-file-value');
+    expect(reads).toBe(1);
+    clock += 1;
+    expect(await r.resolve({ file: 'api-key' })).toBe('second-file-value');
+    expect(reads).toBe(2);
+    // The new value's time: kept for another fileTtlMs from this read.
+    clock += 999;
+    expect(await r.resolve({ file: 'api-key' })).toBe('second-file-value');
+    expect(reads).toBe(2);
+  });
+
+  it('files are kept 30 s by default', async () => {
+    let clock = 5_000;
+    let reads = 0;
+    const r = createSecretResolver({
+      env,
+      dir,
+      now: () => clock,
+      readSecretFile: () => Promise.resolve(`file-value-${++reads}`),
+    });
+    expect(await r.resolve({ file: 'api-key' })).toBe('file-value-1');
+    clock += 29_999;
+    expect(await r.resolve({ file: 'api-key' })).toBe('file-value-1');
+    clock += 1;
+    expect(await r.resolve({ file: 'api-key' })).toBe('file-value-2');
+  });
+});
+
+describe('redaction: edges', () => {
+  it('a resolver that has seen no secret changes nothing', () => {
+    expect(createSecretResolver({ env }).redact('plain text, abc')).toBe('plain text, abc');
+  });
+
+  it('values of four characters or more are remembered, shorter ones are not', () => {
+    const r = createSecretResolver({ env });
+    r.remember('abc');
+    r.remember('wxyz');
+    expect(r.redact('abc wxyz abc')).toBe(`abc ${MASK} abc`);
+  });
+
+  it('a secret that contains another is masked whole, whichever was seen first', () => {
+    const r = createSecretResolver({ env });
+    r.remember('inner-secret');
+    r.remember('outer-inner-secret-long');
+    r.remember('mid-inner-secret');
+    expect(r.redact('a outer-inner-secret-long b mid-inner-secret c inner-secret d')).toBe(`a ${MASK} b ${MASK} c ${MASK} d`);
+  });
+
+  it('a cut secret is masked only when the text ends with its start; secrets sharing a start are each looked at', () => {
+    const r = createSecretResolver({ env });
+    r.remember('abcdefghij');
+    r.remember('abcXYZ1234');
+    expect(r.redact('ends with abcd')).toBe(`ends with ${MASK}`);
+    expect(r.redact('ends with abcXY')).toBe(`ends with ${MASK}`);
+    // Same first three characters, then neither secret.
+    expect(r.redact('ends with abcQ')).toBe('ends with abcQ');
+    expect(r.redact('ends with ab')).toBe('ends with ab');
+  });
+
+  it('keeps the 2000 most recently used values: one used again stays, the oldest unused one goes', () => {
+    const r = createSecretResolver({ env });
+    const value = (i: number) => `value-${String(i).padStart(4, '0')}`;
+    for (let i = 0; i < 2000; i++) r.remember(value(i));
+    r.remember(value(0));
+    r.remember(value(2000));
+    expect(r.redact(value(0))).toBe(MASK);
+    expect(r.redact(value(1))).toBe(value(1));
+    expect(r.redact(value(2))).toBe(MASK);
+    expect(r.redact(value(2000))).toBe(MASK);
+  });
+});

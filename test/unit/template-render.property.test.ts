@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { propertyRuns } from '../support/property-runs.js';
 import { compileAction, parseActionDefinition } from '../../src/actions/compile-action.js';
 import { InvalidParamsError } from '../../src/errors/errors.js';
 import { actionArb, valuesArb } from '../support/action-arbitraries.js';
@@ -56,7 +57,7 @@ describe('template rendering (property)', () => {
         checkRequest(req, def.body !== undefined);
         expect(req.headers['idempotency-key']).toBe(job.idempotencyKey);
       }),
-      { numRuns: 400 },
+      { numRuns: propertyRuns(400) },
     );
   });
 
@@ -76,7 +77,7 @@ describe('template rendering (property)', () => {
           expect(action.inHeaders.map((n) => `params.${n}`)).toContain(problems[0]?.path);
         }
       }),
-      { numRuns: 300 },
+      { numRuns: propertyRuns(300) },
     );
   });
 
@@ -113,7 +114,7 @@ describe('template rendering (property)', () => {
         expect(decodeURIComponent(url.pathname.slice('/v1/things/'.length))).toBe(Buffer.from(params.s, 'utf8').toString('utf8'));
         expect(url.searchParams.get('s')).toBe(Buffer.from(params.s, 'utf8').toString('utf8'));
       }),
-      { numRuns: 300 },
+      { numRuns: propertyRuns(300) },
     );
   });
 });

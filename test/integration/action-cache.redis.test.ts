@@ -1,0 +1,70 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { createActionStore } from '../../src/actions/action-store.js';
+import { hashTaggedPrefix } from '../../src/config/config.js';
+import { relayKeys } from '../../src/redis/redis-connection.js';
+import { removePrefixKeys, testConfig, waitFor } from '../support/harness.js';
+
+/*
+ * The compiled-action cache and its change subscription: a change notice published while the
+ * subscriber is disconnected is lost, so a reconnect must forget every cached action.
+ */
+
+const config = testConfig();
+const keys = relayKeys(hashTaggedPrefix(config.ACTION_RELAY_PREFIX), config.QUEUE_PARTITIONS);
+const redis = new Redis(config.REDIS_URL);
+const subscriber = new Redis(config.REDIS_URL);
+const admin = new Redis(config.REDIS_URL);
+
+afterAll(async () => {
+  await Promise.all([redis, subscriber, admin].map((c) => c.quit().catch(() => undefined)));
+  await removePrefixKeys(config);
+});
+
+const definition = (path: string) => ({
+  id: 'cached',
+  name: 'cached',
+  endpoint: { url: 'http://127.0.0.1:9', path, method: 'POST' },
+});
+
+describe('the action cache', () => {
+  it('a reconnect of the change subscriber drops the cached actions: a change made while it was away is used', async () => {
+    const store = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+    // Saved before the subscription: its own change notice cannot arrive after the read below.
+    await store.put(definition('/old'));
+    // The subscriber's connection id, read before SUBSCRIBE (a subscribed connection answers nothing else).
+    const subscriberId = (await subscriber.client('ID')) as number;
+    await store.watch(subscriber);
+    expect((await store.getCompiled('cached'))?.definition.endpoint.path).toBe('/old');
+
+    // A change whose notice this subscriber never receives: written straight into the hash, no PUBLISH.
+    const saved = await store.get('cached');
+    if (!saved) throw new Error('the action was not saved');
+    const stored = { ...saved, version: 2, definition: { ...saved.definition, endpoint: { ...saved.definition.endpoint, path: '/new' } } };
+    await redis.hset(keys.actions, 'cached', JSON.stringify(stored));
+    const cached = await store.getCompiled('cached');
+    expect(cached?.definition.endpoint.path).toBe('/old');
+    expect(cached?.version).toBe(1);
+
+    // Redis drops the subscriber's connection; ioredis reconnects and subscribes again.
+    expect(await admin.client('KILL', 'ID', String(subscriberId))).toBe(1);
+    const fresh = await waitFor(
+      async () => {
+        const action = await store.getCompiled('cached');
+        return action?.version === 2 ? action : undefined;
+      },
+      10_000,
+      'the definition written while the subscriber was away',
+    );
+    expect(fresh.definition.endpoint.path).toBe('/new');
+
+    // Subscribed again: a change saved through another instance (which publishes) reaches this cache.
+    const other = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+    await other.put(definition('/newest'));
+    await waitFor(
+      async () => (await store.getCompiled('cached'))?.definition.endpoint.path === '/newest',
+      10_000,
+      'the published change after the reconnect',
+    );
+  });
+});
