@@ -497,6 +497,11 @@ export interface OrderingResult {
   /** Ordered over unordered deliveries per second (medians), the queue filled beforehand. */
   ratio: number;
   /**
+   * The same per round, of the two runs measured back to back: on a shared machine whose load
+   * drifts over the minutes a run takes, the steadier figure.
+   */
+  roundRatios: number[];
+  /**
    * The same over enqueue and delivery one after the other (fill + drain time): an unordered job
    * is added to BullMQ when enqueued, an ordered one waiting in line when its turn comes, so the
    * drain alone charges ordered jobs with work the unordered ones did before it.
@@ -583,6 +588,7 @@ export async function orderingSection(lab: Lab, sizes: Sizes, opts: { logLevel: 
       unordered: u,
       ordered: o,
       ratio: o.median.deliveriesPerSec / u.median.deliveriesPerSec,
+      roundRatios: o.runs.map((f, r) => f.deliveriesPerSec / (u.runs[r]?.deliveriesPerSec ?? NaN)),
       endToEnd: {
         unorderedPerSec: tu.perSec,
         orderedPerSec: to.perSec,

@@ -181,6 +181,8 @@ export const statsSchema = z.object({
   dlq: z.number().int(),
   /** Entries on the results streams. */
   results: z.number().int(),
+  /** Jobs with an orderingKey waiting behind an earlier job of their key (not yet in the queue, so not in `queue`). */
+  waitingInLine: z.number().int(),
   /** One entry per partition (QUEUE_PARTITIONS). */
   partitions: z.array(
     z.object({
@@ -192,6 +194,7 @@ export const statsSchema = z.object({
       counts: queueCountsSchema,
       dlq: z.number().int(),
       resultsLength: z.number().int(),
+      waitingInLine: z.number().int(),
     }),
   ),
 });

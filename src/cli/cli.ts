@@ -307,14 +307,22 @@ export function buildCli(io: CliIo = defaultIo): Command {
             return;
           }
           const states = Object.keys(stats.queue) as (keyof QueueCounts)[];
-          const rows = stats.partitions.map((p) => [`partition ${p.index}`, ...states.map((k) => p.counts[k]), p.dlq, p.resultsLength]);
-          if (stats.partitions.length > 1) rows.push(['total', ...states.map((k) => stats.queue[k]), stats.dlq, stats.results]);
-          printTable(io, ['QUEUE', ...states.map((k) => k.toUpperCase()), 'DLQ', 'RESULTS'], rows);
+          const rows = stats.partitions.map((p) => [
+            `partition ${p.index}`,
+            ...states.map((k) => p.counts[k]),
+            p.dlq,
+            p.resultsLength,
+            p.waitingInLine,
+          ]);
+          if (stats.partitions.length > 1) {
+            rows.push(['total', ...states.map((k) => stats.queue[k]), stats.dlq, stats.results, stats.waitingInLine]);
+          }
+          printTable(io, ['QUEUE', ...states.map((k) => k.toUpperCase()), 'DLQ', 'RESULTS', 'IN_LINE'], rows);
         },
         () => {
           const zero = { waiting: 0, delayed: 0, active: 0, delivered: 0, dead: 0, failed: 0 };
-          if (o.json) io.out(JSON.stringify({ queue: zero, dlq: 0, results: 0, partitions: [] }, null, 2));
-          else printTable(io, ['QUEUE', ...Object.keys(zero).map((k) => k.toUpperCase()), 'DLQ', 'RESULTS'], []);
+          if (o.json) io.out(JSON.stringify({ queue: zero, dlq: 0, results: 0, waitingInLine: 0, partitions: [] }, null, 2));
+          else printTable(io, ['QUEUE', ...Object.keys(zero).map((k) => k.toUpperCase()), 'DLQ', 'RESULTS', 'IN_LINE'], []);
         },
       ),
     );

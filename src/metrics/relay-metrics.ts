@@ -297,6 +297,17 @@ function registerScrapeGauges(registry: Registry, scrape: () => Promise<ScrapeSn
     },
   });
   new Gauge({
+    name: 'action_relay_ordering_waiting_jobs',
+    help: 'Jobs with an orderingKey waiting behind an earlier job of their key, per queue partition (not yet in the queue, so not in action_relay_queue_jobs), read at scrape time',
+    labelNames: ['partition'],
+    registers,
+    async collect() {
+      const { partitions } = await scrape();
+      this.reset();
+      partitions?.forEach((p, i) => this.set({ partition: String(i) }, p.waitingInLine));
+    },
+  });
+  new Gauge({
     name: 'action_relay_partition_oldest_waiting_seconds',
     help: 'Seconds the job next in line of each queue partition has been ready to run, read from Redis at scrape time',
     labelNames: ['partition'],

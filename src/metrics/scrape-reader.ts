@@ -1,6 +1,7 @@
 import type { ActionStore } from '../actions/action-store.js';
 import type { DeliveryQueues } from '../queue/delivery-queue.js';
-import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import type { PartitionKeys, RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import { countWaitingInLine } from '../queue/ordering.js';
 import { createOldestWaitingProbe } from './oldest-waiting.js';
 
 /**
@@ -14,6 +15,8 @@ export type QueueState = 'waiting' | 'active' | 'delayed' | 'dlq';
 
 export interface PartitionReading {
   counts: Record<QueueState, number>;
+  /** Jobs with an orderingKey waiting behind an earlier job of their key (not in the queue yet). */
+  waitingInLine: number;
 }
 
 export interface ResultsReading {
@@ -93,7 +96,7 @@ export function createScrapeReader(deps: ScrapeReaderDeps): () => Promise<Scrape
     const pong = await run('ping', () => redis.ping());
     if (pong === undefined) return { redisUp: false, failed };
     const [partitions, oldestWaitingSeconds, results, limitKeys] = await Promise.all([
-      run('queue_counts', () => Promise.all(queues.partitions.map(async (p) => partitionCounts(p.queue, redis, p.keys.dlq)))),
+      run('queue_counts', () => Promise.all(queues.partitions.map(async (p) => partitionCounts(p.queue, redis, p.keys)))),
       run('oldest_waiting', () => Promise.all(oldest.map((probe) => probe()))),
       run('results_stream', () => Promise.all(keys.partitions.map((p) => resultsOf(redis, p.results)))),
       run('limit_keys', () => readLimitKeys(redis, keys, store, now())),
@@ -123,9 +126,13 @@ function withDeadline<T>(op: ScrapeOp, p: Promise<T>, ms: number): Promise<T> {
 async function partitionCounts(
   queue: DeliveryQueues['partitions'][number]['queue'],
   redis: RedisClient,
-  dlqKey: string,
+  keys: PartitionKeys,
 ): Promise<PartitionReading> {
-  const [c, dlq] = await Promise.all([queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed'), redis.zcard(dlqKey)]);
+  const [c, dlq, waitingInLine] = await Promise.all([
+    queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed'),
+    redis.zcard(keys.dlq),
+    countWaitingInLine(redis, keys),
+  ]);
   return {
     counts: {
       waiting: (c.waiting ?? 0) + (c.prioritized ?? 0),
@@ -133,6 +140,7 @@ async function partitionCounts(
       delayed: c.delayed ?? 0,
       dlq,
     },
+    waitingInLine,
   };
 }
 

@@ -4,7 +4,7 @@ import type { AttemptRecord, DeadLetterRecord } from './outcome-writer.js';
 import type { DeliveryQueues } from './delivery-queue.js';
 import { luaScript } from '../redis/lua-script.js';
 import { ENDED_STATE, JOB_FIELDS } from './bullmq-internals.js';
-import type { LineEntry } from './ordering.js';
+import { decodeEntry } from './ordering.js';
 
 export type PublicJobState = 'waiting' | 'delayed' | 'active' | 'delivered' | 'dead';
 
@@ -223,5 +223,5 @@ async function waitingInLine(queues: DeliveryQueues, redis: RedisClient, jobId: 
   const entries = await Promise.all(queues.partitions.map((p) => redis.hget(p.keys.orderingJobs, jobId)));
   const raw = entries.find((r) => r !== null);
   if (!raw) return null;
-  return { jobId, actionId: (JSON.parse(raw) as LineEntry).name, state: 'waiting', attempts: 0 };
+  return { jobId, actionId: decodeEntry(raw).name, state: 'waiting', attempts: 0 };
 }

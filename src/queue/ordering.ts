@@ -5,7 +5,7 @@ import { luaScript } from '../redis/lua-script.js';
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
 import type { JobData } from './job-schema.js';
-import { bullDeduplicationKey } from './bullmq-internals.js';
+import { ADD_PRIORITIZED_LUA, bullDeduplicationKey, storedOptionsTemplate } from './bullmq-internals.js';
 
 /*
  * Per-key ordering. Jobs of one action with the same orderingKey form a line: a Redis list of job
@@ -14,10 +14,13 @@ import { bullDeduplicationKey } from './bullmq-internals.js';
  * outside it, their entry (what BullMQ needs to add them) in the partition's `orderingJobs` hash.
  * While the first one retries or is deferred it stays first, so the ones behind it wait, and
  * other lines are not held up. When it ends, delivered or dead, the finish script (outcome-writer)
- * takes it off its line and marks the next one due in the same atomic step (RELEASE_LUA below);
- * the process that ended it then adds the next one to BullMQ. A crash in between leaves the mark
- * in `orderingDue`, and the sweep adds it. Adding is idempotent: BullMQ keeps one job per id.
- * Jobs without an orderingKey never touch any of this.
+ * takes it off its line and adds the next one to the BullMQ queue in the same atomic step
+ * (RELEASE_LUA below, with bullmq-internals' ADD_PRIORITIZED_LUA): no round trip, nothing a crash
+ * can split. A next job that cannot be added that way (a delay still to run) is marked due in
+ * `orderingDue` instead and returned: the process that ended its predecessor adds it with BullMQ,
+ * and should it crash first, the sweep does. The first job of a line is added by the producer
+ * after the enqueue script marked it due, the sweep covering a crash in between. Adding is
+ * idempotent: BullMQ keeps one job per id. Jobs without an orderingKey never touch any of this.
  */
 
 /** What a job waiting in line keeps until it is added to the queue. */
@@ -25,12 +28,31 @@ export interface LineEntry {
   jobId: string;
   /** The action id (the BullMQ job name). */
   name: string;
-  data: JobData;
+  /** The job's data as BullMQ stores it (JSON). */
+  data: string;
   priority: number;
   /** When it was enqueued: the BullMQ timestamp, so that latency counts the wait in line. */
   enqueuedAt: number;
   /** Not sent before enqueuedAt + delayMs. */
   delayMs?: number;
+}
+
+/*
+ * An entry is stored as a JSON header (everything but the data), a newline, then the data as
+ * BullMQ stores it: the finish script decodes only the short header and copies the data as it is
+ * (JSON.stringify never writes a raw newline). Entries of older versions are one JSON object
+ * holding the data; they are read all the same, and added by the process rather than the script.
+ */
+export function encodeEntry(entry: LineEntry): string {
+  const { data, ...header } = entry;
+  return `${JSON.stringify(header)}\n${data}`;
+}
+
+export function decodeEntry(raw: string): LineEntry {
+  const cut = raw.indexOf('\n');
+  if (cut >= 0) return { ...(JSON.parse(raw.slice(0, cut)) as Omit<LineEntry, 'data'>), data: raw.slice(cut + 1) };
+  const old = JSON.parse(raw) as Omit<LineEntry, 'data'> & { data: JobData };
+  return { ...old, data: JSON.stringify(old.data) };
 }
 
 /** How one ordered job was taken: first in line (to be added to the queue now), behind others, or a duplicate of `jobId`. */
@@ -59,13 +81,16 @@ return { ARGV[1], 'wait' }
 
 /**
  * A Lua function for the finish script: takes an ended job off its line and, when another waits
- * behind it, marks that one due and returns its id and entry (else nil). Run in the same script
- * that writes the outcome, so that a line is never left without its next job due. A job found
- * elsewhere than first (which only a hand-edited queue can cause) is taken out all the same.
- * Arguments: line (list), entries (hash), due (zset) keys, the ended job's id, now ms.
+ * behind it, adds that one to the BullMQ queue (queueKey: the queue's key prefix, template: its
+ * stored options template) and drops its entry. A next job with a delay still to run, or an entry of an older format, is marked due
+ * instead and returned as { id, entry } for the caller to add (else nil). Run in the same script
+ * that writes the outcome, so that a line is never left without its next job queued or due. A job
+ * found elsewhere than first (which only a hand-edited queue can cause) is taken out all the same.
+ * Arguments: line (list), entries (hash), due (zset) keys, the ended job's id, now ms, queueKey and
+ * template (nil: mark the next one due, never add it here).
  */
-export const RELEASE_LUA = `
-local function releaseLine(line, entries, due, jobId, now)
+export const RELEASE_LUA = `${ADD_PRIORITIZED_LUA}
+local function releaseLine(line, entries, due, jobId, now, queueKey, template)
   redis.call('HDEL', entries, jobId)
   redis.call('ZREM', due, jobId)
   if redis.call('LINDEX', line, 0) ~= jobId then
@@ -75,8 +100,19 @@ local function releaseLine(line, entries, due, jobId, now)
   redis.call('LPOP', line)
   local nextId = redis.call('LINDEX', line, 0)
   if not nextId then return nil end
+  local raw = redis.call('HGET', entries, nextId)
+  local cut = raw and string.find(raw, '\\n', 1, true)
+  if queueKey and cut then
+    local ok, e = pcall(cjson.decode, string.sub(raw, 1, cut - 1))
+    if ok and type(e) == 'table' and type(e.priority) == 'number' and e.priority > 0
+      and (type(e.delayMs) ~= 'number' or e.enqueuedAt + e.delayMs <= tonumber(now)) then
+      addPrioritizedJob(queueKey, nextId, e.name, string.sub(raw, cut + 1), template, e.enqueuedAt, e.priority)
+      redis.call('HDEL', entries, nextId)
+      return nil
+    end
+  end
   redis.call('ZADD', due, now, nextId)
-  return { nextId, redis.call('HGET', entries, nextId) }
+  return { nextId, raw }
 end
 `;
 
@@ -105,6 +141,23 @@ end
 return out
 `);
 
+/*
+ * Jobs waiting in line behind an earlier job of their key: entries without a due mark (a job first
+ * in its line, on its way into the queue or already there, has a mark until the sweep drops both;
+ * one added by the finish script has neither). One atomic read, O(1).
+ * KEYS[1] entries (hash), KEYS[2] due (zset). Returns the count.
+ */
+const IN_LINE = luaScript(`
+local n = redis.call('HLEN', KEYS[1]) - redis.call('ZCARD', KEYS[2])
+if n < 0 then return 0 end
+return n
+`);
+
+/** How many jobs of the partition wait in line behind an earlier job of their key (not yet in the queue). */
+export async function countWaitingInLine(redis: RedisClient, keys: PartitionKeys): Promise<number> {
+  return (await IN_LINE.run(redis, 2, keys.orderingJobs, keys.orderingDue)) as number;
+}
+
 /** How long a due job may take to be added before the sweep adds it. */
 export const HANDOFF_GRACE_MS = 5000;
 /** Marks one sweep looks at per partition. */
@@ -122,6 +175,8 @@ export interface Ordering {
   enqueue(partition: PartitionKeys, job: OrderedJob, now?: number): Promise<{ jobId: string; state: LineState }>;
   /** Adds a job whose turn has come to its partition's queue; a job already there is left as it is. */
   moveIn(partition: PartitionKeys, entry: LineEntry): Promise<void>;
+  /** What the finish script needs to add the next job of a line itself: the queue's key prefix and its stored options template. */
+  handoffArgs(partition: PartitionKeys): [queueKey: string, template: string];
   /** Adds the due jobs a crash left out of the queue; returns how many. */
   sweep(now?: number): Promise<number>;
   /** The entry of a job waiting in line (not yet in the queue), with the partition holding it. */
@@ -134,9 +189,10 @@ export interface Ordering {
 /** The BullMQ add of a job whose turn has come. */
 export function queueJob(entry: LineEntry, now: number): { name: string; data: JobData; opts: JobsOptions } {
   const opts: JobsOptions = { jobId: entry.jobId, priority: entry.priority, timestamp: entry.enqueuedAt };
+  const data = JSON.parse(entry.data) as JobData;
   // BullMQ delays from `timestamp`: only a delay still to run is passed, else the job would take a trip through the delayed set.
   if (entry.delayMs && entry.enqueuedAt + entry.delayMs > now) opts.delay = entry.delayMs;
-  return { name: entry.name, data: entry.data, opts };
+  return { name: entry.name, data, opts };
 }
 
 export interface OrderingDeps {
@@ -150,6 +206,7 @@ export function createOrdering(deps: OrderingDeps): Ordering {
   const { redis, queues } = deps;
   const clock = deps.now ?? Date.now;
   const partitionOf = (keys: PartitionKeys) => queues.partitions[keys.index] as QueuePartition;
+  const templates = queues.partitions.map((p) => storedOptionsTemplate(p.queue));
   let timer: NodeJS.Timeout | undefined;
 
   const ordering: Ordering = {
@@ -163,7 +220,7 @@ export function createOrdering(deps: OrderingDeps): Ordering {
         scriptKeys.length,
         ...scriptKeys,
         job.entry.jobId,
-        JSON.stringify(job.entry),
+        encodeEntry(job.entry),
         now,
         job.deduplication?.ttlMs ?? 0,
       )) as [string, LineState];
@@ -172,6 +229,9 @@ export function createOrdering(deps: OrderingDeps): Ordering {
     async moveIn(keys, entry) {
       const { name, data, opts } = queueJob(entry, clock());
       await partitionOf(keys).queue.add(name, data, opts);
+    },
+    handoffArgs(keys) {
+      return [keys.jobKey(''), templates[keys.index] as string];
     },
     async sweep(now = clock()) {
       let added = 0;
@@ -187,7 +247,7 @@ export function createOrdering(deps: OrderingDeps): Ordering {
           keys.jobKey(''),
         )) as string[];
         for (const json of raw) {
-          await ordering.moveIn(keys, JSON.parse(json) as LineEntry);
+          await ordering.moveIn(keys, decodeEntry(json));
           added += 1;
         }
       }
@@ -197,7 +257,7 @@ export function createOrdering(deps: OrderingDeps): Ordering {
       const found = await Promise.all(queues.partitions.map((p) => redis.hget(p.keys.orderingJobs, jobId)));
       const i = found.findIndex((f) => f !== null);
       const raw = found[i];
-      return raw ? { entry: JSON.parse(raw) as LineEntry, partition: (queues.partitions[i] as QueuePartition).keys } : null;
+      return raw ? { entry: decodeEntry(raw), partition: (queues.partitions[i] as QueuePartition).keys } : null;
     },
     start(intervalMs = HANDOFF_GRACE_MS) {
       const run = () =>

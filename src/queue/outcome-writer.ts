@@ -1,7 +1,7 @@
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadReason } from '../errors/errors.js';
 import { luaScript } from '../redis/lua-script.js';
-import { RELEASE_LUA, type LineEntry, type Ordering } from './ordering.js';
+import { RELEASE_LUA, decodeEntry, type LineEntry, type Ordering } from './ordering.js';
 import { JOB_FIELDS } from './bullmq-internals.js';
 
 /** One attempt as the dead-letter record keeps it (secrets already redacted). */
@@ -58,8 +58,9 @@ export interface Outcome {
 /*
  * Ends a job exactly once: marks its BullMQ hash, appends the results entry, counts the outcome
  * and, for a dead job, stores the dead-letter record, all in one step. A rerun after a crash finds
- * the mark. An ordered job also leaves its line here, and the next job of the line is marked due
- * (queue/ordering.ts), so that ending one and releasing the other cannot be split by a crash.
+ * the mark. An ordered job also leaves its line here, and the next job of the line is added to the
+ * queue (or, with a delay still to run, marked due; queue/ordering.ts), so that ending one and
+ * releasing the other cannot be split by a crash.
  * Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
  * The entry's idempotencyKey (the job id when none was given) and replayOf come from ARGV[13] and
  * ARGV[14] when the caller gives the key, else both from the job's stored data.
@@ -69,7 +70,9 @@ export interface Outcome {
  * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
  *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON,
  *   ARGV[13] idempotency key or '', ARGV[14] replayOf or '', ARGV[15] activity counters' lifetime in seconds,
- *   ARGV[16] errorResponse JSON, ARGV[17] now ms
+ *   ARGV[16] errorResponse JSON, ARGV[17] now ms,
+ *   ARGV[18..19] for an ordered job, when the caller adds next jobs: the queue's key prefix and its
+ *   stored options template (Ordering.handoffArgs), with which the next job of the line is added here
  * Returns 0 when the job had already ended, else 1, or { 1, next job id, its entry } when an
  * ordered job's successor is due.
  */
@@ -108,7 +111,7 @@ local retries = tonumber(ARGV[7]) - 1
 if retries > 0 then redis.call('HINCRBY', KEYS[6], ARGV[4] .. '|r', retries) end
 redis.call('EXPIRE', KEYS[6], ARGV[15])
 if KEYS[7] then
-  local nextJob = releaseLine(KEYS[7], KEYS[8], KEYS[9], ARGV[3], ARGV[17])
+  local nextJob = releaseLine(KEYS[7], KEYS[8], KEYS[9], ARGV[3], ARGV[17], ARGV[18], ARGV[19])
   if nextJob then return { 1, nextJob[1], nextJob[2] } end
 end
 return 1
@@ -134,8 +137,8 @@ export interface OutcomeWriter {
 export const ACTIVITY_TTL_SECONDS = 2 * 3600;
 
 export interface OutcomeWriterOptions {
-  /** Adds the next job of an ordered job's line to the queue; without it the ordering sweep does, later. */
-  ordering?: Pick<Ordering, 'moveIn'>;
+  /** Adds the next job of an ordered job's line to the queue (in the finish script, or after it); without it the ordering sweep does, later. */
+  ordering?: Pick<Ordering, 'moveIn' | 'handoffArgs'>;
   /** Told when that add fails (the sweep adds the job later). */
   onHandoffError?: (err: unknown, next: LineEntry) => void;
   now?: () => number;
@@ -175,11 +178,12 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
         String(ACTIVITY_TTL_SECONDS),
         JSON.stringify(o.errorResponse ?? {}),
         String(now()),
+        ...(o.orderingKey !== undefined && opts.ordering ? opts.ordering.handoffArgs(keys) : []),
       )) as 0 | 1 | [1, string, string | null];
       if (Array.isArray(written)) {
         const [, , raw] = written;
         if (raw !== null && opts.ordering) {
-          const next = JSON.parse(raw) as LineEntry;
+          const next = decodeEntry(raw);
           await opts.ordering.moveIn(keys, next).catch((err: unknown) => opts.onHandoffError?.(err, next));
         }
         return true;

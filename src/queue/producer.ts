@@ -134,7 +134,14 @@ export function createProducer(deps: ProducerDeps): Producer {
   }
 
   function orderedJob({ name, data, opts }: PreparedJob, orderingKey: string): OrderedJob {
-    const entry: LineEntry = { jobId: opts.jobId as string, name, data, priority: FRESH_PRIORITY, enqueuedAt: Date.now() };
+    // The data as BullMQ stores it, so that the finish script can add the job itself when its turn comes.
+    const entry: LineEntry = {
+      jobId: opts.jobId as string,
+      name,
+      data: JSON.stringify(data),
+      priority: FRESH_PRIORITY,
+      enqueuedAt: Date.now(),
+    };
     if (opts.delay) entry.delayMs = opts.delay;
     const dedup = opts.deduplication;
     return { entry, orderingKey, ...(dedup ? { deduplication: { id: dedup.id, ttlMs: dedup.ttl ?? deps.idempotencyTtlMs } } : {}) };

@@ -1,5 +1,6 @@
 import type { RedisClient } from '../redis/redis-connection.js';
 import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
+import { countWaitingInLine } from './ordering.js';
 
 export interface QueueCounts {
   waiting: number;
@@ -23,6 +24,8 @@ export interface PartitionStats {
   counts: QueueCounts;
   dlq: number;
   resultsLength: number;
+  /** Jobs with an orderingKey waiting behind an earlier job of their key: not in the queue yet, so not in `counts`. */
+  waitingInLine: number;
 }
 
 export interface QueueStats {
@@ -30,6 +33,8 @@ export interface QueueStats {
   queue: QueueCounts;
   dlq: number;
   results: number;
+  /** Jobs with an orderingKey waiting behind an earlier job of their key, over every partition (not in `queue`). */
+  waitingInLine: number;
   /** One entry per partition (QUEUE_PARTITIONS). */
   partitions: PartitionStats[];
 }
@@ -37,11 +42,12 @@ export interface QueueStats {
 async function partitionStats(p: QueuePartition, redis: RedisClient): Promise<PartitionStats> {
   // BullMQ's completed set holds delivered and dead jobs alike (for JOB_RETENTION_SECONDS): the
   // outcomes come from the counts the finish script keeps.
-  const [c, [delivered, dead], dlq, resultsLength] = await Promise.all([
+  const [c, [delivered, dead], dlq, resultsLength, waitingInLine] = await Promise.all([
     p.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'failed'),
     redis.hmget(p.keys.outcomeCounts, 'delivered', 'dead'),
     redis.zcard(p.keys.dlq),
     redis.xlen(p.keys.results),
+    countWaitingInLine(redis, p.keys),
   ]);
   return {
     index: p.keys.index,
@@ -57,6 +63,7 @@ async function partitionStats(p: QueuePartition, redis: RedisClient): Promise<Pa
     },
     dlq,
     resultsLength,
+    waitingInLine,
   };
 }
 
@@ -69,6 +76,7 @@ export async function getStats(queues: DeliveryQueues, redis: RedisClient): Prom
     queue,
     dlq: partitions.reduce((n, p) => n + p.dlq, 0),
     results: partitions.reduce((n, p) => n + p.resultsLength, 0),
+    waitingInLine: partitions.reduce((n, p) => n + p.waitingInLine, 0),
     partitions,
   };
 }

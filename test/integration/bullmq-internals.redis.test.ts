@@ -3,13 +3,16 @@ import { Worker, type Job } from 'bullmq';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FRESH_PRIORITY } from '../../src/queue/delivery-queue.js';
 import {
+  ADD_PRIORITIZED_LUA,
   BULLMQ_VERSION,
   ENDED_STATE,
   JOB_FIELDS,
   endedOutcome,
   jobHashKey,
   moveToDelayedWithPriority,
+  storedOptionsTemplate,
 } from '../../src/queue/bullmq-internals.js';
+import { luaScript } from '../../src/redis/lua-script.js';
 import { setupRun } from '../support/harness.js';
 
 // What the relay reads and writes inside BullMQ, checked on a real Redis. When this file fails
@@ -111,5 +114,42 @@ describe('BullMQ internals the relay relies on', () => {
         response: {},
       }),
     ).toBe(false);
+  });
+
+  it('take a job added by ADD_PRIORITIZED_LUA as one added by Queue.add: same hash, same state, served in add order', async () => {
+    const { ctx } = await setup();
+    const queue = ctx.queue;
+    const add = luaScript(
+      `${ADD_PRIORITIZED_LUA} addPrioritizedJob(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]) return 0`,
+    );
+    const data = { params: { precise: 0.30000000000000004, list: [], text: 'a/"b"' }, context: { profileId: 'p1' } };
+    const timestamp = Date.now() - 1000;
+    const byBull = await queue.add('a', data, { jobId: 'by-bull', priority: FRESH_PRIORITY, timestamp });
+    const template = storedOptionsTemplate(queue);
+    await add.run(ctx.redis, 0, ctx.keys.jobKey(''), 'by-script', 'a', JSON.stringify(data), template, timestamp, FRESH_PRIORITY);
+
+    const hash = async (id: string) => {
+      const h = await ctx.redis.hgetall(ctx.keys.jobKey(id));
+      return { ...h, opts: { ...(JSON.parse(h.opts as string) as object), jobId: 'x' } };
+    };
+    expect(await hash('by-script')).toEqual(await hash('by-bull'));
+    expect(await queue.getJobState('by-script')).toBe('prioritized');
+    const job = (await queue.getJob('by-script')) as Job;
+    expect(job.data).toEqual(byBull.data);
+    expect(job.opts).toEqual({ ...byBull.opts, jobId: 'by-script' });
+    expect(job.timestamp).toBe(timestamp);
+    const events = await ctx.redis.xrange(`${ctx.keys.jobKey('')}events`, '-', '+');
+    const about = (id: string) => events.filter(([, f]) => f.includes(id)).map(([, f]) => f[1]);
+    expect(about('by-script')).toEqual(about('by-bull'));
+
+    // A second add of the same id changes nothing.
+    await add.run(ctx.redis, 0, ctx.keys.jobKey(''), 'by-script', 'b', '{}', template, timestamp, FRESH_PRIORITY);
+    expect(await ctx.redis.hget(ctx.keys.jobKey('by-script'), 'name')).toBe('a');
+
+    // A worker is woken by the marker and serves both, in the order they were added.
+    const worker = new Worker(ctx.keys.queueName, null, { connection: ctx.bullConnection, prefix: ctx.keys.bullPrefix, autorun: false });
+    cleanups.push(() => worker.close());
+    expect((await takeJob(worker, 't1')).id).toBe('by-bull');
+    expect((await takeJob(worker, 't2')).id).toBe('by-script');
   });
 });

@@ -198,7 +198,7 @@ describe('a CLI for scripts', () => {
       job: { idempotencyKey: 'order-77' },
     });
     const stats = await cli(['stats']);
-    expect(stats.out.split('\n')[0]).toBe('QUEUE\tWAITING\tDELAYED\tACTIVE\tDELIVERED\tDEAD\tFAILED\tDLQ\tRESULTS');
+    expect(stats.out.split('\n')[0]).toBe('QUEUE\tWAITING\tDELAYED\tACTIVE\tDELIVERED\tDEAD\tFAILED\tDLQ\tRESULTS\tIN_LINE');
     expect(JSON.parse((await cli(['stats', '--json'])).out)).toMatchObject({ queue: { dead: 1 }, dlq: 1 });
     const actions = JSON.parse((await cli(['actions', 'list', '--json'])).out) as { id: string; version: number }[];
     expect(actions.find((a) => a.id === 'broken')).toMatchObject({ version: 1 });

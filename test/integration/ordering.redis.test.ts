@@ -4,9 +4,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { createDeliveryQueues, FRESH_PRIORITY, type DeliveryQueues } from '../../src/queue/delivery-queue.js';
 import { bullDeduplicationKey } from '../../src/queue/bullmq-internals.js';
-import { createOrdering, HANDOFF_GRACE_MS, queueJob, type LineEntry, type Ordering } from '../../src/queue/ordering.js';
+import { countWaitingInLine, createOrdering, HANDOFF_GRACE_MS, queueJob, type LineEntry, type Ordering } from '../../src/queue/ordering.js';
 import { createOutcomeWriter, type Outcome } from '../../src/queue/outcome-writer.js';
 import { relayKeys, type PartitionKeys } from '../../src/redis/redis-connection.js';
+import { getStats } from '../../src/queue/stats.js';
 
 /*
  * The ordering scripts against a real Redis, with the clock passed in: which job of a line is in
@@ -38,12 +39,13 @@ afterAll(async () => {
 });
 
 let seq = 0;
+/** An entry as the producer makes it. */
 function entry(action: string, over: Partial<LineEntry> = {}): LineEntry {
   seq += 1;
   return {
     jobId: `job-${seq}`,
     name: action,
-    data: { params: { n: seq }, context: {} },
+    data: JSON.stringify({ params: { n: seq }, context: {} }),
     priority: FRESH_PRIORITY,
     enqueuedAt: clock,
     ...over,
@@ -109,7 +111,7 @@ describe('ordering lines', () => {
     const job = await queues.partitions[0]!.queue.getJob(a[1]!.jobId);
     expect(job?.timestamp).toBe(a[1]!.enqueuedAt);
     expect(job?.opts.priority).toBe(FRESH_PRIORITY);
-    expect(job?.data).toEqual(a[1]!.data);
+    expect(job?.data).toEqual(JSON.parse(a[1]!.data));
 
     // A dead job lets the next one go too.
     const dead = outcome(a[1]!, 'q1', { outcome: 'dead', status: 422, reason: 'http_status' });
@@ -136,8 +138,51 @@ describe('ordering lines', () => {
     expect(await inQueue(a[2]!.jobId)).toBe(false);
   });
 
+  it('the next job is added inside the finish script: no entry, no due mark, nothing for the process to add', async () => {
+    const outcomes = createOutcomeWriter(redis, 1000, {
+      ordering: { ...ordering, moveIn: () => Promise.reject(new Error('not called')) },
+      now: () => clock,
+    });
+    const a = [entry('crm'), entry('crm'), entry('crm')];
+    for (const e of a) await enqueue(e, 'x1');
+    expect(await outcomes.finish(p0, outcome(a[0]!, 'x1'))).toBe(true);
+    expect(await queues.partitions[0]!.queue.getJobState(a[1]!.jobId)).toBe('prioritized');
+    expect(await redis.hexists(p0.orderingJobs, a[1]!.jobId)).toBe(0);
+    expect(await redis.zscore(p0.orderingDue, a[1]!.jobId)).toBeNull();
+    expect(await inQueue(a[2]!.jobId)).toBe(false);
+    expect(await ordering.sweep(clock + 3 * HANDOFF_GRACE_MS)).toBe(0);
+  });
+
+  it('an entry in the format of an older version (data as an object) is marked due and added by the process', async () => {
+    const outcomes = createOutcomeWriter(redis, 1000, { ordering, now: () => clock });
+    const first = entry('crm');
+    await enqueue(first, 'y1');
+    const old = entry('crm');
+    await enqueue(old, 'y1');
+    const { data: _data, ...header } = old;
+    await redis.hset(p0.orderingJobs, old.jobId, JSON.stringify({ ...header, data: { params: { n: 'old' }, context: {} } }));
+    expect((await ordering.waiting(old.jobId))?.entry.data).toBe(JSON.stringify({ params: { n: 'old' }, context: {} }));
+    expect(await outcomes.finish(p0, outcome(first, 'y1'))).toBe(true);
+    const job = await queues.partitions[0]!.queue.getJob(old.jobId);
+    expect(job?.data).toEqual({ params: { n: 'old' }, context: {} });
+    expect(await redis.zscore(p0.orderingDue, old.jobId)).toBe(String(clock));
+  });
+
+  it('a next job with a delay still to run is marked due and added by the process, to the delayed set', async () => {
+    const outcomes = createOutcomeWriter(redis, 1000, { ordering, now: () => clock });
+    const a = [entry('crm'), entry('crm', { delayMs: 60_000 }), entry('crm', { enqueuedAt: clock - 10_000, delayMs: 5000 })];
+    for (const e of a) await enqueue(e, 'z1');
+    expect(await outcomes.finish(p0, outcome(a[0]!, 'z1'))).toBe(true);
+    expect(await queues.partitions[0]!.queue.getJobState(a[1]!.jobId)).toBe('delayed');
+    expect(await redis.zscore(p0.orderingDue, a[1]!.jobId)).toBe(String(clock));
+    // A delay already run out: added by the script, at once.
+    expect(await outcomes.finish(p0, outcome(a[1]!, 'z1'))).toBe(true);
+    expect(await queues.partitions[0]!.queue.getJobState(a[2]!.jobId)).toBe('prioritized');
+    expect(await redis.zscore(p0.orderingDue, a[2]!.jobId)).toBeNull();
+  });
+
   it('a crash between the finish and the add: the sweep adds the next job once its grace is over, then forgets it', async () => {
-    // A writer without `ordering` is a process that died right after the finish script.
+    // A writer without `ordering` is a process that died right after a finish script that left the add to it.
     const crashing = createOutcomeWriter(redis, 1000, { now: () => clock });
     const a = [entry('crm'), entry('crm')];
     for (const e of a) await enqueue(e, 's1');
@@ -221,5 +266,18 @@ describe('ordering lines', () => {
     expect(await redis.exists(p1.jobKey(e.jobId))).toBe(1);
     expect(await redis.exists(p0.orderingLine('crm', 'w1'))).toBe(0);
     expect((await ordering.waiting(e.jobId))?.partition.index).toBe(1);
+  });
+
+  it('counts the jobs waiting behind an earlier job of their key, for the stats and the gauge', async () => {
+    const outcomes = createOutcomeWriter(redis, 1000, { ordering, now: () => clock });
+    const before = await countWaitingInLine(redis, p0);
+    const a = [entry('crm'), entry('crm'), entry('crm')];
+    // The first is marked due until the sweep finds it queued: on its way in, not waiting in line.
+    for (const e of a) await enqueue(e, 'n1');
+    expect(await countWaitingInLine(redis, p0)).toBe(before + 2);
+    expect((await getStats(queues, redis)).waitingInLine).toBe(before + 2);
+    expect(await outcomes.finish(p0, outcome(a[0]!, 'n1'))).toBe(true);
+    expect(await countWaitingInLine(redis, p0)).toBe(before + 1);
+    expect((await getStats(queues, redis)).partitions[0]?.waitingInLine).toBe(before + 1);
   });
 });

@@ -48,13 +48,14 @@ describe('scrape-time gauges', () => {
     let current: ScrapeSnapshot = {
       redisUp: true,
       failed: [],
-      partitions: [{ counts: { waiting: 2, active: 1, delayed: 0, dlq: 5 } }],
+      partitions: [{ counts: { waiting: 2, active: 1, delayed: 0, dlq: 5 }, waitingInLine: 4 }],
       oldestWaitingSeconds: [12],
       limitKeys: [{ key: 'k', circuit: 'open', reservedSlots: 3, pausedSeconds: 0 }],
     };
     const m = createRelayMetrics(new Registry(), { defaults: false, scrape: async () => current });
     expect(await lines(m.registry, 'action_relay_queue_jobs')).toContain('action_relay_queue_jobs{state="dlq"} 5');
     expect(await lines(m.registry, 'action_relay_oldest_waiting_seconds')).toEqual(['action_relay_oldest_waiting_seconds 12']);
+    expect(await lines(m.registry, 'action_relay_ordering_waiting_jobs')).toEqual(['action_relay_ordering_waiting_jobs{partition="0"} 4']);
     expect(await lines(m.registry, 'action_relay_circuit')).toEqual([
       'action_relay_circuit{key="k",state="closed"} 0',
       'action_relay_circuit{key="k",state="open"} 1',
@@ -67,6 +68,7 @@ describe('scrape-time gauges', () => {
     const of = (name: string) => text.filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
     expect(of('action_relay_redis_up')).toEqual(['action_relay_redis_up 0']);
     expect(of('action_relay_queue_jobs')).toEqual([]);
+    expect(of('action_relay_ordering_waiting_jobs')).toEqual([]);
     expect(of('action_relay_oldest_waiting_seconds')).toEqual([]);
     expect(of('action_relay_circuit')).toEqual([]);
     expect(of('action_relay_redis_errors_total')).toContain('action_relay_redis_errors_total{op="ping"} 1');
