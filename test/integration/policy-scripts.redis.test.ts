@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { createCircuitBreaker, type CircuitConfig } from '../../src/delivery/circuit-breaker.js';
+import { createCircuitBreaker, readCircuitState, type CircuitConfig } from '../../src/delivery/circuit-breaker.js';
 import {
   createRateLimiter,
   IN_PROCESS_WAIT_MS,
@@ -221,5 +221,21 @@ describe('circuit breaker', () => {
     expect(await breaker.record('probe', false, true, second + 50, cfg)).toBe('closed');
     expect(await breaker.check('probe', second + 60, probeLockMs)).toEqual({ kind: 'closed' });
     for (let i = 0; i < 3; i++) expect(await breaker.record('probe', true, false, second + 70, cfg)).toBe('none');
+  });
+
+  it('readCircuitState says closed, open until openUntil, then half-open, and closed again after a good probe, changing nothing', async () => {
+    const breaker = createCircuitBreaker(redis, keys);
+    const state = (now: number) => readCircuitState(redis, keys, 'shown', now);
+    const t = 70_000;
+    expect(await state(t)).toBe('closed');
+    for (let i = 0; i < 4; i++) await breaker.record('shown', true, false, t, cfg);
+    expect(await state(t)).toBe('open');
+    expect(await state(t + cfg.openMs - 1)).toBe('open');
+    expect(await state(t + cfg.openMs)).toBe('half-open');
+    // Reading took no probe: the first caller past openMs still gets it.
+    expect(await breaker.check('shown', t + cfg.openMs, probeLockMs)).toEqual({ kind: 'probe' });
+    expect(await state(t + cfg.openMs + 1)).toBe('half-open');
+    expect(await breaker.record('shown', false, true, t + cfg.openMs + 2, cfg)).toBe('closed');
+    expect(await state(t + cfg.openMs + 3)).toBe('closed');
   });
 });

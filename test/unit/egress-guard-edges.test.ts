@@ -228,6 +228,21 @@ describe('connections the guard allows', () => {
     expect(await connect(guard.connector(), 'svc.partner.test')).toBe('127.0.0.1');
   });
 
+  it('without a local address, as deliveries connect (net asks the lookup for every answer), a name still connects', async () => {
+    const guard = createEgressGuard({ allowPrivate: true, lookup: lookupOf('127.0.0.1') });
+    const remote = await new Promise<Error | string>((resolve) => {
+      guard.connector()(
+        { hostname: 'svc.partner.test', host: `svc.partner.test:${port}`, protocol: 'http:', port: String(port) },
+        (err, socket) => {
+          const address = socket?.remoteAddress;
+          socket?.destroy();
+          resolve(err ?? address ?? 'no address');
+        },
+      );
+    });
+    expect(remote).toBe('127.0.0.1');
+  });
+
   it('a name whose answers are all refused never connects', async () => {
     const guard = createEgressGuard({ allowPrivate: false, lookup: lookupOf('127.0.0.1') });
     expect(await connect(guard.connector(), 'svc.partner.test')).toBeInstanceOf(BlockedDestinationError);
