@@ -6,17 +6,18 @@ import { hasLoneSurrogate } from './template.js';
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
 
-const date = z.string().refine((s) => {
+const date = z.string({ error: 'expected a date YYYY-MM-DD' }).refine((s) => {
   const m = DATE.exec(s);
   if (!m) return false;
   const d = new Date(`${s}T00:00:00Z`);
   return !Number.isNaN(d.getTime()) && d.getUTCDate() === Number(m[3]);
 }, 'expected a date YYYY-MM-DD');
 
+const EPOCH_MS = 'expected epoch milliseconds: a whole number, 0 or more';
 const dateTime = z.union(
   [
     z.string().refine((s) => DATE_TIME.test(s) && !Number.isNaN(Date.parse(s)), 'expected ISO-8601 with offset'),
-    z.number().int().nonnegative(),
+    z.number().int(EPOCH_MS).nonnegative(EPOCH_MS),
   ],
   { error: 'expected an ISO-8601 date-time with offset or epoch milliseconds' },
 );

@@ -27,6 +27,10 @@ describe('messages per type', () => {
     ['date', '2027-02-29', 'expected a date YYYY-MM-DD'],
     // A form Date itself reads (an expanded year), and only the pattern refuses.
     ['date', '+002026-01-01', 'expected a date YYYY-MM-DD'],
+    // Our words, not the schema library's, for a wrong type or a negative epoch.
+    ['date', 20260101, 'expected a date YYYY-MM-DD'],
+    ['dateTime', -1, 'expected epoch milliseconds: a whole number, 0 or more'],
+    ['dateTime', 1.5, 'expected an ISO-8601 date-time with offset or epoch milliseconds'],
     ['dateTime', '+002026-11-28T10:00:00Z', 'expected ISO-8601 with offset'],
     ['dateTime', false, 'expected an ISO-8601 date-time with offset or epoch milliseconds'],
     ['dateTime', '2026-11-28T10:00:00', 'expected ISO-8601 with offset'],
