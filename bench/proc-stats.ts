@@ -47,6 +47,11 @@ export async function redisUsedMemory(redis: Redis): Promise<number> {
   return Number(mem.get('used_memory') ?? 0);
 }
 
+/** Commands the server has run since it started, those run by scripts included (INFO total_commands_processed). */
+export async function redisCommandsProcessed(redis: Redis): Promise<number> {
+  return Number((await info(redis, 'stats')).get('total_commands_processed') ?? 0);
+}
+
 export interface CommandStat {
   calls: number;
   usec: number;

@@ -4,6 +4,7 @@ import type { BurstResult, CoreResult, GrowthResult, MemoryResult, OrderingResul
 import { CORE_TARGETS } from './sections.js';
 import { median } from './stats.js';
 import { TARGET_LABELS, type TargetKey } from './targets.js';
+import { formatCluster, type ClusterResult } from './cluster-section.js';
 
 export interface BenchResults {
   meta: {
@@ -22,6 +23,7 @@ export interface BenchResults {
   growth?: GrowthResult;
   burst?: BurstResult;
   ordering?: OrderingResult;
+  cluster?: ClusterResult;
   profile?: Omit<ProfileResult, 'relay' | 'pool'> & { relayTop: unknown; poolTop: unknown };
 }
 
@@ -239,6 +241,7 @@ export function formatReport(r: BenchResults): string {
       '',
     );
   }
+  if (r.cluster) out.push(formatCluster(r.cluster), '');
   if (r.profile) {
     out.push(
       `### Where the time goes (CPU profiles, ${int(r.profile.deliveries)} deliveries each, in ${r.profile.dir})`,

@@ -23,8 +23,9 @@ import {
   type Sizes,
 } from './sections.js';
 import { formatSummary } from './profile-summary.js';
+import { clusterSection } from './cluster-section.js';
 
-const SECTIONS = ['saturation', 'latency', 'memory', 'growth', 'burst', 'profile', 'ordering'] as const;
+const SECTIONS = ['saturation', 'latency', 'memory', 'growth', 'burst', 'profile', 'ordering', 'cluster'] as const;
 type Section = (typeof SECTIONS)[number];
 const DEFAULT_SECTIONS: Section[] = ['saturation', 'latency', 'memory', 'growth', 'burst'];
 
@@ -127,6 +128,9 @@ async function main(argv: string[]): Promise<void> {
     if (sections.includes('growth')) results.growth = await growthSection(lab, sizes, opts);
     if (sections.includes('burst')) results.burst = await burstSection(lab, sizes, opts);
     if (sections.includes('ordering')) results.ordering = await orderingSection(lab, sizes, opts);
+    if (sections.includes('cluster')) {
+      results.cluster = await clusterSection(lab, { jobs: sizes.clusterJobs, keys: 12, runs: sizes.runs });
+    }
     if (sections.includes('profile')) {
       const dir = join(RESULTS_DIR, `profiles-${stamp}`);
       const p = await profileSection(lab, sizes, { ...opts, dir });

@@ -53,6 +53,8 @@ export interface Sizes {
   orderingKeys: number;
   /** ... and jobs per key. */
   orderingPerKey: number;
+  /** Jobs per run of the cluster section. */
+  clusterJobs: number;
 }
 
 export const DEFAULT_SIZES: Sizes = {
@@ -73,6 +75,7 @@ export const DEFAULT_SIZES: Sizes = {
   profileJobs: 30_000,
   orderingKeys: 10_000,
   orderingPerKey: 10,
+  clusterJobs: 20_000,
 };
 
 export const QUICK_SIZES: Sizes = {
@@ -93,6 +96,7 @@ export const QUICK_SIZES: Sizes = {
   profileJobs: 5000,
   orderingKeys: 500,
   orderingPerKey: 10,
+  clusterJobs: 3000,
 };
 
 export const SMALL_PAYLOAD = 500;

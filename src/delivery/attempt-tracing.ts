@@ -7,7 +7,7 @@ import { coerceError } from '../errors/errors.js';
 import { withTraceparent } from '../telemetry/trace-context.js';
 import type { AttemptEnd, AttemptSpan, Tracing } from '../telemetry/tracing.js';
 import type { JobOutcome } from '../queue/job-schema.js';
-import type { HttpSender } from './http-sender.js';
+import type { HttpSender, SendOptions, SentResponse } from './http-sender.js';
 import type { SecretResolver } from './secret-resolver.js';
 
 /** What an attempt in progress shares with its requests and log lines (AsyncLocalStorage). */
@@ -69,25 +69,30 @@ export function traceAttempts(deps: AttemptTracingDeps): AttemptTracing {
   if (!tracing) return { sender: deps.sender, logger: deps.logger, wrap: (p) => p };
   const slots = new AsyncLocalStorage<AttemptSlot>();
 
+  /** One request of a traced attempt: its HTTP span, and its traceparent header unless the action opts out. */
+  const sendTraced = async (slot: AttemptSlot, req: BuiltRequest, opts: SendOptions): Promise<SentResponse> => {
+    const resend = slot.sent++;
+    const http = slot.span.startHttp({ method: req.method, url: spanUrl(req, (s) => deps.secrets.redact(s)), resend });
+    const action = await deps.store.getCompiled(slot.actionId).catch(() => null);
+    const propagate = action?.definition.propagateTrace !== false;
+    const sent = propagate ? { ...req, headers: withTraceparent(req.headers, http.traceparent) } : req;
+    try {
+      const res = await deps.sender.send(sent, opts);
+      http.end({ status: res.status });
+      return res;
+    } catch (err: unknown) {
+      const e = coerceError(err) as Error & { reason?: unknown; code?: unknown };
+      http.end({ errorType: typeof e.reason === 'string' ? e.reason : typeof e.code === 'string' ? e.code : e.name });
+      throw err;
+    }
+  };
+
   const sender: HttpSender = {
     close: () => deps.sender.close(),
-    async send(req, opts) {
+    // Not an async function: an untraced request costs no promise of its own.
+    send(req, opts) {
       const slot = slots.getStore();
-      if (!slot) return deps.sender.send(req, opts);
-      const resend = slot.sent++;
-      const http = slot.span.startHttp({ method: req.method, url: spanUrl(req, (s) => deps.secrets.redact(s)), resend });
-      const action = await deps.store.getCompiled(slot.actionId).catch(() => null);
-      const propagate = action?.definition.propagateTrace !== false;
-      const sent = propagate ? { ...req, headers: withTraceparent(req.headers, http.traceparent) } : req;
-      try {
-        const res = await deps.sender.send(sent, opts);
-        http.end({ status: res.status });
-        return res;
-      } catch (err: unknown) {
-        const e = coerceError(err) as Error & { reason?: unknown; code?: unknown };
-        http.end({ errorType: typeof e.reason === 'string' ? e.reason : typeof e.code === 'string' ? e.code : e.name });
-        throw err;
-      }
+      return slot ? sendTraced(slot, req, opts) : deps.sender.send(req, opts);
     },
   };
 
@@ -103,25 +108,31 @@ export function traceAttempts(deps: AttemptTracingDeps): AttemptTracing {
     },
   );
 
+  /** Runs one attempt under its `deliver <actionId>` span. */
+  const runTraced = async (job: Job, stored: string | undefined, run: () => Promise<JobOutcome>): Promise<JobOutcome> => {
+    const jobId = job.id as string;
+    const span = tracing.attemptSpan({ actionId: job.name, jobId, attempt: job.attemptsMade + 1, traceparent: stored });
+    try {
+      const value = await slots.run({ span, actionId: job.name, sent: 0 }, run);
+      span.end(attemptEnd({ value }));
+      return value;
+    } catch (thrown: unknown) {
+      span.end(attemptEnd({ thrown }));
+      throw thrown;
+    }
+  };
+
   return {
     sender,
     logger,
     wrap:
       (processor) =>
-      async (job, ...rest) => {
+      (job, ...rest) => {
         const traceparent = (job.data as { traceparent?: unknown } | undefined)?.traceparent;
         const stored = typeof traceparent === 'string' ? traceparent : undefined;
+        // Untraced: the processor's own promise, nothing around it.
         if (!tracing.enabled && stored === undefined) return processor(job, ...rest);
-        const jobId = job.id as string;
-        const span = tracing.attemptSpan({ actionId: job.name, jobId, attempt: job.attemptsMade + 1, traceparent: stored });
-        try {
-          const value = await slots.run({ span, actionId: job.name, sent: 0 }, () => processor(job, ...rest));
-          span.end(attemptEnd({ value }));
-          return value;
-        } catch (thrown: unknown) {
-          span.end(attemptEnd({ thrown }));
-          throw thrown;
-        }
+        return runTraced(job, stored, () => processor(job, ...rest));
       },
   };
 }

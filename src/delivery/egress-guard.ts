@@ -207,17 +207,13 @@ function notFound(hostname: string): Error {
   return Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND', hostname });
 }
 
-/**
- * Builds the egress guard of a process from its policy. Throws on an EGRESS_ALLOW_HOSTS entry that
- * is neither a host name, an IP address nor a CIDR range.
- */
-export function createEgressGuard(policy: EgressPolicy): EgressGuard {
-  const lookup = policy.lookup ?? defaultLookup;
+/** The EGRESS_ALLOW_HOSTS entries, sorted into host names, address ranges and single addresses. */
+function parseAllowHosts(allowHosts: readonly string[]): { names: Set<string>; addresses: BlockList; exact: Set<string> } {
   const allowedNames = new Set<string>();
   const allowedAddresses = new BlockList();
   /** IP addresses named one by one (not ranges), in normalized spelling. */
   const allowedExact = new Set<string>();
-  for (const raw of policy.allowHosts ?? []) {
+  for (const raw of allowHosts) {
     const entry = normalizeHost(raw);
     const slash = entry.indexOf('/');
     if (slash > 0) {
@@ -240,6 +236,25 @@ export function createEgressGuard(policy: EgressPolicy): EgressGuard {
       throw new Error(`EGRESS_ALLOW_HOSTS: "${raw}" is not a host name, an IP address or a CIDR range`);
     }
   }
+  return { names: allowedNames, addresses: allowedAddresses, exact: allowedExact };
+}
+
+/** The error of a refused destination, saying how to allow it. */
+function blocked(host: string, address: string, cls: string): BlockedDestinationError {
+  const how = cls.startsWith('cloud metadata')
+    ? 'refused by the egress policy even with EGRESS_ALLOW_PRIVATE; only EGRESS_ALLOW_HOSTS naming it allows it'
+    : 'refused by the egress policy; allow it with EGRESS_ALLOW_HOSTS or EGRESS_ALLOW_PRIVATE';
+  const subject = host === address ? address : `host "${host}" resolves to ${address}`;
+  return new BlockedDestinationError(`${subject} (${cls}): ${how}`, host, address);
+}
+
+/**
+ * Builds the egress guard of a process from its policy. Throws on an EGRESS_ALLOW_HOSTS entry that
+ * is neither a host name, an IP address nor a CIDR range.
+ */
+export function createEgressGuard(policy: EgressPolicy): EgressGuard {
+  const lookup = policy.lookup ?? defaultLookup;
+  const { names: allowedNames, addresses: allowedAddresses, exact: allowedExact } = parseAllowHosts(policy.allowHosts ?? []);
 
   function refusal(ip: string): string | undefined {
     const addr = normalizeHost(ip);
@@ -253,14 +268,6 @@ export function createEgressGuard(policy: EgressPolicy): EgressGuard {
     if (cls === undefined) return undefined;
     if (policy.allowPrivate) return undefined;
     return cls.label;
-  }
-
-  function blocked(host: string, address: string, cls: string): BlockedDestinationError {
-    const how = cls.startsWith('cloud metadata')
-      ? 'refused by the egress policy even with EGRESS_ALLOW_PRIVATE; only EGRESS_ALLOW_HOSTS naming it allows it'
-      : 'refused by the egress policy; allow it with EGRESS_ALLOW_HOSTS or EGRESS_ALLOW_PRIVATE';
-    const subject = host === address ? address : `host "${host}" resolves to ${address}`;
-    return new BlockedDestinationError(`${subject} (${cls}): ${how}`, host, address);
   }
 
   /** Every address of the host, each checked; an allowed host name skips the checks. */

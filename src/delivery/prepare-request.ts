@@ -28,13 +28,17 @@ export interface PrepareOptions {
 export async function prepareRequest(action: CompiledAction, scope: RenderScope, opts: PrepareOptions): Promise<PreparedRequest> {
   const def = action.definition;
   const req = action.buildRequest(scope);
-  const applied = await applyAuth(def.auth, req, {
-    secrets: opts.secrets,
-    tokens: opts.tokens,
-    actionId: action.id,
-    mask: opts.mask ?? false,
-    ...(opts.rejectedToken !== undefined ? { rejectedToken: opts.rejectedToken } : {}),
-  });
+  // Most actions send no credentials: no call (and no promise) for them.
+  const applied: AuthApplied =
+    def.auth.type === 'none'
+      ? { secretHeaders: [], secretQuery: [] }
+      : await applyAuth(def.auth, req, {
+          secrets: opts.secrets,
+          tokens: opts.tokens,
+          actionId: action.id,
+          mask: opts.mask ?? false,
+          ...(opts.rejectedToken !== undefined ? { rejectedToken: opts.rejectedToken } : {}),
+        });
   if (def.signing) {
     const timestamp = Math.floor((opts.now ?? Date.now)() / 1000);
     const id = scope.job.idempotencyKey;

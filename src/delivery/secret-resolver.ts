@@ -35,13 +35,11 @@ export const MIN_SECRET_LENGTH = 8;
 /** A text ending with this many characters of a secret's start has it masked: the text may have been cut inside it. */
 const MIN_CUT_HEAD = 3;
 
-export function createSecretResolver(opts: SecretResolverOptions = {}): SecretResolver {
-  const env = opts.env ?? process.env;
-  const read = opts.readSecretFile ?? ((p: string) => readFile(p, 'utf8'));
-  const policy = { envPrefix: opts.envPrefix ?? DEFAULT_SECRETS_ENV_PREFIX, dir: opts.dir };
-  const ttl = opts.fileTtlMs ?? 30_000;
-  const now = opts.now ?? Date.now;
-  const files = new Map<string, { value: string; at: number }>();
+/**
+ * The secret values seen so far (and their JSON-escaped forms), a bounded set kept in the order of
+ * last use, and the masking of them in any text.
+ */
+function secretMemory(): { remember(value: string): string; redact(text: string): string } {
   // Values seen, longest first when redacting, so a secret that contains another is masked whole.
   const seen = new Set<string>();
   let ordered: string[] = [];
@@ -92,6 +90,27 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
     return text;
   };
 
+  return {
+    remember,
+    redact(text) {
+      let out = text;
+      for (const s of ordered) if (out.includes(s)) out = out.split(s).join(MASK);
+      const longest = ordered[0]?.length ?? 0;
+      return longest > 0 ? maskCutTail(out, longest) : out;
+    },
+  };
+}
+
+export function createSecretResolver(opts: SecretResolverOptions = {}): SecretResolver {
+  const env = opts.env ?? process.env;
+  const read = opts.readSecretFile ?? ((p: string) => readFile(p, 'utf8'));
+  const policy = { envPrefix: opts.envPrefix ?? DEFAULT_SECRETS_ENV_PREFIX, dir: opts.dir };
+  const ttl = opts.fileTtlMs ?? 30_000;
+  const now = opts.now ?? Date.now;
+  const files = new Map<string, { value: string; at: number }>();
+  const memory = secretMemory();
+  const remember = memory.remember;
+
   const unavailable = (field: string | undefined) => new AuthError(`secret ${field ?? 'reference'} is not available`);
   const checked = (value: string, field: string | undefined) => {
     if (value.length < MIN_SECRET_LENGTH) {
@@ -126,11 +145,6 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
     remember(value) {
       remember(value);
     },
-    redact(text) {
-      let out = text;
-      for (const s of ordered) if (out.includes(s)) out = out.split(s).join(MASK);
-      const longest = ordered[0]?.length ?? 0;
-      return longest > 0 ? maskCutTail(out, longest) : out;
-    },
+    redact: memory.redact,
   };
 }

@@ -73,6 +73,137 @@ function readPath(value: unknown, path: string): unknown {
 // Deletes the lock only if this caller still holds it. KEYS[1] lock; ARGV[1] owner. Returns 1 when deleted.
 const RELEASE = luaScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`);
 
+/** The token every worker shares, from Redis; undefined when none (or a garbled one) is there. */
+async function readShared(deps: TokenProviderDeps, id: string): Promise<CachedToken | undefined> {
+  const raw = await deps.redis.get(deps.keys.token(id));
+  if (!raw) return undefined;
+  try {
+    const parsed = JSON.parse(raw) as CachedToken;
+    if (typeof parsed.token === 'string' && typeof parsed.renewAt === 'number') return parsed;
+  } catch {
+    // A garbled entry is refetched.
+  }
+  return undefined;
+}
+
+/** A customToken request body with each secret reference replaced by its value. */
+async function resolveBody(deps: TokenProviderDeps, value: unknown, path: string): Promise<unknown> {
+  if (isSecretRef(value)) return deps.secrets.resolve(value, path);
+  if (Array.isArray(value)) return Promise.all(value.map((v, i) => resolveBody(deps, v, `${path}[${i}]`)));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(value)) out[k] = await resolveBody(deps, v, `${path}.${k}`);
+    return out;
+  }
+  return value;
+}
+
+/** The token request of an auth setting, its secrets resolved. */
+async function buildTokenRequest(deps: TokenProviderDeps, auth: TokenAuth): Promise<BuiltRequest> {
+  const headers: Record<string, string> = { accept: 'application/json', 'user-agent': deps.userAgent };
+  if (auth.type === 'oauth2ClientCredentials') {
+    const url = new URL(auth.tokenUrl);
+    const secret = await deps.secrets.resolve(auth.clientSecret, 'auth.clientSecret');
+    const form = new URLSearchParams({ grant_type: 'client_credentials' });
+    if (auth.scope) form.set('scope', auth.scope);
+    if (auth.audience) form.set('audience', auth.audience);
+    if (auth.clientAuth === 'body') {
+      form.set('client_id', auth.clientId);
+      form.set('client_secret', secret);
+    } else {
+      // RFC 6749 2.3.1: each part form-encoded before base64.
+      const pair = `${encodeURIComponent(auth.clientId)}:${encodeURIComponent(secret)}`;
+      headers.authorization = `Basic ${Buffer.from(pair).toString('base64')}`;
+    }
+    headers['content-type'] = 'application/x-www-form-urlencoded';
+    return { method: 'POST', origin: url.origin, path: url.pathname + url.search, headers, body: form.toString() };
+  }
+  const r = auth.request;
+  const url = new URL(r.url);
+  for (const [name, v] of Object.entries(r.headers ?? {})) {
+    const value = typeof v === 'string' ? v : await deps.secrets.resolve(v, `auth.request.headers.${name}`);
+    if (/[\r\n\0]/.test(value)) throw new AuthError(`auth.request.headers.${name}: the secret's value holds a line break`);
+    headers[name.toLowerCase()] = value;
+  }
+  let body: string | undefined;
+  if (r.body !== undefined && r.method === 'POST') {
+    const resolved = await resolveBody(deps, r.body, 'auth.request.body');
+    if (r.bodyType === 'form') {
+      const form = new URLSearchParams();
+      for (const [k, v] of Object.entries(resolved as Record<string, unknown>)) if (v !== null) form.set(k, String(v));
+      body = form.toString();
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+    } else {
+      body = JSON.stringify(resolved);
+      headers['content-type'] = 'application/json';
+    }
+  }
+  return { method: r.method, origin: url.origin, path: url.pathname + url.search, headers, body };
+}
+
+/** The token and its lifetime (when the answer gives one) in a token endpoint's answer. */
+function readTokenAnswer(auth: TokenAuth, text: string): { token: unknown; lifetimeMs: number | undefined } {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    doc = undefined;
+  }
+  const lifetime = (path: string) => {
+    const expiresIn = Number(readPath(doc, path));
+    return Number.isFinite(expiresIn) && expiresIn > 0 ? expiresIn * 1000 : undefined;
+  };
+  if (auth.type === 'oauth2ClientCredentials') return { token: readPath(doc, 'access_token'), lifetimeMs: lifetime('expires_in') };
+  const token = auth.tokenPath === '$response' ? (typeof doc === 'string' ? doc : text.trim()) : readPath(doc, auth.tokenPath);
+  return { token, lifetimeMs: (auth.expiresInPath ? lifetime(auth.expiresInPath) : undefined) ?? auth.cacheTtlMs };
+}
+
+/** Sends the token request and reads the token and its lifetime out of the answer. */
+async function fetchToken(deps: TokenProviderDeps, auth: TokenAuth, actionId: string): Promise<CachedToken> {
+  const now = deps.now ?? Date.now;
+  const req = await buildTokenRequest(deps, auth);
+  const where = `token endpoint ${req.origin}${req.path.split('?')[0] ?? ''}`;
+  const fetchedAt = now();
+  let ok = false;
+  try {
+    let res;
+    try {
+      res = await deps.sender.send(req, { timeoutMs: deps.timeoutMs ?? TOKEN_TIMEOUT_MS, readLimit: TOKEN_BODY_BYTES });
+    } catch (err: unknown) {
+      if (err instanceof RelayError && !err.retryable) throw err;
+      throw new AuthError(`${where} did not answer: ${deps.secrets.redact(coerceError(err).message)}`, true);
+    }
+    if (res.status < 200 || res.status >= 300) {
+      // Credentials refused is final; the endpoint being down is worth another attempt.
+      const retryable = res.status >= 500 || res.status === 429 || res.status === 408;
+      throw new AuthError(`${where} answered HTTP ${res.status}`, retryable);
+    }
+    const { token, lifetimeMs } = readTokenAnswer(auth, res.body.toString('utf8'));
+    if (typeof token !== 'string' || token.length === 0 || token.length > 16_384 || /[\r\n\0]/.test(token)) {
+      const path = auth.type === 'oauth2ClientCredentials' ? 'access_token' : auth.tokenPath;
+      throw new AuthError(`${where}: no usable token at ${path}`);
+    }
+    deps.secrets.remember(token);
+    ok = true;
+    return { token, renewAt: renewAt(fetchedAt, lifetimeMs ?? DEFAULT_TOKEN_TTL_MS) };
+  } finally {
+    deps.onFetch?.(actionId, ok);
+  }
+}
+
+/** Shares a fetched token with every worker until it is due for renewal. */
+async function storeShared(deps: TokenProviderDeps, id: string, fresh: CachedToken, actionId: string, auth: TokenAuth): Promise<void> {
+  const ttl = Math.max(1, fresh.renewAt - (deps.now ?? Date.now)());
+  await deps.redis.set(deps.keys.token(id), JSON.stringify(fresh), 'PX', ttl);
+  deps.logger.info({ actionId, auth: auth.type, renewInMs: ttl }, 'access token fetched');
+}
+
+/** Answers from memory, until `until`, the callers of a token endpoint that refused the client. */
+function rememberRefusal(refusals: Map<string, { until: number; error: AuthError }>, id: string, until: number, error: AuthError): void {
+  if (refusals.size > 1000) refusals.clear();
+  refusals.set(id, { until, error });
+}
+
 export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
   const now = deps.now ?? Date.now;
   const local = new Map<string, CachedToken>();
@@ -84,131 +215,13 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
   const usable = (c: CachedToken | undefined, rejected: string | undefined): c is CachedToken =>
     c !== undefined && c.token !== rejected && now() < c.renewAt;
 
-  async function readShared(id: string): Promise<CachedToken | undefined> {
-    const raw = await deps.redis.get(deps.keys.token(id));
-    if (!raw) return undefined;
-    try {
-      const parsed = JSON.parse(raw) as CachedToken;
-      if (typeof parsed.token === 'string' && typeof parsed.renewAt === 'number') return parsed;
-    } catch {
-      // A garbled entry is refetched.
-    }
-    return undefined;
-  }
-
-  async function resolveBody(value: unknown, path: string): Promise<unknown> {
-    if (isSecretRef(value)) return deps.secrets.resolve(value, path);
-    if (Array.isArray(value)) return Promise.all(value.map((v, i) => resolveBody(v, `${path}[${i}]`)));
-    if (value !== null && typeof value === 'object') {
-      const out: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-      for (const [k, v] of Object.entries(value)) out[k] = await resolveBody(v, `${path}.${k}`);
-      return out;
-    }
-    return value;
-  }
-
-  async function buildTokenRequest(auth: TokenAuth): Promise<BuiltRequest> {
-    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': deps.userAgent };
-    if (auth.type === 'oauth2ClientCredentials') {
-      const url = new URL(auth.tokenUrl);
-      const secret = await deps.secrets.resolve(auth.clientSecret, 'auth.clientSecret');
-      const form = new URLSearchParams({ grant_type: 'client_credentials' });
-      if (auth.scope) form.set('scope', auth.scope);
-      if (auth.audience) form.set('audience', auth.audience);
-      if (auth.clientAuth === 'body') {
-        form.set('client_id', auth.clientId);
-        form.set('client_secret', secret);
-      } else {
-        // RFC 6749 2.3.1: each part form-encoded before base64.
-        const pair = `${encodeURIComponent(auth.clientId)}:${encodeURIComponent(secret)}`;
-        headers.authorization = `Basic ${Buffer.from(pair).toString('base64')}`;
-      }
-      headers['content-type'] = 'application/x-www-form-urlencoded';
-      return { method: 'POST', origin: url.origin, path: url.pathname + url.search, headers, body: form.toString() };
-    }
-    const r = auth.request;
-    const url = new URL(r.url);
-    for (const [name, v] of Object.entries(r.headers ?? {})) {
-      const value = typeof v === 'string' ? v : await deps.secrets.resolve(v, `auth.request.headers.${name}`);
-      if (/[\r\n\0]/.test(value)) throw new AuthError(`auth.request.headers.${name}: the secret's value holds a line break`);
-      headers[name.toLowerCase()] = value;
-    }
-    let body: string | undefined;
-    if (r.body !== undefined && r.method === 'POST') {
-      const resolved = await resolveBody(r.body, 'auth.request.body');
-      if (r.bodyType === 'form') {
-        const form = new URLSearchParams();
-        for (const [k, v] of Object.entries(resolved as Record<string, unknown>)) if (v !== null) form.set(k, String(v));
-        body = form.toString();
-        headers['content-type'] = 'application/x-www-form-urlencoded';
-      } else {
-        body = JSON.stringify(resolved);
-        headers['content-type'] = 'application/json';
-      }
-    }
-    return { method: r.method, origin: url.origin, path: url.pathname + url.search, headers, body };
-  }
-
-  /** Sends the token request and reads the token and its lifetime out of the answer. */
-  async function fetchToken(auth: TokenAuth, actionId: string): Promise<CachedToken> {
-    const req = await buildTokenRequest(auth);
-    const where = `token endpoint ${req.origin}${req.path.split('?')[0] ?? ''}`;
-    const fetchedAt = now();
-    let ok = false;
-    try {
-      let res;
-      try {
-        res = await deps.sender.send(req, { timeoutMs: deps.timeoutMs ?? TOKEN_TIMEOUT_MS, readLimit: TOKEN_BODY_BYTES });
-      } catch (err: unknown) {
-        if (err instanceof RelayError && !err.retryable) throw err;
-        throw new AuthError(`${where} did not answer: ${deps.secrets.redact(coerceError(err).message)}`, true);
-      }
-      if (res.status < 200 || res.status >= 300) {
-        // Credentials refused is final; the endpoint being down is worth another attempt.
-        const retryable = res.status >= 500 || res.status === 429 || res.status === 408;
-        throw new AuthError(`${where} answered HTTP ${res.status}`, retryable);
-      }
-      const text = res.body.toString('utf8');
-      let doc: unknown;
-      try {
-        doc = JSON.parse(text);
-      } catch {
-        doc = undefined;
-      }
-      let token: unknown;
-      let lifetimeMs: number | undefined;
-      if (auth.type === 'oauth2ClientCredentials') {
-        token = readPath(doc, 'access_token');
-        const expiresIn = Number(readPath(doc, 'expires_in'));
-        if (Number.isFinite(expiresIn) && expiresIn > 0) lifetimeMs = expiresIn * 1000;
-      } else {
-        token = auth.tokenPath === '$response' ? (typeof doc === 'string' ? doc : text.trim()) : readPath(doc, auth.tokenPath);
-        if (auth.expiresInPath) {
-          const expiresIn = Number(readPath(doc, auth.expiresInPath));
-          if (Number.isFinite(expiresIn) && expiresIn > 0) lifetimeMs = expiresIn * 1000;
-        }
-        lifetimeMs ??= auth.cacheTtlMs;
-      }
-      if (typeof token !== 'string' || token.length === 0 || token.length > 16_384 || /[\r\n\0]/.test(token)) {
-        const path = auth.type === 'oauth2ClientCredentials' ? 'access_token' : auth.tokenPath;
-        throw new AuthError(`${where}: no usable token at ${path}`);
-      }
-      deps.secrets.remember(token);
-      ok = true;
-      return { token, renewAt: renewAt(fetchedAt, lifetimeMs ?? DEFAULT_TOKEN_TTL_MS) };
-    } finally {
-      deps.onFetch?.(actionId, ok);
-    }
-  }
-
   async function obtain(auth: TokenAuth, id: string, actionId: string, rejected: string | undefined): Promise<string> {
-    const tokenKey = deps.keys.token(id);
     const lockKey = deps.keys.tokenLock(id);
     // The lock outlives a token request (one deadline, connect to last byte) with room to spare.
     const lockMs = (deps.timeoutMs ?? TOKEN_TIMEOUT_MS) * 3 + 5000;
     const deadline = now() + lockMs * 2;
     for (;;) {
-      const shared = await readShared(id);
+      const shared = await readShared(deps, id);
       if (usable(shared, rejected)) {
         deps.secrets.remember(shared.token);
         local.set(id, shared);
@@ -218,26 +231,18 @@ export function createTokenProvider(deps: TokenProviderDeps): TokenProvider {
       if (got === 'OK') {
         try {
           // Another caller may have stored a fresh token between our read and our lock.
-          const again = await readShared(id);
+          const again = await readShared(deps, id);
           if (usable(again, rejected)) {
             deps.secrets.remember(again.token);
             local.set(id, again);
             return again.token;
           }
-          let fresh: CachedToken;
-          try {
-            fresh = await fetchToken(auth, actionId);
-          } catch (err: unknown) {
-            if (err instanceof AuthError && !err.retryable) {
-              if (refusals.size > 1000) refusals.clear();
-              refusals.set(id, { until: now() + REFUSAL_HOLD_MS, error: err });
-            }
+          const fresh = await fetchToken(deps, auth, actionId).catch((err: unknown) => {
+            if (err instanceof AuthError && !err.retryable) rememberRefusal(refusals, id, now() + REFUSAL_HOLD_MS, err);
             throw err;
-          }
-          const ttl = Math.max(1, fresh.renewAt - now());
-          await deps.redis.set(tokenKey, JSON.stringify(fresh), 'PX', ttl);
+          });
+          await storeShared(deps, id, fresh, actionId, auth);
           local.set(id, fresh);
-          deps.logger.info({ actionId, auth: auth.type, renewInMs: ttl }, 'access token fetched');
           return fresh.token;
         } finally {
           await RELEASE.run(deps.redis, 1, lockKey, owner).catch(() => undefined);

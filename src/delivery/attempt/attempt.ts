@@ -34,8 +34,16 @@ export interface PipelineContext {
   now: () => number;
   random: () => number;
   /** Back-pressure pauses per rate-limit key as last read, for actions without a rateLimit. */
-  pauses: Map<string, { until: number; checkedAt: number }>;
+  pauses: Map<string, PauseEntry>;
   redact: (s: string) => string;
+}
+
+/** What a worker knows of a rate-limit key's back-pressure pause. */
+export interface PauseEntry {
+  until: number;
+  checkedAt: number;
+  /** A read of the pause under way: the jobs that start meanwhile wait for its answer. */
+  reading?: Promise<number>;
 }
 
 /** An attempt whose job data and action are known (after the load step). */

@@ -1,4 +1,5 @@
 import { HttpStatusError, NetworkError, RelayError, ResponseInvalidError, coerceError } from '../../errors/errors.js';
+import { batchWrites } from '../../redis/batch-writes.js';
 import type { JobOutcome } from '../../queue/job-schema.js';
 import type { AttemptRecord, DeadLetterRecord } from '../../queue/outcome-writer.js';
 import { maskHeaders, maskPath } from '../auth.js';
@@ -32,7 +33,9 @@ export async function finishDelivered(
   // Awaited before BullMQ completes the job: should Redis refuse the write (out of memory, a
   // failover), the processor throws, the job is not completed and runs again, so every job ends
   // on the results stream. (Sent without waiting, a refused write left a completed job with no
-  // results entry: the full-Redis test caught it.)
+  // results entry: the full-Redis test caught it.) Both this write and BullMQ's completion, sent
+  // when the processor returns, join the other writes of their event-loop turn.
+  batchWrites(ctx.connection);
   await ctx.outcomes.finish(
     attempt.partition,
     {
@@ -52,6 +55,7 @@ export async function finishDelivered(
     },
     ctx.connection,
   );
+  batchWrites(ctx.connection);
   // From when the job became ready: a delay the caller asked for is not latency.
   const latencyMs = end - job.timestamp - (job.opts.delay ?? 0);
   ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs });

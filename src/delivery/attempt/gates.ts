@@ -5,7 +5,7 @@ import { moveToDelayedWithPriority } from '../../queue/bullmq-internals.js';
 import type { CircuitBreaker } from '../circuit-breaker.js';
 import type { DeliveryEventMap } from '../delivery-events.js';
 import { DELAYED_WAKE_EARLY_MS, IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from '../rate-limiter.js';
-import { requestTimeoutMs, type LoadedAttempt, type PipelineContext } from './attempt.js';
+import { requestTimeoutMs, type LoadedAttempt, type PauseEntry, type PipelineContext } from './attempt.js';
 
 /** How long a worker trusts what it last read of a key's back-pressure pause (no rateLimit). */
 const PAUSE_RECHECK_MS = 250;
@@ -21,12 +21,21 @@ type DeferCause = DeliveryEventMap['deferred']['cause'];
  * without a rateLimit, no back-pressure pause) is its. Otherwise the job goes back to the delayed
  * set, using no attempt, and DelayedError is thrown.
  */
-export async function passGates(ctx: PipelineContext, attempt: LoadedAttempt): Promise<void> {
-  const { action } = attempt;
-  if (action.definition.circuitBreaker && ctx.circuitBreaker) attempt.probe = await checkCircuit(ctx, attempt, ctx.circuitBreaker);
-  if (!ctx.rateLimiter) return;
-  if (action.definition.rateLimit) await awaitSlot(ctx, attempt, ctx.rateLimiter);
-  else await awaitPause(ctx, attempt, ctx.rateLimiter);
+export function passGates(ctx: PipelineContext, attempt: LoadedAttempt): Promise<void> | undefined {
+  if (attempt.action.definition.circuitBreaker && ctx.circuitBreaker) return passCircuitThenLimits(ctx, attempt, ctx.circuitBreaker);
+  return passLimits(ctx, attempt);
+}
+
+async function passCircuitThenLimits(ctx: PipelineContext, attempt: LoadedAttempt, breaker: CircuitBreaker): Promise<void> {
+  attempt.probe = await checkCircuit(ctx, attempt, breaker);
+  await passLimits(ctx, attempt);
+}
+
+/** The rate slot or pause check; undefined when the job may go at once (no promise, no Redis call). */
+function passLimits(ctx: PipelineContext, attempt: LoadedAttempt): Promise<void> | undefined {
+  if (!ctx.rateLimiter) return undefined;
+  if (attempt.action.definition.rateLimit) return awaitSlot(ctx, attempt, ctx.rateLimiter);
+  return awaitPause(ctx, attempt, ctx.rateLimiter);
 }
 
 /**
@@ -107,16 +116,47 @@ async function awaitSlot(ctx: PipelineContext, attempt: LoadedAttempt, limiter: 
  * Retry-After pauses its key. The pause is read from Redis at most every PAUSE_RECHECK_MS per
  * key and process, so an unlimited action costs no Redis call per job.
  */
-async function awaitPause(ctx: PipelineContext, attempt: LoadedAttempt, limiter: RateLimiter): Promise<void> {
+function awaitPause(ctx: PipelineContext, attempt: LoadedAttempt, limiter: RateLimiter): Promise<void> | undefined {
   const key = attempt.action.limitKey;
   const t = ctx.now();
-  let known = ctx.pauses.get(key);
-  if (!known || t - known.checkedAt > PAUSE_RECHECK_MS) {
-    known = { until: await limiter.pausedUntil(key), checkedAt: t };
-    rememberPause(ctx, key, known.until, t);
+  const known = ctx.pauses.get(key);
+  if (known && t - known.checkedAt <= PAUSE_RECHECK_MS) {
+    return known.until <= t ? undefined : defer(ctx, attempt, known.until, 'pause', 'own', known.until - attempt.startedAt);
   }
-  if (known.until <= t) return;
-  await defer(ctx, attempt, known.until, 'pause', 'own', known.until - attempt.startedAt);
+  return readPause(ctx, attempt, known?.reading ?? startPauseRead(ctx, limiter, key, known, t));
+}
+
+/**
+ * Reads a key's pause from Redis and keeps the answer. The read is marked in the cache while it is
+ * under way, so that the jobs starting meanwhile wait for it rather than each sending their own
+ * (a saturated worker otherwise sent one per job for the length of a round trip).
+ */
+function startPauseRead(
+  ctx: PipelineContext,
+  limiter: RateLimiter,
+  key: string,
+  known: PauseEntry | undefined,
+  t: number,
+): Promise<number> {
+  const stale = { until: known?.until ?? 0, checkedAt: known?.checkedAt ?? -Infinity };
+  const reading = limiter.pausedUntil(key).then(
+    (until) => {
+      rememberPause(ctx, key, until, t);
+      return until;
+    },
+    (err: unknown) => {
+      ctx.pauses.set(key, stale);
+      throw err;
+    },
+  );
+  ctx.pauses.set(key, { ...stale, reading });
+  return reading;
+}
+
+/** Defers the job while the pause just read lasts. */
+async function readPause(ctx: PipelineContext, attempt: LoadedAttempt, reading: Promise<number>): Promise<void> {
+  const until = await reading;
+  if (until > ctx.now()) await defer(ctx, attempt, until, 'pause', 'own', until - attempt.startedAt);
 }
 
 /** Keeps what this process knows of a key's pause (read, or just asked by a Retry-After). */
@@ -130,10 +170,14 @@ export function rememberPause(ctx: PipelineContext, key: string, until: number, 
  * a second (permits free up as requests end), then the job is deferred briefly, using no attempt.
  * Returns whether a permit is held (the send step releases it).
  */
-export async function takePermit(ctx: PipelineContext, attempt: LoadedAttempt): Promise<boolean> {
+export function takePermit(ctx: PipelineContext, attempt: LoadedAttempt): Promise<boolean> | false {
   const max = attempt.action.definition.rateLimit?.maxConcurrent;
   const limiter = ctx.rateLimiter;
   if (!max || !limiter) return false;
+  return leasePermit(ctx, attempt, limiter, max);
+}
+
+async function leasePermit(ctx: PipelineContext, attempt: LoadedAttempt, limiter: RateLimiter, max: number): Promise<boolean> {
   // The lease outlives the request (connect + headers + body), so only a crash lets it lapse.
   const leaseMs = requestTimeoutMs(ctx, attempt.action) * 3 + 5000;
   for (let waited = 0; waited < IN_PROCESS_WAIT_MS; waited += PERMIT_POLL_MS) {

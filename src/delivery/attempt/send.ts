@@ -1,4 +1,5 @@
 import { RelayError, coerceError } from '../../errors/errors.js';
+import type { CircuitBreaker } from '../circuit-breaker.js';
 import type { SentResponse } from '../http-sender.js';
 import { circuitFailure, shouldRefreshToken } from '../retry-policy.js';
 import { requestTimeoutMs, type LoadedAttempt, type PipelineContext } from './attempt.js';
@@ -29,7 +30,9 @@ export async function send(ctx: PipelineContext, attempt: LoadedAttempt): Promis
     sendError = err;
     throw err;
   } finally {
-    await recordCircuit(ctx, attempt, circuitFailure(attempt.res?.status, sendError));
+    if (attempt.action.definition.circuitBreaker && ctx.circuitBreaker) {
+      await recordCircuit(ctx, attempt, ctx.circuitBreaker, circuitFailure(attempt.res?.status, sendError));
+    }
     if (permit) await releasePermit(ctx, attempt);
   }
 }
@@ -56,12 +59,17 @@ async function sendOnce(ctx: PipelineContext, attempt: LoadedAttempt): Promise<S
 }
 
 /** Tells the key's circuit breaker how the request went (when it says anything of the third party). */
-async function recordCircuit(ctx: PipelineContext, attempt: LoadedAttempt, failed: boolean | undefined): Promise<void> {
+async function recordCircuit(
+  ctx: PipelineContext,
+  attempt: LoadedAttempt,
+  breaker: CircuitBreaker,
+  failed: boolean | undefined,
+): Promise<void> {
   const cfg = attempt.action.definition.circuitBreaker;
-  if (!cfg || !ctx.circuitBreaker || failed === undefined) return;
+  if (!cfg || failed === undefined) return;
   const key = attempt.action.limitKey;
   try {
-    const t = await ctx.circuitBreaker.record(key, failed, attempt.probe, ctx.now(), cfg);
+    const t = await breaker.record(key, failed, attempt.probe, ctx.now(), cfg);
     if (t === 'opened' || (attempt.probe && failed)) {
       ctx.events.emit('circuit', { key, state: 'open' });
       // Logged by the one request that opened it, not per deferred job.
