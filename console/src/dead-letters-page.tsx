@@ -1,20 +1,10 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, errorText, replayedJobIds, type DeadLetterRecord, type DlqFilter, type DlqSummary, type JobState } from './api.js';
 import { Confirm, fmtJson } from './ui.js';
+import { DEAD_REASONS } from '../../src/errors/dead-reasons.js';
 
 const PAGE_SIZE = 50;
-const REASONS = [
-  'http_status',
-  'timeout',
-  'network',
-  'capped',
-  'invalid_params',
-  'unknown_action',
-  'auth',
-  'blocked_destination',
-  'response_invalid',
-  'stalled',
-];
+const REASONS = DEAD_REASONS;
 
 /** The filter in the address (#/dead-letters?actionId=…), so that a filtered view can be linked. */
 function filterFromHash(): DlqFilter {

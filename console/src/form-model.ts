@@ -1,3 +1,4 @@
+import { scalarParamTypes } from '../../src/actions/param-types.js';
 import type { FieldProblem } from './api.js';
 
 /*
@@ -42,22 +43,9 @@ export const problemsAt = (problems: FieldProblem[], path: string) => problems.f
 export const problemsUnder = (problems: FieldProblem[], path: string) =>
   problems.filter((p) => p.path === path || p.path.startsWith(`${path}.`));
 
-export const PARAM_TYPES = [
-  'string',
-  'integer',
-  'decimal',
-  'boolean',
-  'date',
-  'dateTime',
-  'listString',
-  'listInteger',
-  'listDecimal',
-  'listBoolean',
-  'listDateTime',
-  'listObject',
-] as const;
+export const PARAM_TYPES = [...scalarParamTypes, 'listObject'] as const;
 
-export const SCALAR_TYPES = PARAM_TYPES.filter((t) => t !== 'listObject');
+export const SCALAR_TYPES = scalarParamTypes;
 
 interface ParamSpec {
   type?: string;

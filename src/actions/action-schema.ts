@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { scalarParamTypes } from './param-types.js';
 import { RETRY_DEFAULTS } from '../delivery/retry-policy.js';
 import { HEADER_NAME, HEADER_NAME_MAX, isHeaderName } from '../delivery/header-grammar.js';
 
@@ -14,19 +15,7 @@ export function isSecretRef(value: unknown): value is SecretRef {
   return secretRefSchema.safeParse(value).success;
 }
 
-export const scalarParamTypes = [
-  'string',
-  'integer',
-  'decimal',
-  'boolean',
-  'date',
-  'dateTime',
-  'listString',
-  'listInteger',
-  'listDecimal',
-  'listBoolean',
-  'listDateTime',
-] as const;
+export { scalarParamTypes };
 
 export interface ParamSpec {
   type: (typeof scalarParamTypes)[number] | 'listObject';
