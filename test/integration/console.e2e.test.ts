@@ -16,11 +16,14 @@ import { removePrefixKeys, startReceiver, startTestWorker, testConfig, testConte
 
 /*
  * The console in a real browser: Debian's chromium, headless, driven by playwright-core. Every
- * screen is saved to docs/console/, which docs/console.md shows.
+ * screen is saved as a PNG: to docs/console/ (which docs/console.md shows) with
+ * ACTION_RELAY_UPDATE_SCREENSHOTS=1, otherwise to a temporary folder, so that a test run leaves
+ * the checkout as it was.
  */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SHOTS = join(ROOT, 'docs/console');
+const SHOTS =
+  process.env.ACTION_RELAY_UPDATE_SCREENSHOTS === '1' ? join(ROOT, 'docs/console') : join(tmpdir(), `ar-console-shots-${process.pid}`);
 const TOKEN = 'console-admin-token-0123456789';
 /** A token of API_TOKENS_FILE with the read scope only. */
 const READER = 'console-reader-token-0123456789';
@@ -71,6 +74,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   if (profile) await rm(profile, { recursive: true, force: true });
+  if (!SHOTS.startsWith(ROOT)) await rm(SHOTS, { recursive: true, force: true });
   await worker?.stop();
   await api?.close();
   await ctx?.close();
