@@ -67,7 +67,7 @@ beforeAll(async () => {
   ctx = await testContext(config, env);
   worker = await startTestWorker(config, env, logLines);
   api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
-  for (const id of ['dl_a', 'dl_b', 'dl_c']) await ctx.store.put(action(id));
+  for (const id of ['dl_a', 'dl_b', 'dl_c', 'dl_d']) await ctx.store.put(action(id));
 });
 
 afterAll(async () => {
@@ -125,6 +125,8 @@ describe('dead letters', () => {
   });
 
   it('purge removes only what its filter names; replay --all from the CLI delivers the rest', async () => {
+    // Its own dead letters: the test runs alone too (`-t`), not only after the ones above.
+    await killJobs('dl_d', 3);
     const a = await killJobs('dl_c', 2);
     const before = await ctx.redis.zcard(ctx.keys.dlq);
     const purged = await api.inject({ method: 'POST', url: '/v1/dlq/purge', payload: { filter: { actionId: 'dl_c' } } });
@@ -132,21 +134,24 @@ describe('dead letters', () => {
     expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(before - 2);
     for (const id of a) expect(await ctx.deadLetters.get(id)).toBeNull();
 
+    // What is left: these three, and the three of dl_a when the first test ran before.
+    const left = before - 2;
     healthy.add('dl_a');
+    healthy.add('dl_d');
     const cliEnv = { ...env, REDIS_URL: config.REDIS_URL, ACTION_RELAY_PREFIX: config.ACTION_RELAY_PREFIX, LOG_LEVEL: 'silent' };
     const dry = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--dry-run'], {
       env: cliEnv,
     });
-    expect(dry.stdout).toMatch(/would replay 3 job\(s\)/);
+    expect(dry.stdout).toContain(`would replay ${left} job(s)`);
     const out = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'dlq', 'replay', '--all', '--rate', '100/s'], {
       env: cliEnv,
     });
     // The mapping on stdout (dead id, new id), the summary on stderr.
-    expect(out.stdout.trim().split('\n')).toHaveLength(4);
-    expect(out.stderr).toMatch(/replayed 3 job\(s\) spread at 100\/s/);
+    expect(out.stdout.trim().split('\n')).toHaveLength(left + 1);
+    expect(out.stderr).toContain(`replayed ${left} job(s) spread at 100/s`);
     expect(await ctx.redis.zcard(ctx.keys.dlq)).toBe(0);
     await waitFor(
-      async () => (await deliveredReplays()).filter((r) => r.actionId === 'dl_a').length === 3,
+      async () => (await deliveredReplays()).filter((r) => r.actionId === 'dl_d').length === 3,
       10_000,
       'three replayed deliveries',
     );
