@@ -24,8 +24,10 @@ export interface RateLimitSpec {
  * so the script stays in one slot of a Redis Cluster whatever partition the job is in.
  * ARGV[1] now ms, ARGV[2] emission interval T = perMs / max, ARGV[3] burst tolerance in ms,
  * ARGV[4] maxWaitMs, ARGV[5] how late (ms) a job may use its reserved slot,
- * ARGV[6] waits up to this long are spent in the worker (no slot is kept for the job), ARGV[7] jobId
- * Returns { 0 } go, { 1, at } wait for the slot reserved at `at`, { 2, waitMs } capped.
+ * ARGV[6] waits up to this long are spent in the worker (no slot is kept for the job), ARGV[7] jobId,
+ * ARGV[8] how many slots a call may take at once (see BLOCK_SPAN_MS), ARGV[9] BLOCK_SPAN_MS
+ * Returns { 0 } go, { 1, at } wait for the slot reserved at `at`, { 2, waitMs } capped,
+ * { 3, n, first }: the n slots from `first` (a decimal string, under ARGV[9] ms away) are the caller's.
  * A job that comes back for its reserved slot goes without taking another, so a deferred job is
  * picked twice at most. A reservation more than ARGV[5] in the past would be refused anyway (the
  * job queues again like a new request), so those are pruned on every call: the set holds only
@@ -58,6 +60,13 @@ local newTat = tat + t
 local ttl = math.ceil(newTat - now + 1000)
 -- Under a millisecond away goes now: no timer waits less, and a non-binding limit (a huge max)
 -- would otherwise make every request after the first in a millisecond wait a whole one.
+local n = tonumber(ARGV[8])
+-- A block only while no job holds a reservation, and only of slots due within ARGV[9] ms.
+if n > 1 and allowAt < now + tonumber(ARGV[9]) and redis.call('EXISTS', KEYS[2]) == 0 then
+  newTat = tat + n * t
+  redis.call('SET', KEYS[1], string.format('%.3f', newTat), 'PX', math.ceil(newTat - now + 1000))
+  return { 3, n, string.format('%.3f', allowAt) }
+end
 if allowAt < now + 1 then
   redis.call('SET', KEYS[1], string.format('%.3f', newTat), 'PX', ttl)
   return { 0 }
@@ -75,8 +84,33 @@ return { 1, math.ceil(allowAt) }
 
 export const SPACING_MARGIN = 1.01;
 
+/**
+ * A key whose slots are this close together (a generous limit) hands a worker a block of them in
+ * one script call: the slots of the next BLOCK_SPAN_MS, at most BLOCK_MAX_SLOTS. The worker gives
+ * them out in order, each no earlier than its time, so requests keep the same spacing as one call
+ * per job; a slot it cannot use in time is lost to the budget, never added to it. A limit that
+ * binds (slots BLOCK_SPAN_MS or more apart) gets one slot per call as before.
+ */
+export const BLOCK_SPAN_MS = 5;
+export const BLOCK_MAX_SLOTS = 32;
+
+/** Slots of one key granted to this process in one script call: `left` of them, from `next`, `t` apart. */
+interface SlotBlock {
+  next: number;
+  t: number;
+  left: number;
+}
+
+/** How many slots of spacing `t` one call may take. */
+export function blockSize(t: number): number {
+  return Math.max(1, Math.min(BLOCK_MAX_SLOTS, Math.floor(BLOCK_SPAN_MS / t)));
+}
+
 /** A job this late for its reserved slot queues again instead of bunching with later slots. */
 export const LATE_TOLERANCE_MS = 15;
+
+/** Bound on the blocks one process holds (keys come from definitions, but never trust a count). */
+const MAX_BLOCKS = 10_000;
 
 /**
  * A job deferred to the delayed set is woken this long before its slot and waits the rest in the
@@ -137,31 +171,104 @@ export interface RateLimiter {
   pausedUntil(key: string): Promise<number>;
 }
 
+/**
+ * The next slot of this process's block for the key, or undefined when it holds none still usable:
+ * slots more than LATE_TOLERANCE_MS past are dropped rather than bunched with later ones.
+ */
+function takeFromBlock(blocks: Map<string, SlotBlock>, key: string, now: number): RateDecision | undefined {
+  const block = blocks.get(key);
+  if (!block) return undefined;
+  const late = now - LATE_TOLERANCE_MS - block.next;
+  if (late > 0) {
+    const skip = Math.ceil(late / block.t);
+    block.next += skip * block.t;
+    block.left -= skip;
+  }
+  if (block.left <= 0) {
+    blocks.delete(key);
+    return undefined;
+  }
+  const at = block.next;
+  block.next += block.t;
+  if (--block.left === 0) blocks.delete(key);
+  return at < now + 1 ? GO : { kind: 'wait', at: Math.ceil(at), waitMs: Math.ceil(at - now) };
+}
+
+const GO: RateDecision = { kind: 'go' };
+
+/** This process's blocks and the script calls under way, per key. */
+interface LocalSlots {
+  blocks: Map<string, SlotBlock>;
+  /** A block call in flight for the key: the callers arriving meanwhile wait for it instead of each asking. */
+  asking: Map<string, Promise<void>>;
+}
+
+async function acquireSlot(redis: RedisClient, keys: RelayKeys, local: LocalSlots, spec: RateLimitSpec, jobId: string, now: number) {
+  // 1% wider spacing absorbs the jitter between a slot and the moment its request leaves.
+  const t = (spec.perMs / spec.max) * SPACING_MARGIN;
+  const n = blockSize(t);
+  for (;;) {
+    const mine = takeFromBlock(local.blocks, spec.key, now);
+    if (mine) return mine;
+    const asking = n > 1 ? local.asking.get(spec.key) : undefined;
+    if (!asking) break;
+    await asking;
+  }
+  let done = (): void => undefined;
+  if (n > 1) local.asking.set(spec.key, new Promise<void>((resolve) => (done = resolve)));
+  try {
+    return await runGcra(redis, keys, local, spec, t, n, jobId, now);
+  } finally {
+    if (n > 1) local.asking.delete(spec.key);
+    done();
+  }
+}
+
+async function runGcra(
+  redis: RedisClient,
+  keys: RelayKeys,
+  local: LocalSlots,
+  spec: RateLimitSpec,
+  t: number,
+  n: number,
+  jobId: string,
+  now: number,
+): Promise<RateDecision> {
+  const [code, value, first] = (await GCRA_SCRIPT.run(
+    redis,
+    3,
+    keys.rateLimit(spec.key),
+    keys.rateLimitSlots(spec.key),
+    keys.rateLimitPause(spec.key),
+    String(now),
+    String(t),
+    // No burst: requests are spaced T apart, so no sliding window of perMs sees more than max + 1.
+    '0',
+    String(spec.maxWaitMs),
+    String(LATE_TOLERANCE_MS),
+    String(IN_PROCESS_WAIT_MS),
+    jobId,
+    String(n),
+    String(BLOCK_SPAN_MS),
+  )) as [number, number | undefined, string | undefined];
+  if (code === 0) return GO;
+  if (code === 3) {
+    if (local.blocks.size > MAX_BLOCKS) local.blocks.clear();
+    local.blocks.set(spec.key, { next: Number(first), t, left: value ?? 1 });
+    return takeFromBlock(local.blocks, spec.key, now) ?? GO;
+  }
+  if (code === 1) return { kind: 'wait', at: value ?? now, waitMs: Math.max(0, (value ?? now) - now) };
+  return { kind: 'capped', waitMs: value ?? 0 };
+}
+
 export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimiter {
+  const local: LocalSlots = { blocks: new Map(), asking: new Map() };
   return {
-    async acquire(spec, jobId, now) {
-      // 1% wider spacing absorbs the jitter between a slot and the moment its request leaves.
-      const t = (spec.perMs / spec.max) * SPACING_MARGIN;
-      const [code, value] = (await GCRA_SCRIPT.run(
-        redis,
-        3,
-        keys.rateLimit(spec.key),
-        keys.rateLimitSlots(spec.key),
-        keys.rateLimitPause(spec.key),
-        String(now),
-        String(t),
-        // No burst: requests are spaced T apart, so no sliding window of perMs sees more than max + 1.
-        '0',
-        String(spec.maxWaitMs),
-        String(LATE_TOLERANCE_MS),
-        String(IN_PROCESS_WAIT_MS),
-        jobId,
-      )) as [number, number | undefined];
-      if (code === 0) return { kind: 'go' };
-      if (code === 1) return { kind: 'wait', at: value ?? now, waitMs: Math.max(0, (value ?? now) - now) };
-      return { kind: 'capped', waitMs: value ?? 0 };
-    },
+    acquire: (spec, jobId, now) => acquireSlot(redis, keys, local, spec, jobId, now),
     async pushBack(key, until, now) {
+      // This process's unused slots would go before `until`; other processes' are used up or dropped
+      // within BLOCK_SPAN_MS + LATE_TOLERANCE_MS.
+      local.blocks.delete(key);
       await PUSH_BACK_SCRIPT.run(redis, 2, keys.rateLimit(key), keys.rateLimitPause(key), String(Math.ceil(until)), String(now));
     },
     async lease(key, max, jobId, now, leaseMs) {

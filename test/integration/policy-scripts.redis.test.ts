@@ -1,9 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { inject } from 'vitest';
 import { createCircuitBreaker, readCircuitState, type CircuitConfig } from '../../src/delivery/circuit-breaker.js';
 import {
+  BLOCK_MAX_SLOTS,
+  BLOCK_SPAN_MS,
+  blockSize,
   createRateLimiter,
   IN_PROCESS_WAIT_MS,
   LATE_TOLERANCE_MS,
@@ -143,6 +146,74 @@ describe('rate limiter (GCRA with reservations)', () => {
     // A shorter pause never shortens a longer one.
     await limiter.pushBack('pause', now + 1_000, now);
     expect(await limiter.pausedUntil('pause')).toBe(now + 30_000);
+  });
+
+  it('hands a generous key out in blocks: one script call per block, and no request before its own slot', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const other = createRateLimiter(redis, keys);
+    // 10,000 per second: slots 0.101 ms apart, so a block is BLOCK_MAX_SLOTS of them.
+    const k = spec('block', { max: 10_000, perMs: 1000 });
+    const t = 0.1 * SPACING_MARGIN;
+    const n = blockSize(t);
+    expect(n).toBe(Math.min(BLOCK_MAX_SLOTS, Math.floor(BLOCK_SPAN_MS / t)));
+    const calls = vi.spyOn(redis, 'evalsha');
+    const now = 8_000_000;
+    const sent: number[] = [];
+    const decisions: RateDecision[] = [];
+    // Two processes, alternating, take 3 blocks' worth of slots from jobs arriving every 0.2 ms.
+    for (let i = 0; i < 3 * n; i++) {
+      const at = now + i * 0.2;
+      const d = await (i % 2 === 0 ? limiter : other).acquire(k, `b-${i}`, at);
+      decisions.push(d);
+      sent.push(d.kind === 'go' ? at : slotAt(d));
+    }
+    // The second process's block starts after the first's n slots: its first job waits for it.
+    expect(decisions[1]).toEqual({ kind: 'wait', at: Math.ceil(now + n * t), waitMs: Math.ceil(n * t - 0.2) });
+    // Each process asked Redis once per n slots: 1.5 n slots each, two blocks each.
+    expect(calls).toHaveBeenCalledTimes(4);
+    calls.mockRestore();
+    // The k-th request to leave is no earlier than the k-th slot of the key.
+    sent.sort((a, b) => a - b);
+    for (const [i, s] of sent.entries()) expect(s).toBeGreaterThanOrEqual(now + i * t - 1e-6);
+  });
+
+  it('callers arriving while a block is asked for wait for it instead of each asking Redis', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const k = spec('block-together', { max: 1_000_000, perMs: 1000 });
+    const calls = vi.spyOn(redis, 'evalsha');
+    const now = 8_500_000;
+    // 40 jobs of one busy worker ask at once: one call brings a block of 32, a second call the rest.
+    const decisions = await Promise.all(Array.from({ length: 40 }, (_, i) => limiter.acquire(k, `t-${i}`, now)));
+    expect(calls).toHaveBeenCalledTimes(2);
+    calls.mockRestore();
+    expect(decisions.every((d) => d.kind === 'go')).toBe(true);
+  });
+
+  it('a block never hands out a slot early, drops its late slots, is voided by back-pressure and is not granted while a job holds a reservation', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    // 2,000 per second: slots 0.505 ms apart, 9 to a block of 5 ms.
+    const k = spec('block-time', { max: 2000, perMs: 1000 });
+    const t = 0.5 * SPACING_MARGIN;
+    const n = blockSize(t);
+    expect(n).toBe(9);
+    const now = 9_000_000;
+    expect(await limiter.acquire(k, 'x-0', now)).toEqual({ kind: 'go' });
+    // Slot 1 is under a millisecond away (go); slot 2 is 1.01 ms away: told to wait for it.
+    expect(await limiter.acquire(k, 'x-1', now)).toEqual({ kind: 'go' });
+    expect(await limiter.acquire(k, 'x-2', now)).toEqual({ kind: 'wait', at: Math.ceil(now + 2 * t), waitMs: Math.ceil(2 * t) });
+    // Far past the block's slots: they are dropped and a new block is taken from the key's time.
+    const later = now + LATE_TOLERANCE_MS + 50;
+    expect(await limiter.acquire(k, 'x-3', later)).toEqual({ kind: 'go' });
+    expect(Number(await redis.get(keys.rateLimit('block-time')))).toBeCloseTo(later + n * t, 2);
+    // Back-pressure voids what is left of the block: the next caller waits for the pause.
+    await limiter.pushBack('block-time', later + 5000, later);
+    expect(slotAt(await limiter.acquire(k, 'x-4', later))).toBeGreaterThanOrEqual(later + 5000);
+    // While a job holds a reservation, callers get one slot per call.
+    const fresh = createRateLimiter(redis, keys);
+    const k2 = spec('block-reserved', { max: 2000, perMs: 1000 });
+    await redis.zadd(keys.rateLimitSlots('block-reserved'), now + 60_000, 'holder');
+    expect(await fresh.acquire(k2, 'y-0', now)).toEqual({ kind: 'go' });
+    expect(Number(await redis.get(keys.rateLimit('block-reserved')))).toBeCloseTo(now + t, 2);
   });
 
   it('leases at most max permits, re-grants a holder its own, and frees expired or released ones', async () => {
