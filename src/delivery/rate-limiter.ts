@@ -165,6 +165,8 @@ export interface RateLimiter {
   release(key: string, jobId: string): Promise<void>;
   /** Takes a slot for this job now, or reserves the next one. */
   acquire(spec: RateLimitSpec, jobId: string, now: number): Promise<RateDecision>;
+  /** Takes the next slot of this process's block for the key when it is due now (no Redis call); false otherwise. */
+  takeDue(key: string, now: number): boolean;
   /** A 429 / 503 with Retry-After: the whole key waits until `until`, not only that job. */
   pushBack(key: string, until: number, now: number): Promise<void>;
   /** Until when the key is paused by back-pressure (0 when it is not). */
@@ -265,6 +267,10 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
   const local: LocalSlots = { blocks: new Map(), asking: new Map() };
   return {
     acquire: (spec, jobId, now) => acquireSlot(redis, keys, local, spec, jobId, now),
+    takeDue(key, now) {
+      const next = local.blocks.get(key)?.next;
+      return next !== undefined && next < now + 1 && takeFromBlock(local.blocks, key, now) === GO;
+    },
     async pushBack(key, until, now) {
       // This process's unused slots would go before `until`; other processes' are used up or dropped
       // within BLOCK_SPAN_MS + LATE_TOLERANCE_MS.

@@ -201,6 +201,10 @@ describe('rate limiter (GCRA with reservations)', () => {
     // Slot 1 is under a millisecond away (go); slot 2 is 1.01 ms away: told to wait for it.
     expect(await limiter.acquire(k, 'x-1', now)).toEqual({ kind: 'go' });
     expect(await limiter.acquire(k, 'x-2', now)).toEqual({ kind: 'wait', at: Math.ceil(now + 2 * t), waitMs: Math.ceil(2 * t) });
+    // takeDue hands out only a slot that is due: slot 3 is 1.5 ms away now, due a millisecond later.
+    expect(limiter.takeDue('block-time', now)).toBe(false);
+    expect(limiter.takeDue('block-time', now + 1)).toBe(true);
+    expect(limiter.takeDue('no-block-here', now)).toBe(false);
     // Far past the block's slots: they are dropped and a new block is taken from the key's time.
     const later = now + LATE_TOLERANCE_MS + 50;
     expect(await limiter.acquire(k, 'x-3', later)).toEqual({ kind: 'go' });

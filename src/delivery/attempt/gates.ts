@@ -34,7 +34,11 @@ async function passCircuitThenLimits(ctx: PipelineContext, attempt: LoadedAttemp
 /** The rate slot or pause check; undefined when the job may go at once (no promise, no Redis call). */
 function passLimits(ctx: PipelineContext, attempt: LoadedAttempt): Promise<void> | undefined {
   if (!ctx.rateLimiter) return undefined;
-  if (attempt.action.definition.rateLimit) return awaitSlot(ctx, attempt, ctx.rateLimiter);
+  if (attempt.action.definition.rateLimit) {
+    // Most jobs under a generous limit take a slot of the process's block: no promise, no Redis call.
+    if (ctx.rateLimiter.takeDue(attempt.action.limitKey, ctx.now())) return undefined;
+    return awaitSlot(ctx, attempt, ctx.rateLimiter);
+  }
   return awaitPause(ctx, attempt, ctx.rateLimiter);
 }
 
