@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { propertyRuns } from '../support/property-runs.js';
-import { compileParamValidator } from '../../src/actions/param-validator.js';
+import { compileParamValidator, paramsSchema, quickObject } from '../../src/actions/param-validator.js';
 import type { ParamSpec } from '../../src/actions/action-schema.js';
 import { parametersArb, valuesArb } from '../support/action-arbitraries.js';
 
@@ -18,6 +18,22 @@ function inputArb(specs: Record<string, ParamSpec>): fc.Arbitrary<unknown> {
     }),
     valuesArb(specs, false),
   );
+}
+
+/** Valid values with one declared parameter given something else: a number of any kind, a string, a list, anything. */
+function oneWrong(specs: Record<string, ParamSpec>): fc.Arbitrary<unknown> {
+  const names = Object.keys(specs);
+  const other = fc.oneof(
+    fc.double(),
+    fc.integer(),
+    fc.string(),
+    fc.string({ unit: 'binary' }),
+    fc.array(fc.oneof(fc.double(), fc.string({ unit: 'binary' }), fc.boolean())),
+    fc.anything({ maxDepth: 2 }),
+  );
+  return fc
+    .tuple(valuesArb(specs, false), fc.constantFrom(...names), other)
+    .map(([values, name, v]) => ({ ...(values as Record<string, unknown>), [name]: v }));
 }
 
 describe('param validation (property)', () => {
@@ -40,6 +56,27 @@ describe('param validation (property)', () => {
         },
       ),
       { numRuns: propertyRuns(500) },
+    );
+  });
+
+  it('the plain check (no copy of the params) accepts only what the zod schema accepts, and accepts valid values', () => {
+    fc.assert(
+      fc.property(
+        parametersArb.chain((specs) => fc.tuple(fc.constant(specs), fc.oneof(inputArb(specs), oneWrong(specs)))),
+        ([specs, input]) => {
+          if (quickObject(specs)(input)) expect(paramsSchema(specs).safeParse(input).success).toBe(true);
+        },
+      ),
+      { numRuns: propertyRuns(1000) },
+    );
+    fc.assert(
+      fc.property(
+        parametersArb.chain((specs) => fc.tuple(fc.constant(specs), valuesArb(specs, false))),
+        ([specs, values]) => {
+          expect(quickObject(specs)(values)).toBe(true);
+        },
+      ),
+      { numRuns: propertyRuns(300) },
     );
   });
 

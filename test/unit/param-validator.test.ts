@@ -96,6 +96,14 @@ describe('objects and required values', () => {
     expect(problems({ type: 'listObject' }, [{ any: 1 }])).toEqual(at('not a declared parameter', 'params.v[0].any'));
   });
 
+  it('a hole in a list (a sparse array) is an item of the wrong type, not a skipped one', () => {
+    // eslint-disable-next-line no-sparse-arrays
+    expect(one(items)({ v: [{ sku: 'A' }, , { sku: 'B' }] }).ok).toBe(false);
+    // eslint-disable-next-line no-sparse-arrays
+    expect(one({ type: 'listString' })({ v: ['a', , 'b'] }).ok).toBe(false);
+    expect(one({ type: 'listString' })({ v: ['a', 'b'] }).ok).toBe(true);
+  });
+
   it('a required parameter left out is "required", whatever its type; an optional one may be left out', () => {
     const validate = compileParamValidator({
       s: { type: 'string', required: true },
