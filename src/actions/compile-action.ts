@@ -234,7 +234,7 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
     let body: string | undefined;
     if (hasBody) {
       const rendered = r.body!(scope);
-      body = JSON.stringify(rendered === MISSING ? null : rendered);
+      body = rendered === MISSING ? 'null' : rendered;
       headers['content-type'] ??= 'application/json';
     }
     return { method, origin, path, headers, body };

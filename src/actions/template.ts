@@ -9,8 +9,8 @@ export interface RenderScope {
 
 /** Marks a value whose placeholder had nothing to substitute. */
 export const MISSING: unique symbol = Symbol('missing');
-export type Rendered = unknown;
-export type Renderer = (scope: RenderScope) => Rendered;
+/** Renders a JSON template's text, or MISSING when its one placeholder had nothing to substitute. */
+export type JsonRenderer = (scope: RenderScope) => string | typeof MISSING;
 
 const PLACEHOLDER = /\{\{\s*(params|context|job)\.([A-Za-z0-9_]+)\s*\}\}/g;
 const EXACT = /^\{\{\s*(params|context|job)\.([A-Za-z0-9_]+)\s*\}\}$/;
@@ -99,46 +99,57 @@ export function compileString(template: string, path: string, cx: CompileContext
 }
 
 /**
- * Compiles a JSON template into a renderer. A string that is exactly one placeholder keeps the
- * typed value; a missing value is dropped from objects and arrays, or becomes null with allowNulls.
+ * Compiles a JSON template into a renderer of its JSON text, written straight out (no value is
+ * built and then stringified). A string that is exactly one placeholder keeps the typed value; a
+ * missing value is dropped from objects and arrays, or becomes null with allowNulls; a missing
+ * top-level value is MISSING. Keys come in the template's own order, which is the order
+ * JSON.stringify gives an object (integer-like keys first).
  */
-export function compileJson(node: unknown, path: string, cx: CompileContext, allowNulls: boolean): Renderer {
+export function compileJson(node: unknown, path: string, cx: CompileContext, allowNulls: boolean): JsonRenderer {
+  const absent = allowNulls ? 'null' : MISSING;
   if (typeof node === 'string') {
     const t = compileString(node, path, cx);
     if (t.exact) {
       const get = t.exact;
       return (s) => {
         const v = get(s);
-        return v === undefined ? (allowNulls ? null : MISSING) : v;
+        // Values come from JSON (params, context) or are job fields: stringify always gives text.
+        return v === undefined ? absent : (JSON.stringify(v) as string);
       };
     }
-    if (t.isConstant) return () => node;
-    return (s) => t.render(s);
+    if (t.isConstant) return constantText(node);
+    return (s) => JSON.stringify(t.render(s));
   }
   if (Array.isArray(node)) {
     const items = node.map((item, i) => compileJson(item, `${path}[${i}]`, cx, allowNulls));
     return (s) => {
-      const out: unknown[] = [];
+      let out = '';
       for (const item of items) {
         const v = item(s);
-        if (v !== MISSING) out.push(v);
+        if (v !== MISSING) out += out === '' ? v : `,${v}`;
       }
-      return out;
+      return `[${out}]`;
     };
   }
   if (node !== null && typeof node === 'object') {
-    const entries = Object.entries(node).map(([key, value]) => [key, compileJson(value, `${path}.${key}`, cx, allowNulls)] as const);
+    const entries = Object.entries(node).map(
+      ([key, value]) => [`${JSON.stringify(key)}:`, compileJson(value, `${path}.${key}`, cx, allowNulls)] as const,
+    );
     return (s) => {
-      const out: [string, unknown][] = [];
+      let out = '';
       for (const [key, render] of entries) {
         const v = render(s);
-        if (v !== MISSING) out.push([key, v]);
+        if (v !== MISSING) out += out === '' ? key + v : `,${key}${v}`;
       }
-      // fromEntries defines own properties, so a "__proto__" key cannot reach the prototype.
-      return Object.fromEntries(out);
+      return `{${out}}`;
     };
   }
-  return () => node;
+  return constantText(node);
+}
+
+function constantText(node: unknown): JsonRenderer {
+  const text = JSON.stringify(node);
+  return () => text;
 }
 
 export type { CompileContext };

@@ -93,15 +93,16 @@ describe('compileString', () => {
 describe('compileJson', () => {
   it('drops a missing value from objects and arrays, or gives null with allowNulls; a missing top-level value is MISSING', () => {
     const node = { a: '{{params.gone}}', b: ['{{params.gone}}', 'x'], c: 'fixed', d: 7 };
-    expect(compileJson(node, 'body', cx('gone'), false)(scope)).toEqual({ b: ['x'], c: 'fixed', d: 7 });
-    expect(Object.keys(compileJson(node, 'body', cx('gone'), false)(scope) as object)).toEqual(['b', 'c', 'd']);
-    expect(compileJson(node, 'body', cx('gone'), true)(scope)).toEqual({ a: null, b: [null, 'x'], c: 'fixed', d: 7 });
+    expect(compileJson(node, 'body', cx('gone'), false)(scope)).toBe('{"b":["x"],"c":"fixed","d":7}');
+    expect(compileJson(node, 'body', cx('gone'), true)(scope)).toBe('{"a":null,"b":[null,"x"],"c":"fixed","d":7}');
+    expect(compileJson(['{{params.gone}}', '{{params.gone}}'], 'body', cx('gone'), false)(scope)).toBe('[]');
     expect(compileJson('{{params.gone}}', 'body', cx('gone'), false)(scope)).toBe(MISSING);
+    expect(compileJson('{{params.gone}}', 'body', cx('gone'), true)(scope)).toBe('null');
   });
 
   it('keeps constants, typed exact values and renders text', () => {
     const node = { s: 'plain', n: '{{params.n}}', o: '{{params.obj}}', t: 'n={{params.n}}', z: null, f: false };
-    expect(compileJson(node, 'body', cx('n', 'obj'), false)(scope)).toEqual({
+    expect(JSON.parse(compileJson(node, 'body', cx('n', 'obj'), false)(scope) as string)).toEqual({
       s: 'plain',
       n: 2.5,
       o: { a: 1 },
@@ -109,6 +110,20 @@ describe('compileJson', () => {
       z: null,
       f: false,
     });
+  });
+
+  it('writes the same text as JSON.stringify of the value: key order (integer-like keys first), escapes, nesting', () => {
+    const node = {
+      z: 1,
+      10: 'ten',
+      2: ['{{params.obj}}', 'q"uote\\ {{params.n}}'],
+      ['__proto__']: { '': [] },
+      nested: { e: [{}], u: '\u2028é' },
+    };
+    const text = compileJson(node, 'body', cx('n', 'obj'), false)(scope) as string;
+    const value = JSON.parse(JSON.stringify(node).replace('{{params.obj}}', 'OBJ').replace('{{params.n}}', '2.5'));
+    (value as Record<string, unknown[]>)['2']![0] = { a: 1 };
+    expect(text).toBe(JSON.stringify(value));
   });
 
   it('names problems by their place in the body', () => {
