@@ -106,6 +106,15 @@ function growthTable(g: GrowthResult): string {
   ].join('\n');
 }
 
+/** Pool CPU per delivery over the variant's, round by round (runs of one round are measured side by side). */
+function roundRatios(pool: RunSet, variant: RunSet): number[] {
+  const n = Math.min(pool.runs.length, variant.runs.length);
+  return Array.from(
+    { length: n },
+    (_, i) => (pool.runs[i] as RunSet['runs'][number]).workerCpuUs / (variant.runs[i] as RunSet['runs'][number]).workerCpuUs,
+  );
+}
+
 /** The issue's targets, each with the measured figure and whether it is met (informative only). */
 function targetChecks(r: BenchResults): string[] {
   const out: string[] = [];
@@ -134,7 +143,27 @@ function targetChecks(r: BenchResults): string[] {
     const eff = global.workerCpuUs / relay.workerCpuUs;
     check(eff >= 1.5, `... and at least 1.5x the global-request loop's: ${eff.toFixed(2)}x`);
   }
+  // Issue 14: every feature on (the rate-limited variant), as the median of each round's ratio, so
+  // that a machine that speeds up or slows down between rounds moves both sides of a ratio alike.
+  const rl = sat?.relayRateLimited;
+  const poolRuns = sat?.pool;
+  if (rl && poolRuns) {
+    const rounds = roundRatios(poolRuns, rl);
+    const mid = median(rounds);
+    if (mid !== null) {
+      check(
+        mid >= 0.85,
+        `every feature on (non-binding rate limit, capture on): at least 0.85x the Pool loop's deliveries per worker-CPU-second: ${mid.toFixed(2)}x, median of the rounds' ratios (${rounds.map((x) => x.toFixed(2)).join(', ')})`,
+      );
+    }
+  }
   const lat = core?.latency;
+  if (lat?.relayRateLimited?.p99Ms != null && lat.pool?.p99Ms != null) {
+    check(
+      lat.relayRateLimited.p99Ms <= lat.pool.p99Ms,
+      `every feature on: p99 at 1,000 jobs/s at or below the Pool loop's (${lat.pool.p99Ms.toFixed(1)} ms): ${lat.relayRateLimited.p99Ms.toFixed(1)} ms`,
+    );
+  }
   if (lat?.relay?.p99Ms != null && lat.pool?.p99Ms != null && lat.global?.p99Ms != null) {
     const best = Math.min(lat.pool.p99Ms, lat.global.p99Ms);
     check(
