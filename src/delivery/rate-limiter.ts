@@ -92,7 +92,7 @@ export const SPACING_MARGIN = 1.01;
  * binds (slots BLOCK_SPAN_MS or more apart) gets one slot per call as before.
  */
 export const BLOCK_SPAN_MS = 5;
-export const BLOCK_MAX_SLOTS = 32;
+export const BLOCK_MAX_SLOTS = 128;
 
 /** Slots of one key granted to this process in one script call: `left` of them, from `next`, `t` apart. */
 interface SlotBlock {

@@ -182,8 +182,8 @@ describe('rate limiter (GCRA with reservations)', () => {
     const k = spec('block-together', { max: 1_000_000, perMs: 1000 });
     const calls = vi.spyOn(redis, 'evalsha');
     const now = 8_500_000;
-    // 40 jobs of one busy worker ask at once: one call brings a block of 32, a second call the rest.
-    const decisions = await Promise.all(Array.from({ length: 40 }, (_, i) => limiter.acquire(k, `t-${i}`, now)));
+    // A block and 8 more jobs of one busy worker ask at once: one call brings a block, a second call the rest.
+    const decisions = await Promise.all(Array.from({ length: BLOCK_MAX_SLOTS + 8 }, (_, i) => limiter.acquire(k, `t-${i}`, now)));
     expect(calls).toHaveBeenCalledTimes(2);
     calls.mockRestore();
     expect(decisions.every((d) => d.kind === 'go')).toBe(true);
