@@ -40,8 +40,16 @@ export function buildContext(i: number): JobContext {
   return { journeyId: 'j-bench', journeyVersionId: 'v1', nodeId: 'n-1', profileId: `p-${String(i).padStart(9, '0')}` };
 }
 
-/** The definition action-relay delivers: each param rendered into the body under its own name. */
-export function benchAction(id: string, sinkUrl: string, rateLimit?: { max: number; perMs: number }): Record<string, unknown> {
+/**
+ * The definition action-relay delivers: each param rendered into the body under its own name.
+ * `capture` takes the sink's `id` from each answer, as the Pool loop returns it.
+ */
+export function benchAction(
+  id: string,
+  sinkUrl: string,
+  rateLimit?: { max: number; perMs: number },
+  capture = false,
+): Record<string, unknown> {
   const body: Record<string, string> = {};
   for (const k of [...FIXED_KEYS, 'note']) body[k] = `{{params.${k}}}`;
   return {
@@ -64,5 +72,6 @@ export function benchAction(id: string, sinkUrl: string, rateLimit?: { max: numb
     body,
     retry: { maxAttempts: 4, backoff: { type: 'exponential', delayMs: 1000, maxDelayMs: 300_000 } },
     ...(rateLimit ? { rateLimit } : {}),
+    ...(capture ? { response: { fields: { id: { type: 'string' } } } } : {}),
   };
 }

@@ -64,6 +64,8 @@ export interface TargetOptions {
   /** LOG_LEVEL of action-relay workers. @defaultValue info */
   logLevel?: string;
   rateLimit?: { max: number; perMs: number };
+  /** The action captures the sink's `id` from each answer (action-relay only). @defaultValue false */
+  capture?: boolean;
   /** Jobs get one of this many orderingKeys, job i the key i % n (action-relay only). */
   orderingKeys?: number;
   /** Trace every attempt, exported over OTLP (http/protobuf) to the sink (action-relay only). @defaultValue false */
@@ -314,7 +316,7 @@ export async function relayTarget(
   const ctx = await createRelayContext(relayConfig(lab, prefix), { processMetrics: false });
   const count = opts.actions ?? 1;
   const actionIds = count === 1 ? ['bench'] : Array.from({ length: count }, (_, i) => `bench_${String(i).padStart(4, '0')}`);
-  for (const id of actionIds) await ctx.store.put(benchAction(id, lab.sink.url, opts.rateLimit));
+  for (const id of actionIds) await ctx.store.put(benchAction(id, lab.sink.url, opts.rateLimit, opts.capture));
   const actionOf = (i: number) => actionIds[i % actionIds.length] as string;
   const keys = opts.orderingKeys;
   const ordering = (i: number) => (keys ? { orderingKey: `key-${i % keys}` } : {});
@@ -401,7 +403,7 @@ export const TARGET_LABELS: Record<TargetKey, string> = {
   pool: 'baseline: BullMQ + undici Pool (30 lines)',
   global: 'baseline: BullMQ + undici global request',
   relay: 'action-relay worker',
-  relayRateLimited: 'action-relay, non-binding rate limit',
+  relayRateLimited: 'action-relay, every feature on (non-binding rate limit, response capture)',
   relayTraced: 'action-relay, tracing on (OTLP to loopback)',
 };
 
@@ -422,7 +424,7 @@ export async function startTarget(lab: Lab, key: TargetKey, opts: TargetOptions 
     case 'relay':
       return relayTarget(lab, key, label, opts);
     case 'relayRateLimited':
-      return relayTarget(lab, key, label, { ...opts, rateLimit: NON_BINDING_LIMIT });
+      return relayTarget(lab, key, label, { ...opts, rateLimit: NON_BINDING_LIMIT, capture: true });
     case 'relayTraced':
       return relayTarget(lab, key, label, { ...opts, tracing: true });
   }
