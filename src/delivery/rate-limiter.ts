@@ -212,7 +212,8 @@ async function acquireSlot(redis: RedisClient, keys: RelayKeys, local: LocalSlot
   for (;;) {
     const mine = takeFromBlock(local.blocks, spec.key, now);
     if (mine) return mine;
-    const asking = n > 1 ? local.asking.get(spec.key) : undefined;
+    // Only block calls are marked under way: a binding key's callers each need a call of their own.
+    const asking = local.asking.get(spec.key);
     if (!asking) break;
     await asking;
   }
@@ -268,8 +269,7 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimi
   return {
     acquire: (spec, jobId, now) => acquireSlot(redis, keys, local, spec, jobId, now),
     takeDue(key, now) {
-      const next = local.blocks.get(key)?.next;
-      return next !== undefined && next < now + 1 && takeFromBlock(local.blocks, key, now) === GO;
+      return (local.blocks.get(key)?.next ?? Infinity) < now + 1 && takeFromBlock(local.blocks, key, now) === GO;
     },
     async pushBack(key, until, now) {
       // This process's unused slots would go before `until`; other processes' are used up or dropped

@@ -207,6 +207,7 @@ describe('rate limiter (GCRA with reservations)', () => {
     expect(limiter.takeDue('no-block-here', now)).toBe(false);
     // Far past the block's slots: they are dropped and a new block is taken from the key's time.
     const later = now + LATE_TOLERANCE_MS + 50;
+    expect(limiter.takeDue('block-time', later)).toBe(false);
     expect(await limiter.acquire(k, 'x-3', later)).toEqual({ kind: 'go' });
     expect(Number(await redis.get(keys.rateLimit('block-time')))).toBeCloseTo(later + n * t, 2);
     // Back-pressure voids what is left of the block: the next caller waits for the pause.
@@ -218,6 +219,49 @@ describe('rate limiter (GCRA with reservations)', () => {
     await redis.zadd(keys.rateLimitSlots('block-reserved'), now + 60_000, 'holder');
     expect(await fresh.acquire(k2, 'y-0', now)).toEqual({ kind: 'go' });
     expect(Number(await redis.get(keys.rateLimit('block-reserved')))).toBeCloseTo(now + t, 2);
+  });
+
+  it('drops exactly the slots of a block that are too late, and no more', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const k = spec('block-skip', { max: 2000, perMs: 1000 });
+    const calls = vi.spyOn(redis, 'evalsha');
+    // Slots s0..s8, 0.505 ms apart from t0; s0 is used at once.
+    const t0 = 9_500_000;
+    expect(await limiter.acquire(k, 's-0', t0)).toEqual({ kind: 'go' });
+    // 16.2 ms on, s1 and s2 are more than 15 ms past: dropped; s3 goes.
+    expect(await limiter.acquire(k, 's-1', t0 + 16.2)).toEqual({ kind: 'go' });
+    // 18 ms on, s4 and s5 are dropped: s6, s7 and s8 go, then the block is spent.
+    for (let i = 0; i < 3; i++) expect(await limiter.acquire(k, `s-${i + 2}`, t0 + 18)).toEqual({ kind: 'go' });
+    expect(calls).toHaveBeenCalledTimes(1);
+    await limiter.acquire(k, 's-5', t0 + 18);
+    expect(calls).toHaveBeenCalledTimes(2);
+    // A block whose last slot is dropped asks again rather than inventing a slot past its end.
+    const other = createRateLimiter(redis, keys);
+    const k2 = spec('block-skip-all', { max: 2000, perMs: 1000 });
+    await other.acquire(k2, 'a-0', t0);
+    // s1..s8 (0.505 to 4.04 ms after t0) are all more than 15 ms past at t0 + 19.3.
+    await other.acquire(k2, 'a-1', t0 + 19.3);
+    expect(calls).toHaveBeenCalledTimes(4);
+    calls.mockRestore();
+  });
+
+  it("keeps each key's block apart, and a binding key's callers do not wait for one another", async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const calls = vi.spyOn(redis, 'evalsha');
+    const now = 9_700_000;
+    const a = spec('apart-a', { max: 1_000_000, perMs: 1000 });
+    const b = spec('apart-b', { max: 1_000_000, perMs: 1000 });
+    for (let i = 0; i < 3; i++) {
+      await limiter.acquire(a, `a-${i}`, now);
+      await limiter.acquire(b, `b-${i}`, now);
+    }
+    expect(calls).toHaveBeenCalledTimes(2);
+    // 10 per second binds: one slot per call, and three callers send their three calls at once.
+    const binding = spec('apart-binding');
+    const pending = [0, 1, 2].map((i) => limiter.acquire(binding, `c-${i}`, now));
+    expect(calls).toHaveBeenCalledTimes(5);
+    await Promise.all(pending);
+    calls.mockRestore();
   });
 
   it('leases at most max permits, re-grants a holder its own, and frees expired or released ones', async () => {

@@ -96,6 +96,24 @@ describe('objects and required values', () => {
     expect(problems({ type: 'listObject' }, [{ any: 1 }])).toEqual(at('not a declared parameter', 'params.v[0].any'));
   });
 
+  it('valid params are used as given (no copy); what the plain checks refuse, the schema decides', () => {
+    const input = { v: 'y' };
+    const same = one({ type: 'string' })(input);
+    expect(same.ok && same.value).toBe(input);
+    // Not numbers a JSON body can carry: refused by the plain check and by the schema alike.
+    expect(problems({ type: 'decimal' }, Infinity)).toEqual(at('expected a number'));
+    expect(problems({ type: 'decimal' }, NaN)).toEqual(at('expected a number'));
+    expect(problems({ type: 'listDecimal' }, [1, -Infinity])).toEqual(at('expected a number', 'params.v[1]'));
+    expect(problems(items, [null])).toEqual(at('expected an object', 'params.v[0]'));
+    // An object of another prototype goes through the schema, which reads it into plain data.
+    class Instance {
+      v = 'x';
+    }
+    const read = one({ type: 'string' })(new Instance());
+    expect(read).toEqual({ ok: true, value: { v: 'x' } });
+    expect(read.ok && read.value).not.toBeInstanceOf(Instance);
+  });
+
   it('a hole in a list (a sparse array) is an item of the wrong type, not a skipped one', () => {
     // eslint-disable-next-line no-sparse-arrays
     expect(one(items)({ v: [{ sku: 'A' }, , { sku: 'B' }] }).ok).toBe(false);
