@@ -61,8 +61,10 @@ local ttl = math.ceil(newTat - now + 1000)
 -- Under a millisecond away goes now: no timer waits less, and a non-binding limit (a huge max)
 -- would otherwise make every request after the first in a millisecond wait a whole one.
 local n = tonumber(ARGV[8])
--- A block only while no job holds a reservation, and only of slots due within ARGV[9] ms.
-if n > 1 and allowAt < now + tonumber(ARGV[9]) and redis.call('EXISTS', KEYS[2]) == 0 then
+-- A block only while no job holds a reservation, only from a slot due within ARGV[9] ms, and only
+-- of slots within maxWaitMs.
+if n > 1 and allowAt < now + tonumber(ARGV[9]) and allowAt + n * t - now <= tonumber(ARGV[4])
+    and redis.call('EXISTS', KEYS[2]) == 0 then
   newTat = tat + n * t
   redis.call('SET', KEYS[1], string.format('%.3f', newTat), 'PX', math.ceil(newTat - now + 1000))
   return { 3, n, string.format('%.3f', allowAt) }
@@ -85,11 +87,11 @@ return { 1, math.ceil(allowAt) }
 export const SPACING_MARGIN = 1.01;
 
 /**
- * A key whose slots are this close together (a generous limit) hands a worker a block of them in
- * one script call: the slots of the next BLOCK_SPAN_MS, at most BLOCK_MAX_SLOTS. The worker gives
- * them out in order, each no earlier than its time, so requests keep the same spacing as one call
- * per job; a slot it cannot use in time is lost to the budget, never added to it. A limit that
- * binds (slots BLOCK_SPAN_MS or more apart) gets one slot per call as before.
+ * A generous limit (two or more slots fit in BLOCK_SPAN_MS) hands a worker a block of slots in one
+ * script call: BLOCK_SPAN_MS worth, at most BLOCK_MAX_SLOTS, the first under BLOCK_SPAN_MS away.
+ * The worker gives them out in order to jobs of the same spacing, each no earlier than its time, so
+ * requests keep the same spacing as one call per job; a slot it cannot use in time is lost to the
+ * budget, never added to it. A key with a backlog or a reservation gets one slot per call as before.
  */
 export const BLOCK_SPAN_MS = 5;
 export const BLOCK_MAX_SLOTS = 128;
@@ -105,6 +107,14 @@ interface SlotBlock {
 export function blockSize(t: number): number {
   return Math.max(1, Math.min(BLOCK_MAX_SLOTS, Math.floor(BLOCK_SPAN_MS / t)));
 }
+
+/** The spacing of a limit's slots: 1% wider absorbs the jitter between a slot and the moment its request leaves. */
+export function slotSpacing(limit: { max: number; perMs: number }): number {
+  return (limit.perMs / limit.max) * SPACING_MARGIN;
+}
+
+/** After a block call brought no block (a backlog or a reservation), the key's callers ask on their own this long. */
+const NO_BLOCK_RECHECK_MS = 100;
 
 /** A job this late for its reserved slot queues again instead of bunching with later slots. */
 export const LATE_TOLERANCE_MS = 15;
@@ -165,8 +175,11 @@ export interface RateLimiter {
   release(key: string, jobId: string): Promise<void>;
   /** Takes a slot for this job now, or reserves the next one. */
   acquire(spec: RateLimitSpec, jobId: string, now: number): Promise<RateDecision>;
-  /** Takes the next slot of this process's block for the key when it is due now (no Redis call); false otherwise. */
-  takeDue(key: string, now: number): boolean;
+  /**
+   * Takes the next slot of this process's block for the key when it is due now and was granted at
+   * this limit's spacing (no Redis call); false otherwise.
+   */
+  takeDue(key: string, limit: { max: number; perMs: number }, now: number): boolean;
   /** A 429 / 503 with Retry-After: the whole key waits until `until`, not only that job. */
   pushBack(key: string, until: number, now: number): Promise<void>;
   /** Until when the key is paused by back-pressure (0 when it is not). */
@@ -177,9 +190,10 @@ export interface RateLimiter {
  * The next slot of this process's block for the key, or undefined when it holds none still usable:
  * slots more than LATE_TOLERANCE_MS past are dropped rather than bunched with later ones.
  */
-function takeFromBlock(blocks: Map<string, SlotBlock>, key: string, now: number): RateDecision | undefined {
+function takeFromBlock(blocks: Map<string, SlotBlock>, key: string, t: number, now: number): RateDecision | undefined {
   const block = blocks.get(key);
-  if (!block) return undefined;
+  // Two actions may share a key with different limits: a block serves only the spacing it was granted at.
+  if (block?.t !== t) return undefined;
   const late = now - LATE_TOLERANCE_MS - block.next;
   if (late > 0) {
     const skip = Math.ceil(late / block.t);
@@ -201,30 +215,49 @@ const GO: RateDecision = { kind: 'go' };
 /** This process's blocks and the script calls under way, per key. */
 interface LocalSlots {
   blocks: Map<string, SlotBlock>;
-  /** A block call in flight for the key: the callers arriving meanwhile wait for it instead of each asking. */
-  asking: Map<string, Promise<void>>;
+  /**
+   * A block call in flight for the key, resolving to whether it brought a block: the callers
+   * arriving meanwhile wait for it instead of each asking.
+   */
+  asking: Map<string, Promise<boolean>>;
+  /** Until when the key's callers ask on their own: its last block call brought no block. */
+  noBlockUntil: Map<string, number>;
+  /** Bumped by each pushBack: a block asked for before it is not kept. */
+  pushBacks: Map<string, number>;
 }
 
 async function acquireSlot(redis: RedisClient, keys: RelayKeys, local: LocalSlots, spec: RateLimitSpec, jobId: string, now: number) {
-  // 1% wider spacing absorbs the jitter between a slot and the moment its request leaves.
-  const t = (spec.perMs / spec.max) * SPACING_MARGIN;
-  const n = blockSize(t);
+  const t = slotSpacing(spec);
+  let ownCall = blockSize(t) === 1 || (local.noBlockUntil.get(spec.key) ?? 0) > now;
   for (;;) {
-    const mine = takeFromBlock(local.blocks, spec.key, now);
+    const mine = takeFromBlock(local.blocks, spec.key, t, now);
     if (mine) return mine;
-    // Only block calls are marked under way: a binding key's callers each need a call of their own.
-    const asking = local.asking.get(spec.key);
+    const asking = ownCall ? undefined : local.asking.get(spec.key);
     if (!asking) break;
-    await asking;
+    const from = performance.now();
+    // A caller that waited has the time it waited on the clock.
+    ownCall = !(await asking);
+    now += performance.now() - from;
   }
-  let done = (): void => undefined;
-  if (n > 1) local.asking.set(spec.key, new Promise<void>((resolve) => (done = resolve)));
+  if (ownCall) return runGcra(redis, keys, local, spec, t, jobId, now);
+  let done = (_granted: boolean): void => undefined;
+  local.asking.set(spec.key, new Promise<boolean>((resolve) => (done = resolve)));
+  let granted = false;
   try {
-    return await runGcra(redis, keys, local, spec, t, n, jobId, now);
+    const decision = await runGcra(redis, keys, local, spec, t, jobId, now);
+    granted = local.blocks.get(spec.key)?.t === t;
+    if (!granted) remember(local.noBlockUntil, spec.key, now + NO_BLOCK_RECHECK_MS);
+    return decision;
   } finally {
-    if (n > 1) local.asking.delete(spec.key);
-    done();
+    local.asking.delete(spec.key);
+    done(granted);
   }
+}
+
+/** Sets a per-key value in a map bounded like the blocks (keys come from definitions, but never trust a count). */
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  if (map.size > MAX_BLOCKS) map.clear();
+  map.set(key, value);
 }
 
 async function runGcra(
@@ -233,10 +266,10 @@ async function runGcra(
   local: LocalSlots,
   spec: RateLimitSpec,
   t: number,
-  n: number,
   jobId: string,
   now: number,
 ): Promise<RateDecision> {
+  const pushBacks = local.pushBacks.get(spec.key);
   const [code, value, first] = (await GCRA_SCRIPT.run(
     redis,
     3,
@@ -251,30 +284,33 @@ async function runGcra(
     String(LATE_TOLERANCE_MS),
     String(IN_PROCESS_WAIT_MS),
     jobId,
-    String(n),
+    String(blockSize(t)),
     String(BLOCK_SPAN_MS),
   )) as [number, number | undefined, string | undefined];
   if (code === 0) return GO;
   if (code === 3) {
-    if (local.blocks.size > MAX_BLOCKS) local.blocks.clear();
-    local.blocks.set(spec.key, { next: Number(first), t, left: value ?? 1 });
-    return takeFromBlock(local.blocks, spec.key, now) ?? GO;
+    const block = { next: Number(first), t, left: value ?? 1 };
+    // A Retry-After that arrived while the block was asked for: only this job's slot stands.
+    if (local.pushBacks.get(spec.key) !== pushBacks) block.left = 1;
+    remember(local.blocks, spec.key, block);
+    return takeFromBlock(local.blocks, spec.key, t, now) ?? GO;
   }
   if (code === 1) return { kind: 'wait', at: value ?? now, waitMs: Math.max(0, (value ?? now) - now) };
   return { kind: 'capped', waitMs: value ?? 0 };
 }
 
 export function createRateLimiter(redis: RedisClient, keys: RelayKeys): RateLimiter {
-  const local: LocalSlots = { blocks: new Map(), asking: new Map() };
+  const local: LocalSlots = { blocks: new Map(), asking: new Map(), noBlockUntil: new Map(), pushBacks: new Map() };
   return {
     acquire: (spec, jobId, now) => acquireSlot(redis, keys, local, spec, jobId, now),
-    takeDue(key, now) {
-      return (local.blocks.get(key)?.next ?? Infinity) < now + 1 && takeFromBlock(local.blocks, key, now) === GO;
+    takeDue(key, limit, now) {
+      return (local.blocks.get(key)?.next ?? Infinity) < now + 1 && takeFromBlock(local.blocks, key, slotSpacing(limit), now) === GO;
     },
     async pushBack(key, until, now) {
       // This process's unused slots would go before `until`; other processes' are used up or dropped
       // within BLOCK_SPAN_MS + LATE_TOLERANCE_MS.
       local.blocks.delete(key);
+      remember(local.pushBacks, key, (local.pushBacks.get(key) ?? 0) + 1);
       await PUSH_BACK_SCRIPT.run(redis, 2, keys.rateLimit(key), keys.rateLimitPause(key), String(Math.ceil(until)), String(now));
     },
     async lease(key, max, jobId, now, leaseMs) {

@@ -202,12 +202,12 @@ describe('rate limiter (GCRA with reservations)', () => {
     expect(await limiter.acquire(k, 'x-1', now)).toEqual({ kind: 'go' });
     expect(await limiter.acquire(k, 'x-2', now)).toEqual({ kind: 'wait', at: Math.ceil(now + 2 * t), waitMs: Math.ceil(2 * t) });
     // takeDue hands out only a slot that is due: slot 3 is 1.5 ms away now, due a millisecond later.
-    expect(limiter.takeDue('block-time', now)).toBe(false);
-    expect(limiter.takeDue('block-time', now + 1)).toBe(true);
-    expect(limiter.takeDue('no-block-here', now)).toBe(false);
+    expect(limiter.takeDue('block-time', k, now)).toBe(false);
+    expect(limiter.takeDue('block-time', k, now + 1)).toBe(true);
+    expect(limiter.takeDue('no-block-here', k, now)).toBe(false);
     // Far past the block's slots: they are dropped and a new block is taken from the key's time.
     const later = now + LATE_TOLERANCE_MS + 50;
-    expect(limiter.takeDue('block-time', later)).toBe(false);
+    expect(limiter.takeDue('block-time', k, later)).toBe(false);
     expect(await limiter.acquire(k, 'x-3', later)).toEqual({ kind: 'go' });
     expect(Number(await redis.get(keys.rateLimit('block-time')))).toBeCloseTo(later + n * t, 2);
     // Back-pressure voids what is left of the block: the next caller waits for the pause.
@@ -262,6 +262,59 @@ describe('rate limiter (GCRA with reservations)', () => {
     expect(calls).toHaveBeenCalledTimes(5);
     await Promise.all(pending);
     calls.mockRestore();
+  });
+
+  it("a block serves only its own spacing: another limit on the same key asks Redis, and never takes the block's slots", async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const calls = vi.spyOn(redis, 'evalsha');
+    const now = 9_800_000;
+    // Two actions on one host: 1,000 per second (blocks of 4) and 10 per second.
+    const fast = spec('shared-host', { max: 1000, perMs: 1000 });
+    const slow = spec('shared-host', { max: 10, perMs: 1000 });
+    expect(await limiter.acquire(fast, 'f-0', now)).toEqual({ kind: 'go' });
+    expect(limiter.takeDue('shared-host', slow, now + 4)).toBe(false);
+    // The slow action's job gets a slot of its own from the key's clock: after the fast block's four.
+    expect(slotAt(await limiter.acquire(slow, 's-0', now))).toBe(Math.ceil(now + 4 * 1.01));
+    expect(calls).toHaveBeenCalledTimes(2);
+    // A second slow job is spaced 101 ms after the first, not handed a leftover fast slot.
+    expect(slotAt(await limiter.acquire(slow, 's-1', now))).toBe(Math.ceil(now + 4 * 1.01 + 101));
+    calls.mockRestore();
+  });
+
+  it('callers of a generous key with a backlog each ask at once: no block came back, so none is waited for', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const k = spec('generous-backlog', { max: 1000, perMs: 1000 });
+    const now = 9_900_000;
+    // Another process's reservation: no block is handed out while it is held.
+    await redis.zadd(keys.rateLimitSlots('generous-backlog'), now + 60_000, 'elsewhere');
+    const calls = vi.spyOn(redis, 'evalsha');
+    expect(await limiter.acquire(k, 'g-0', now)).toEqual({ kind: 'go' });
+    // The first call brought no block: for a while, every caller sends its own call at once.
+    const pending = [1, 2, 3].map((i) => limiter.acquire(k, `g-${i}`, now + 1));
+    expect(calls).toHaveBeenCalledTimes(4);
+    await Promise.all(pending);
+    calls.mockRestore();
+  });
+
+  it('hands out no block reaching past maxWaitMs: a slot further away is capped as before', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    // 1,000 per second (blocks of 4, 4 ms of slots), but no job may wait more than 2 ms.
+    const k = spec('short-wait', { max: 1000, perMs: 1000, maxWaitMs: 2 });
+    const now = 9_960_000;
+    expect(await limiter.acquire(k, 'w-0', now)).toEqual({ kind: 'go' });
+    expect(await limiter.acquire(k, 'w-1', now)).toEqual({ kind: 'wait', at: Math.ceil(now + 1.01), waitMs: 2 });
+    expect(await limiter.acquire(k, 'w-2', now)).toEqual({ kind: 'capped', waitMs: 3 });
+  });
+
+  it('a Retry-After that comes while a block is asked for leaves only the asking job its slot', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const k = spec('pushed-midway', { max: 1000, perMs: 1000 });
+    const now = 9_950_000;
+    const asked = limiter.acquire(k, 'p-0', now);
+    await limiter.pushBack('pushed-midway', now + 10_000, now);
+    expect(await asked).toEqual({ kind: 'go' });
+    // The block's other slots are gone: the next job waits for the pause.
+    expect(slotAt(await limiter.acquire(k, 'p-1', now))).toBeGreaterThanOrEqual(now + 10_000);
   });
 
   it('leases at most max permits, re-grants a holder its own, and frees expired or released ones', async () => {

@@ -36,7 +36,7 @@ function passLimits(ctx: PipelineContext, attempt: LoadedAttempt): Promise<void>
   if (!ctx.rateLimiter) return undefined;
   if (attempt.action.definition.rateLimit) {
     // Most jobs under a generous limit take a slot of the process's block: no promise, no Redis call.
-    if (ctx.rateLimiter.takeDue(attempt.action.limitKey, ctx.now())) return undefined;
+    if (ctx.rateLimiter.takeDue(attempt.action.limitKey, attempt.action.definition.rateLimit, ctx.now())) return undefined;
     return awaitSlot(ctx, attempt, ctx.rateLimiter);
   }
   return awaitPause(ctx, attempt, ctx.rateLimiter);
