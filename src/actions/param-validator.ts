@@ -135,7 +135,8 @@ export function quickObject(fields: Record<string, ParamSpec>): Check {
     const o = v as Record<string, unknown>;
     for (const key of Object.keys(o)) if (!known.has(key)) return false;
     for (const [name, check, required] of checks) {
-      const value = Object.hasOwn(o, name) ? o[name] : undefined;
+      // Read as zod reads it, inherited properties included (a parameter may be named `valueOf`).
+      const value = o[name];
       if (value === undefined ? required : !check(value)) return false;
     }
     return true;

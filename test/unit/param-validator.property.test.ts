@@ -80,6 +80,31 @@ describe('param validation (property)', () => {
     );
   });
 
+  it('the plain check agrees with zod for parameters named like Object.prototype members (valueOf, toString)', () => {
+    const named = fc
+      .uniqueArray(fc.constantFrom('valueOf', 'toString', 'hasOwnProperty', 'isPrototypeOf', 'a'), { minLength: 1, maxLength: 3 })
+      .chain((names) =>
+        fc.tuple(...names.map(() => parametersArb.map((specs) => Object.values(specs)[0]))).map((list) => {
+          const specs: Record<string, ParamSpec> = {};
+          names.forEach((name, i) => {
+            const spec = list[i];
+            if (spec) specs[name] = spec;
+          });
+          return specs;
+        }),
+      )
+      .filter((specs) => Object.keys(specs).length > 0);
+    fc.assert(
+      fc.property(
+        named.chain((specs) => fc.tuple(fc.constant(specs), fc.oneof(inputArb(specs), valuesArb(specs, false), oneWrong(specs)))),
+        ([specs, input]) => {
+          if (quickObject(specs)(input)) expect(paramsSchema(specs).safeParse(input).success).toBe(true);
+        },
+      ),
+      { numRuns: propertyRuns(500) },
+    );
+  });
+
   it('valid values of every declared type are accepted unchanged', () => {
     fc.assert(
       fc.property(
