@@ -296,39 +296,32 @@ function registerScrapeGauges(registry: Registry, scrape: () => Promise<ScrapeSn
       });
     },
   });
-  new Gauge({
-    name: 'action_relay_ordering_waiting_jobs',
-    help: 'Jobs with an orderingKey waiting behind an earlier job of their key, per queue partition (not yet in the queue, so not in action_relay_queue_jobs), read at scrape time',
-    labelNames: ['partition'],
-    registers,
-    async collect() {
-      const { partitions } = await scrape();
-      this.reset();
-      partitions?.forEach((p, i) => this.set({ partition: String(i) }, p.waitingInLine));
-    },
-  });
-  new Gauge({
-    name: 'action_relay_partition_oldest_waiting_seconds',
-    help: 'Seconds the job next in line of each queue partition has been ready to run, read from Redis at scrape time',
-    labelNames: ['partition'],
-    registers,
-    async collect() {
-      const { oldestWaitingSeconds } = await scrape();
-      this.reset();
-      oldestWaitingSeconds?.forEach((s, i) => this.set({ partition: String(i) }, s));
-    },
-  });
-  new Gauge({
-    name: 'action_relay_results_stream_entries',
-    help: 'Entries in the results stream of each partition (XLEN), read at scrape time',
-    labelNames: ['partition'],
-    registers,
-    async collect() {
-      const { results } = await scrape();
-      this.reset();
-      results?.forEach((r, i) => this.set({ partition: String(i) }, r.length));
-    },
-  });
+  /** A gauge with one series per queue partition, its values taken from the scrape-time snapshot. */
+  const perPartition = (name: string, help: string, values: (s: Awaited<ReturnType<typeof scrape>>) => number[] | undefined) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['partition'],
+      registers,
+      async collect() {
+        const list = values(await scrape());
+        this.reset();
+        list?.forEach((v, i) => this.set({ partition: String(i) }, v));
+      },
+    });
+  perPartition(
+    'action_relay_ordering_waiting_jobs',
+    'Jobs with an orderingKey waiting behind an earlier job of their key, per queue partition (not yet in the queue, so not in action_relay_queue_jobs), read at scrape time',
+    (s) => s.partitions?.map((p) => p.waitingInLine),
+  );
+  perPartition(
+    'action_relay_partition_oldest_waiting_seconds',
+    'Seconds the job next in line of each queue partition has been ready to run, read from Redis at scrape time',
+    (s) => s.oldestWaitingSeconds,
+  );
+  perPartition('action_relay_results_stream_entries', 'Entries in the results stream of each partition (XLEN), read at scrape time', (s) =>
+    s.results?.map((r) => r.length),
+  );
   new Gauge({
     name: 'action_relay_results_consumer_lag',
     help: 'Results-stream entries a consumer group has not read yet, per partition and group (XINFO GROUPS lag), read at scrape time',
