@@ -148,7 +148,7 @@ describe('rate limiter (GCRA with reservations)', () => {
     expect(await limiter.pausedUntil('pause')).toBe(now + 30_000);
   });
 
-  it('hands a generous key out in blocks: one script call per block, and no request before its own slot', async () => {
+  it("hands a generous key out in blocks: one script call per block, every slot on the key's clock", async () => {
     const limiter = createRateLimiter(redis, keys);
     const other = createRateLimiter(redis, keys);
     // 10,000 per second: slots 0.101 ms apart, so a block is BLOCK_MAX_SLOTS of them.
@@ -158,23 +158,19 @@ describe('rate limiter (GCRA with reservations)', () => {
     expect(n).toBe(Math.min(BLOCK_MAX_SLOTS, Math.floor(BLOCK_SPAN_MS / t)));
     const calls = vi.spyOn(redis, 'evalsha');
     const now = 8_000_000;
-    const sent: number[] = [];
     const decisions: RateDecision[] = [];
     // Two processes, alternating, take 3 blocks' worth of slots from jobs arriving every 0.2 ms.
     for (let i = 0; i < 3 * n; i++) {
-      const at = now + i * 0.2;
-      const d = await (i % 2 === 0 ? limiter : other).acquire(k, `b-${i}`, at);
-      decisions.push(d);
-      sent.push(d.kind === 'go' ? at : slotAt(d));
+      decisions.push(await (i % 2 === 0 ? limiter : other).acquire(k, `b-${i}`, now + i * 0.2));
     }
     // The second process's block starts after the first's n slots: its first job waits for it.
     expect(decisions[1]).toEqual({ kind: 'wait', at: Math.ceil(now + n * t), waitMs: Math.ceil(n * t - 0.2) });
     // Each process asked Redis once per n slots: 1.5 n slots each, two blocks each.
     expect(calls).toHaveBeenCalledTimes(4);
     calls.mockRestore();
-    // The k-th request to leave is no earlier than the k-th slot of the key.
-    sent.sort((a, b) => a - b);
-    for (const [i, s] of sent.entries()) expect(s).toBeGreaterThanOrEqual(now + i * t - 1e-6);
+    // Every slot handed out is on the key's clock: the first process's second block starts when it
+    // asked (job 2n, 0.4 n ms in), the other's right after it, n slots each.
+    expect(Number(await redis.get(keys.rateLimit('block')))).toBeCloseTo(now + 0.4 * n + 2 * n * t, 2);
   });
 
   it('callers arriving while a block is asked for wait for it instead of each asking Redis', async () => {
