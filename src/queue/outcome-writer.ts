@@ -62,60 +62,82 @@ export interface Outcome {
  * queue (or, with a delay still to run, marked due; queue/ordering.ts), so that ending one and
  * releasing the other cannot be split by a crash.
  * Every key is the job's partition's (one hash tag), so this is one slot of a Redis Cluster.
- * The entry's idempotencyKey (the job id when none was given) and replayOf come from ARGV[13] and
- * ARGV[14] when the caller gives the key, else both from the job's stored data.
- * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] dlq index (zset), KEYS[4] dlq records (hash),
- *   KEYS[5] outcome counts (hash), KEYS[6] this minute's activity counters (hash),
- *   KEYS[7..9] for an ordered job only: its line, the line entries, the due marks
- * ARGV[1] outcome, ARGV[2] stream maxlen, ARGV[3..10] jobId actionId status reason attempts
- *   durationMs context response, ARGV[11] failedAt ms, ARGV[12] dead-letter record JSON,
- *   ARGV[13] idempotency key or '', ARGV[14] replayOf or '', ARGV[15] activity counters' lifetime in seconds,
- *   ARGV[16] errorResponse JSON, ARGV[17] now ms,
- *   ARGV[18..19] for an ordered job, when the caller adds next jobs: the queue's key prefix and its
+ * The entry's idempotencyKey (the job id when none was given) and replayOf come from A[13] and
+ * A[14] when the caller gives the key, else both from the job's stored data.
+ * finishJob(K, A), K its keys and A its arguments (FINISH_SCRIPT's KEYS and ARGV):
+ * K[1] job hash, K[2] results stream, K[3] dlq index (zset), K[4] dlq records (hash),
+ *   K[5] outcome counts (hash), K[6] this minute's activity counters (hash),
+ *   K[7..9] for an ordered job only: its line, the line entries, the due marks
+ * A[1] outcome, A[2] stream maxlen, A[3..10] jobId actionId status reason attempts
+ *   durationMs context response, A[11] failedAt ms, A[12] dead-letter record JSON,
+ *   A[13] idempotency key or '', A[14] replayOf or '', A[15] activity counters' lifetime in seconds,
+ *   A[16] errorResponse JSON, A[17] now ms,
+ *   A[18..19] for an ordered job, when the caller adds next jobs: the queue's key prefix and its
  *   stored options template (Ordering.handoffArgs), with which the next job of the line is added here
  * Returns 0 when the job had already ended, else 1, or { 1, next job id, its entry } when an
  * ordered job's successor is due.
  */
-const FINISH_SCRIPT = luaScript(`${RELEASE_LUA}
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HSETNX', KEYS[1], '${JOB_FIELDS.outcome}', ARGV[1]) == 0 then return 0 end
-end
-local idem, replayOf = ARGV[13], ARGV[14]
-if idem == '' then
-  idem = ARGV[3]
-  local data = redis.call('HGET', KEYS[1], 'data')
-  if data then
-    local ok, d = pcall(cjson.decode, data)
-    if ok and type(d) == 'table' then
-      if type(d.idempotencyKey) == 'string' then idem = d.idempotencyKey end
-      if replayOf == '' and type(d.replayOf) == 'string' then replayOf = d.replayOf end
+/** How long a minute's activity counters are kept: the console reads the last hour. */
+export const ACTIVITY_TTL_SECONDS = 2 * 3600;
+
+const FINISH_LUA = `${RELEASE_LUA}
+local function finishJob(K, A)
+  if redis.call('EXISTS', K[1]) == 1 then
+    if redis.call('HSETNX', K[1], '${JOB_FIELDS.outcome}', A[1]) == 0 then return 0 end
+  end
+  local idem, replayOf = A[13], A[14]
+  if idem == '' then
+    idem = A[3]
+    local data = redis.call('HGET', K[1], 'data')
+    if data then
+      local ok, d = pcall(cjson.decode, data)
+      if ok and type(d) == 'table' then
+        if type(d.idempotencyKey) == 'string' then idem = d.idempotencyKey end
+        if replayOf == '' and type(d.replayOf) == 'string' then replayOf = d.replayOf end
+      end
     end
   end
+  local fields = { 'jobId', A[3], 'actionId', A[4], 'outcome', A[1], 'status', A[5], 'reason', A[6],
+    'attempts', A[7], 'durationMs', A[8], 'context', A[9], 'response', A[10], 'errorResponse', A[16],
+    'idempotencyKey', idem }
+  if replayOf ~= '' then
+    fields[#fields + 1] = 'replayOf'
+    fields[#fields + 1] = replayOf
+  end
+  redis.call('XADD', K[2], 'MAXLEN', '~', A[2], '*', unpack(fields))
+  redis.call('HINCRBY', K[5], A[1], 1)
+  if A[1] == 'dead' then
+    redis.call('ZADD', K[3], A[11], A[3])
+    redis.call('HSET', K[4], A[3], A[12])
+  end
+  -- Per-minute counts for the console: two O(1) writes here instead of a scan of the stream per read.
+  redis.call('HINCRBY', K[6], A[4] .. (A[1] == 'dead' and '|x' or '|d'), 1)
+  local retries = tonumber(A[7]) - 1
+  if retries > 0 then redis.call('HINCRBY', K[6], A[4] .. '|r', retries) end
+  redis.call('EXPIRE', K[6], A[15])
+  if K[7] then
+    local nextJob = releaseLine(K[7], K[8], K[9], A[3], A[17], A[18], A[19])
+    if nextJob then return { 1, nextJob[1], nextJob[2] } end
+  end
+  return 1
 end
-local fields = { 'jobId', ARGV[3], 'actionId', ARGV[4], 'outcome', ARGV[1], 'status', ARGV[5], 'reason', ARGV[6],
-  'attempts', ARGV[7], 'durationMs', ARGV[8], 'context', ARGV[9], 'response', ARGV[10], 'errorResponse', ARGV[16],
-  'idempotencyKey', idem }
-if replayOf ~= '' then
-  fields[#fields + 1] = 'replayOf'
-  fields[#fields + 1] = replayOf
-end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
-redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
-if ARGV[1] == 'dead' then
-  redis.call('ZADD', KEYS[3], ARGV[11], ARGV[3])
-  redis.call('HSET', KEYS[4], ARGV[3], ARGV[12])
-end
--- Per-minute counts for the console: two O(1) writes here instead of a scan of the stream per read.
-redis.call('HINCRBY', KEYS[6], ARGV[4] .. (ARGV[1] == 'dead' and '|x' or '|d'), 1)
-local retries = tonumber(ARGV[7]) - 1
-if retries > 0 then redis.call('HINCRBY', KEYS[6], ARGV[4] .. '|r', retries) end
-redis.call('EXPIRE', KEYS[6], ARGV[15])
-if KEYS[7] then
-  local nextJob = releaseLine(KEYS[7], KEYS[8], KEYS[9], ARGV[3], ARGV[17], ARGV[18], ARGV[19])
-  if nextJob then return { 1, nextJob[1], nextJob[2] } end
-end
-return 1
-`);
+`;
+
+const FINISH_SCRIPT = luaScript(`${FINISH_LUA}
+return finishJob(KEYS, ARGV)`);
+
+/*
+ * The same for the common case, a delivered job with no orderingKey, with the arguments that case
+ * leaves empty or constant written into the script: each argument costs the worker a few string
+ * pieces to send (ioredis), and this one is sent for every delivery.
+ * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] outcome counts, KEYS[4] this minute's activity counters
+ * ARGV[1] stream maxlen, ARGV[2..8] jobId actionId status attempts durationMs context response,
+ *   ARGV[9] idempotency key, ARGV[10] replayOf or ''
+ */
+const FINISH_DELIVERED_SCRIPT = luaScript(`${FINISH_LUA}
+return finishJob({ KEYS[1], KEYS[2], nil, nil, KEYS[3], KEYS[4] },
+  { 'delivered', ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', ARGV[5], ARGV[6], ARGV[7], ARGV[8], '0', '', ARGV[9], ARGV[10],
+    '${ACTIVITY_TTL_SECONDS}', '{}', '' })`);
 
 const attemptField = JOB_FIELDS.attempt;
 
@@ -133,9 +155,6 @@ export interface OutcomeWriter {
   attemptsOf(keys: PartitionKeys, jobId: string, count: number): Promise<AttemptRecord[]>;
 }
 
-/** How long a minute's activity counters are kept: the console reads the last hour. */
-export const ACTIVITY_TTL_SECONDS = 2 * 3600;
-
 export interface OutcomeWriterOptions {
   /** Adds the next job of an ordered job's line to the queue (in the finish script, or after it); without it the ordering sweep does, later. */
   ordering?: Pick<Ordering, 'moveIn' | 'handoffArgs'>;
@@ -146,8 +165,30 @@ export interface OutcomeWriterOptions {
 
 export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: OutcomeWriterOptions = {}): OutcomeWriter {
   const now = opts.now ?? Date.now;
+  const maxLenArg = String(maxLen);
   return {
     async finish(keys, o, via) {
+      if (o.outcome === 'delivered' && o.orderingKey === undefined && o.idempotencyKey !== undefined && !o.errorResponse) {
+        const written = await FINISH_DELIVERED_SCRIPT.run(
+          via ?? redis,
+          4,
+          keys.jobKey(o.jobId),
+          keys.results,
+          keys.outcomeCounts,
+          keys.activity(Math.floor(now() / 60_000)),
+          maxLenArg,
+          o.jobId,
+          o.actionId,
+          o.status === null ? '' : String(o.status),
+          String(o.attempts),
+          String(o.durationMs),
+          JSON.stringify(o.context),
+          JSON.stringify(o.response),
+          o.idempotencyKey,
+          o.replayOf ?? '',
+        );
+        return written === 1;
+      }
       const scriptKeys = [
         keys.jobKey(o.jobId),
         keys.results,
@@ -162,7 +203,7 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
         scriptKeys.length,
         ...scriptKeys,
         o.outcome,
-        String(maxLen),
+        maxLenArg,
         o.jobId,
         o.actionId,
         o.status === null ? '' : String(o.status),

@@ -152,4 +152,46 @@ describe('BullMQ internals the relay relies on', () => {
     expect((await takeJob(worker, 't1')).id).toBe('by-bull');
     expect((await takeJob(worker, 't2')).id).toBe('by-script');
   });
+
+  it('end a delivered job through the short finish script exactly as through the general one', async () => {
+    const { ctx } = await setup();
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await ctx.producer.enqueue({ actionId: 'a', params: {}, idempotencyKey: `idem-${i}` })).jobId);
+    const delivered = (jobId: string, attempts: number) => ({
+      jobId,
+      actionId: 'a',
+      outcome: 'delivered' as const,
+      status: 201,
+      reason: '',
+      attempts,
+      durationMs: 12,
+      context: { journeyId: 'j"1' },
+      response: { id: 'r-1', n: [1, 2] },
+    });
+    const firstMinute = Math.floor(Date.now() / 60_000);
+    // Without the idempotency key the general script runs (it reads the key from the job's data).
+    expect(await ctx.outcomes.finish(ctx.keys, delivered(ids[0] as string, 1))).toBe(true);
+    expect(await ctx.outcomes.finish(ctx.keys, { ...delivered(ids[1] as string, 1), idempotencyKey: 'idem-1' })).toBe(true);
+    expect(await ctx.outcomes.finish(ctx.keys, delivered(ids[2] as string, 3))).toBe(true);
+    expect(await ctx.outcomes.finish(ctx.keys, { ...delivered(ids[3] as string, 3), idempotencyKey: 'idem-3', replayOf: 'dl-9' })).toBe(
+      true,
+    );
+    // A rerun is a no-op either way.
+    expect(await ctx.outcomes.finish(ctx.keys, { ...delivered(ids[1] as string, 2), idempotencyKey: 'idem-1' })).toBe(false);
+
+    const entries = (await ctx.redis.xrange(ctx.keys.results, '-', '+')).map(([, f]) => f);
+    const normal = (f: string[], i: number) => f.map((v) => (v === ids[i] ? 'ID' : v === `idem-${i}` ? 'IDEM' : v));
+    expect(normal(entries[1] as string[], 1)).toEqual(normal(entries[0] as string[], 0));
+    expect(normal(entries[3] as string[], 3)).toEqual([...normal(entries[2] as string[], 2), 'replayOf', 'dl-9']);
+    for (const id of ids) expect(await ctx.redis.hget(ctx.keys.jobKey(id), JOB_FIELDS.outcome)).toBe('delivered');
+    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: '4' });
+    // Summed over the minutes the finishes spanned (a minute may have turned meanwhile).
+    const activity: Record<string, number> = {};
+    for (let m = firstMinute; m <= Math.floor(Date.now() / 60_000); m++) {
+      const counts = Object.entries(await ctx.redis.hgetall(ctx.keys.activity(m)));
+      for (const [k, v] of counts) activity[k] = (activity[k] ?? 0) + Number(v);
+      if (counts.length > 0) expect(await ctx.redis.ttl(ctx.keys.activity(m))).toBeGreaterThan(3600);
+    }
+    expect(activity).toEqual({ 'a|d': 4, 'a|r': 4 });
+  });
 });
