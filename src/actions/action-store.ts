@@ -43,6 +43,8 @@ export interface ActionStore {
   delete(id: string, opts?: { fromFiles?: boolean }): Promise<boolean>;
   /** The compiled action, cached until a change is published. */
   getCompiled(id: string): Promise<CompiledAction | null>;
+  /** What getCompiled would resolve to when it is cached and loaded already; undefined otherwise (no promise, no call). */
+  compiledNow(id: string): CompiledAction | undefined;
   /** Subscribes to changes so that cached actions are dropped within moments of an update. */
   watch(subscriber: RedisClient): Promise<void>;
 }
@@ -137,6 +139,8 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
   const { redis, keys, logger } = deps;
   const now = deps.now ?? Date.now;
   const cache = new Map<string, Promise<CompiledAction | null>>();
+  /** The loaded entries of `cache`, for compiledNow: dropped with them. */
+  const loaded = new WeakMap<Promise<CompiledAction | null>, CompiledAction>();
   // Bumped on every change notice, so a fetch that raced an update is not cached.
   let generation = 0;
 
@@ -198,9 +202,10 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
       const hit = cache.get(id);
       if (hit) return hit;
       const gen = generation;
-      const pending = load(id).then(
+      const pending: Promise<CompiledAction | null> = load(id).then(
         (action) => {
           if (action === null || gen !== generation) cache.delete(id);
+          else loaded.set(pending, action);
           return action;
         },
         (err: unknown) => {
@@ -210,6 +215,10 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
       );
       cache.set(id, pending);
       return pending;
+    },
+    compiledNow(id) {
+      const hit = cache.get(id);
+      return hit && loaded.get(hit);
     },
     async watch(subscriber) {
       subscriber.on('message', (channel: string, id: string) => {

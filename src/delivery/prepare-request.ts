@@ -24,11 +24,23 @@ export interface PrepareOptions {
   now?: () => number;
 }
 
+/**
+ * The request of an action that sends no credentials, no signature and no client certificate
+ * (most actions): rendered with no promise. Undefined for any other action (see prepareRequest).
+ */
+export function prepareWithoutSecrets(action: CompiledAction, scope: RenderScope): PreparedRequest | undefined {
+  const def = action.definition;
+  if (def.auth.type !== 'none' || def.signing || def.tls) return undefined;
+  return { req: action.buildRequest(scope), applied: { secretHeaders: [], secretQuery: [] } };
+}
+
 /** Renders an attempt's request, adds credentials and, for a signing action, its signature headers. */
 export async function prepareRequest(action: CompiledAction, scope: RenderScope, opts: PrepareOptions): Promise<PreparedRequest> {
+  const plain = prepareWithoutSecrets(action, scope);
+  if (plain) return plain;
   const def = action.definition;
   const req = action.buildRequest(scope);
-  // Most actions send no credentials: no call (and no promise) for them.
+  // A signing or mTLS action without credentials: no call for them.
   const applied: AuthApplied =
     def.auth.type === 'none'
       ? { secretHeaders: [], secretQuery: [] }

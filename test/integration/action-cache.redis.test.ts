@@ -67,4 +67,31 @@ describe('the action cache', () => {
       'the published change after the reconnect',
     );
   });
+
+  it('compiledNow answers only what getCompiled has loaded, and forgets it with the cache', async () => {
+    const sub = new Redis(config.REDIS_URL);
+    try {
+      const store = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+      await store.put({ ...definition('/a'), id: 'now' });
+      await store.watch(sub);
+      expect(store.compiledNow('now')).toBeUndefined();
+      const loading = store.getCompiled('now');
+      // Asked for, not loaded yet.
+      expect(store.compiledNow('now')).toBeUndefined();
+      const loaded = await loading;
+      expect(store.compiledNow('now')).toBe(loaded);
+      expect(store.compiledNow('missing')).toBeUndefined();
+      await store.getCompiled('missing');
+      expect(store.compiledNow('missing')).toBeUndefined();
+
+      // A change published by another instance drops it: the next job loads the new definition.
+      const other = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+      await other.put({ ...definition('/b'), id: 'now' });
+      await waitFor(async () => store.compiledNow('now') === undefined, 10_000, 'the change notice');
+      expect((await store.getCompiled('now'))?.definition.endpoint.path).toBe('/b');
+      expect(store.compiledNow('now')?.definition.endpoint.path).toBe('/b');
+    } finally {
+      sub.disconnect();
+    }
+  });
 });

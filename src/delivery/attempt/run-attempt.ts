@@ -17,9 +17,13 @@ export async function runAttempt(ctx: PipelineContext, job: Job, partition: Part
   const attempt = startAttempt(ctx, job, partition, token);
   ctx.events.emit('started', { jobId: attempt.jobId });
   try {
-    const loaded = await load(ctx, attempt);
-    await passGates(ctx, loaded);
-    await prepare(ctx, loaded);
+    // Steps with nothing to wait for return no promise: awaited only when they do.
+    const pending = load(ctx, attempt);
+    const loaded = pending instanceof Promise ? await pending : pending;
+    const gated = passGates(ctx, loaded);
+    if (gated) await gated;
+    const prepared = prepare(ctx, loaded);
+    if (prepared) await prepared;
     const res = await send(ctx, loaded);
     const response = classify(loaded.action, res, ctx.now(), ctx.maxResponseBytes);
     return await finishDelivered(ctx, loaded, res.status, response);
