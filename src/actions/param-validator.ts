@@ -140,22 +140,38 @@ export function quickObject(fields: Record<string, ParamSpec>): Check {
     const o = v as Record<string, unknown>;
     for (const key of Object.keys(o)) if (!known.has(key)) return false;
     for (const [name, check, required] of checks) {
-      // Read as zod reads it, inherited properties included (a parameter may be named `valueOf`).
-      const value = o[name];
+      // Own fields only, as zod reads them (paramsSchema): a parameter may be named `valueOf`.
+      const value = Object.hasOwn(o, name) ? o[name] : undefined;
       if (value === undefined ? required : !check(value)) return false;
     }
     return true;
   };
 }
 
+/**
+ * A copy of JSON-like input whose plain objects have no prototype, so that zod reads only the
+ * fields that were sent: an optional parameter named like an Object.prototype member (`valueOf`,
+ * `toString`) that is left out is absent, not the inherited function. Anything else is passed as
+ * it is, for zod to judge (an array keeps its holes, which zod refuses).
+ */
+function ownFieldsOnly(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(ownFieldsOnly);
+  if (v === null || typeof v !== 'object') return v;
+  const proto: unknown = Object.getPrototypeOf(v);
+  if (proto !== Object.prototype && proto !== null) return v;
+  const out = Object.create(null) as Record<string, unknown>;
+  for (const key of Object.keys(v)) out[key] = ownFieldsOnly((v as Record<string, unknown>)[key]);
+  return out;
+}
+
 /** The zod schema of a parameter list, which has the last word. */
 export function paramsSchema(fields: Record<string, ParamSpec>): z.ZodType {
-  return objectSchema(fields);
+  return z.preprocess(ownFieldsOnly, objectSchema(fields));
 }
 
 /** Builds the validator of a job's params once per action version. */
 export function compileParamValidator(parameters: Record<string, ParamSpec>): ParamValidator {
-  const schema = objectSchema(parameters);
+  const schema = paramsSchema(parameters);
   const valid = quickObject(parameters);
   return (params) => {
     const input = params ?? {};

@@ -138,6 +138,35 @@ describe('objects and required values', () => {
     expect(validate({ s: 'x', t: 0, l: [] })).toEqual({ ok: true, value: { s: 'x', t: 0, l: [] } });
   });
 
+  it('parameters named like Object.prototype members are read from the params only: left out, they are absent', () => {
+    // Built from entries: in an object literal, TypeScript types these names as Object's members.
+    const specs = Object.fromEntries<ParamSpec>([
+      ['valueOf', { type: 'string' }],
+      ['toString', { type: 'integer', required: true }],
+      [
+        'items',
+        {
+          type: 'listObject',
+          fields: Object.fromEntries<ParamSpec>([
+            ['hasOwnProperty', { type: 'boolean' }],
+            ['sku', { type: 'string', required: true }],
+          ]),
+        },
+      ],
+    ]);
+    const validate = compileParamValidator(specs);
+    expect(validate({ toString: 1 })).toEqual({ ok: true, value: { toString: 1 } });
+    expect(validate({ toString: 1, items: [{ sku: 'A' }] }).ok).toBe(true);
+    expect(validate({ toString: 1, valueOf: 'v', items: [{ sku: 'A', hasOwnProperty: true }] }).ok).toBe(true);
+    const r = validate({ valueOf: 3, items: [{ hasOwnProperty: 'yes' }] });
+    expect(r.ok ? [] : r.problems).toEqual([
+      { path: 'params.valueOf', message: 'expected a string' },
+      { path: 'params.toString', message: 'required' },
+      { path: 'params.items[0].hasOwnProperty', message: 'expected a boolean' },
+      { path: 'params.items[0].sku', message: 'required' },
+    ]);
+  });
+
   it('a value of the wrong type is not called "required", even null', () => {
     expect(problems({ type: 'string', required: true }, null)).toEqual(at('expected a string'));
     expect(problems({ type: 'dateTime', required: true }, false)).not.toContainEqual({ path: 'params.v', message: 'required' });
