@@ -1,6 +1,6 @@
 import { actionDefinitionSchema, type ActionDefinition } from './action-schema.js';
 import { compileJson, compileString, hasLoneSurrogate, MISSING, stringify, type CompileContext, type RenderScope } from './template.js';
-import { compileParamValidator, formatIssues, quickType, typeSchema, type ParamValidator } from './param-validator.js';
+import { compileParamValidator, formatIssues, typeSchema, type ParamValidator } from './param-validator.js';
 import { HEADER_NAME, isHeaderValue } from '../delivery/header-grammar.js';
 import { InvalidParamsError, ResponseInvalidError, ValidationError, type FieldProblem } from '../errors/errors.js';
 
@@ -294,12 +294,7 @@ type CapturedFields = NonNullable<ActionDefinition['response']>['fields'];
  * mistyped one goes to `onMistyped`, which throws or lets it be left out.
  */
 function compileCapture(spec: CapturedFields | undefined) {
-  const fields = Object.entries(spec ?? {}).map(([name, f]) => ({
-    name,
-    path: (f.path ?? name).split('.'),
-    valid: quickType(f.type),
-    schema: typeSchema(f.type),
-  }));
+  const fields = Object.entries(spec ?? {}).map(([name, f]) => ({ name, path: (f.path ?? name).split('.'), schema: typeSchema(f.type) }));
   return {
     size: fields.length,
     capture(body: unknown, onMistyped: (name: string, message: string) => void): Record<string, unknown> {
@@ -310,11 +305,6 @@ function compileCapture(spec: CapturedFields | undefined) {
           v = v !== null && typeof v === 'object' && Object.hasOwn(v, seg) ? (v as Record<string, unknown>)[seg] : undefined;
         }
         if (v === undefined) continue;
-        // Most answers hold what they should: kept as they are, no zod parse (zod names what is wrong).
-        if (f.valid(v)) {
-          out[f.name] = v;
-          continue;
-        }
         const parsed = f.schema.safeParse(v);
         if (parsed.success) out[f.name] = parsed.data;
         else onMistyped(f.name, parsed.error.issues[0]?.message ?? 'wrong type');

@@ -121,11 +121,6 @@ const quick: Record<Exclude<ParamSpec['type'], 'listObject'>, Check> = {
   listDateTime: (v) => scalar.listDateTime.safeParse(v).success,
 };
 
-/** The plain check of one scalar or list type: true only for what typeSchema(type) accepts unchanged. */
-export function quickType(type: Exclude<ParamSpec['type'], 'listObject'>): Check {
-  return quick[type];
-}
-
 /** The plain check of a parameter list (exported for the test that holds it to the zod schema). */
 export function quickObject(fields: Record<string, ParamSpec>): Check {
   const checks = Object.entries(fields).map(([name, spec]) => {
