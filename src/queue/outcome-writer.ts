@@ -127,17 +127,21 @@ const FINISH_SCRIPT = luaScript(`${FINISH_LUA}
 return finishJob(KEYS, ARGV)`);
 
 /*
- * The same for the common case, a delivered job with no orderingKey, with the arguments that case
- * leaves empty or constant written into the script: each argument costs the worker a few string
- * pieces to send (ioredis), and this one is sent for every delivery.
+ * The same for the common case, a delivered job with no orderingKey, in as few arguments as it can
+ * take: each argument costs the worker a few string pieces to send (ioredis), and this command is
+ * sent for every delivery. What that case leaves empty or constant is written into the script (the
+ * stream's maxlen too: one script per writer); the three numbers travel as one argument.
  * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] outcome counts, KEYS[4] this minute's activity counters
- * ARGV[1] stream maxlen, ARGV[2..8] jobId actionId status attempts durationMs context response,
- *   ARGV[9] idempotency key, ARGV[10] replayOf or ''
+ * ARGV[1] jobId, ARGV[2] actionId, ARGV[3] 'status attempts durationMs', ARGV[4] context, ARGV[5] response,
+ *   ARGV[6] idempotency key (absent: the job id), ARGV[7] replayOf (absent: none)
  */
-const FINISH_DELIVERED_SCRIPT = luaScript(`${FINISH_LUA}
+function finishDeliveredScript(maxLen: number) {
+  return luaScript(`${FINISH_LUA}
+local status, attempts, duration = string.match(ARGV[3], '^(%S+) (%S+) (%S+)$')
 return finishJob({ KEYS[1], KEYS[2], nil, nil, KEYS[3], KEYS[4] },
-  { 'delivered', ARGV[1], ARGV[2], ARGV[3], ARGV[4], '', ARGV[5], ARGV[6], ARGV[7], ARGV[8], '0', '', ARGV[9], ARGV[10],
-    '${ACTIVITY_TTL_SECONDS}', '{}', '' })`);
+  { 'delivered', '${maxLen}', ARGV[1], ARGV[2], status, '', attempts, duration, ARGV[4], ARGV[5], '0', '',
+    ARGV[6] or ARGV[1], ARGV[7] or '', '${ACTIVITY_TTL_SECONDS}', '{}', '' })`);
+}
 
 const attemptField = JOB_FIELDS.attempt;
 
@@ -166,27 +170,28 @@ export interface OutcomeWriterOptions {
 export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: OutcomeWriterOptions = {}): OutcomeWriter {
   const now = opts.now ?? Date.now;
   const maxLenArg = String(maxLen);
+  const finishDelivered = finishDeliveredScript(maxLen);
   return {
     async finish(keys, o, via) {
-      if (o.outcome === 'delivered' && o.orderingKey === undefined && o.idempotencyKey !== undefined && !o.errorResponse) {
-        const written = await FINISH_DELIVERED_SCRIPT.run(
-          via ?? redis,
-          4,
-          keys.jobKey(o.jobId),
-          keys.results,
-          keys.outcomeCounts,
-          keys.activity(Math.floor(now() / 60_000)),
-          maxLenArg,
+      if (
+        o.outcome === 'delivered' &&
+        o.status !== null &&
+        o.orderingKey === undefined &&
+        o.idempotencyKey !== undefined &&
+        !o.errorResponse
+      ) {
+        const args = [
           o.jobId,
           o.actionId,
-          o.status === null ? '' : String(o.status),
-          String(o.attempts),
-          String(o.durationMs),
+          `${o.status} ${o.attempts} ${o.durationMs}`,
           JSON.stringify(o.context),
           JSON.stringify(o.response),
-          o.idempotencyKey,
-          o.replayOf ?? '',
-        );
+        ];
+        if (o.idempotencyKey !== o.jobId || o.replayOf !== undefined) args.push(o.idempotencyKey);
+        if (o.replayOf !== undefined) args.push(o.replayOf);
+        const jobKey = keys.jobKey(o.jobId);
+        const activity = keys.activity(Math.floor(now() / 60_000));
+        const written = await finishDelivered.run(via ?? redis, 4, jobKey, keys.results, keys.outcomeCounts, activity, ...args);
         return written === 1;
       }
       const scriptKeys = [

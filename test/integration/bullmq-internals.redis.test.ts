@@ -178,13 +178,19 @@ describe('BullMQ internals the relay relies on', () => {
     );
     // A rerun is a no-op either way.
     expect(await ctx.outcomes.finish(ctx.keys, { ...delivered(ids[1] as string, 2), idempotencyKey: 'idem-1' })).toBe(false);
+    // Jobs without an idempotency key: the key is the job id (the short script is not sent it).
+    for (let i = 4; i < 6; i++) ids.push((await ctx.producer.enqueue({ actionId: 'a', params: {} })).jobId);
+    expect(await ctx.outcomes.finish(ctx.keys, delivered(ids[4] as string, 1))).toBe(true);
+    expect(await ctx.outcomes.finish(ctx.keys, { ...delivered(ids[5] as string, 1), idempotencyKey: ids[5] })).toBe(true);
 
     const entries = (await ctx.redis.xrange(ctx.keys.results, '-', '+')).map(([, f]) => f);
     const normal = (f: string[], i: number) => f.map((v) => (v === ids[i] ? 'ID' : v === `idem-${i}` ? 'IDEM' : v));
     expect(normal(entries[1] as string[], 1)).toEqual(normal(entries[0] as string[], 0));
     expect(normal(entries[3] as string[], 3)).toEqual([...normal(entries[2] as string[], 2), 'replayOf', 'dl-9']);
+    expect(normal(entries[5] as string[], 5)).toEqual(normal(entries[4] as string[], 4));
+    expect(entries[5]).toEqual(expect.arrayContaining(['idempotencyKey', ids[5]]));
     for (const id of ids) expect(await ctx.redis.hget(ctx.keys.jobKey(id), JOB_FIELDS.outcome)).toBe('delivered');
-    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: '4' });
+    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: '6' });
     // Summed over the minutes the finishes spanned (a minute may have turned meanwhile).
     const activity: Record<string, number> = {};
     for (let m = firstMinute; m <= Math.floor(Date.now() / 60_000); m++) {
@@ -192,6 +198,6 @@ describe('BullMQ internals the relay relies on', () => {
       for (const [k, v] of counts) activity[k] = (activity[k] ?? 0) + Number(v);
       if (counts.length > 0) expect(await ctx.redis.ttl(ctx.keys.activity(m))).toBeGreaterThan(3600);
     }
-    expect(activity).toEqual({ 'a|d': 4, 'a|r': 4 });
+    expect(activity).toEqual({ 'a|d': 6, 'a|r': 4 });
   });
 });
