@@ -204,12 +204,14 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
       const gen = generation;
       const pending: Promise<CompiledAction | null> = load(id).then(
         (action) => {
-          if (action === null || gen !== generation) cache.delete(id);
-          else loaded.set(pending, action);
+          // Only this load's own entry: a newer one (asked for after a change) stays.
+          if (action === null || gen !== generation) {
+            if (cache.get(id) === pending) cache.delete(id);
+          } else loaded.set(pending, action);
           return action;
         },
         (err: unknown) => {
-          cache.delete(id);
+          if (cache.get(id) === pending) cache.delete(id);
           throw coerceError(err);
         },
       );

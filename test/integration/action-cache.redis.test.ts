@@ -94,4 +94,24 @@ describe('the action cache', () => {
       sub.disconnect();
     }
   });
+
+  it('a load that raced a change notice leaves the entry asked for after the notice in place', async () => {
+    const sub = new Redis(config.REDIS_URL);
+    try {
+      const store = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+      await store.put({ ...definition('/a'), id: 'raced' });
+      await store.watch(sub);
+      const first = store.getCompiled('raced');
+      // A change notice arrives while the first load is on its way (delivered here by hand, in order).
+      sub.emit('message', keys.actionsChannel, 'raced');
+      const second = store.getCompiled('raced');
+      expect(second).not.toBe(first);
+      await Promise.all([first, second]);
+      // The first load is not cached (it may predate the change); the second one is, and stays.
+      expect(store.compiledNow('raced')).toBe(await second);
+      expect(store.getCompiled('raced')).toBe(second);
+    } finally {
+      sub.disconnect();
+    }
+  });
 });
