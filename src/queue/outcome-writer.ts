@@ -175,6 +175,7 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
     async finish(keys, o, via) {
       if (
         o.outcome === 'delivered' &&
+        o.reason === '' &&
         o.status !== null &&
         o.orderingKey === undefined &&
         o.idempotencyKey !== undefined &&
