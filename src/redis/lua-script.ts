@@ -15,13 +15,12 @@ export interface LuaScript {
 export function luaScript(source: string): LuaScript {
   const sha = createHash('sha1').update(source).digest('hex');
   return {
-    async run(redis, numberOfKeys, ...keysAndArgs) {
-      try {
-        return await redis.evalsha(sha, numberOfKeys, ...keysAndArgs);
-      } catch (err: unknown) {
+    // A plain promise chain, not an async function: one promise fewer per call (a call per delivery).
+    run(redis, numberOfKeys, ...keysAndArgs) {
+      return redis.evalsha(sha, numberOfKeys, ...keysAndArgs).catch((err: unknown) => {
         if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
         return redis.eval(source, numberOfKeys, ...keysAndArgs);
-      }
+      });
     },
   };
 }
