@@ -171,71 +171,65 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
   const now = opts.now ?? Date.now;
   const maxLenArg = String(maxLen);
   const finishDelivered = finishDeliveredScript(maxLen);
+  /** A delivered job with no orderingKey: FINISH_DELIVERED, in a plain promise chain (it is every delivery's). */
+  const finishShort = (keys: PartitionKeys, o: Outcome, idempotencyKey: string, via?: RedisClient): Promise<boolean> => {
+    const args = [o.jobId, o.actionId, `${o.status} ${o.attempts} ${o.durationMs}`, JSON.stringify(o.context), JSON.stringify(o.response)];
+    if (idempotencyKey !== o.jobId || o.replayOf !== undefined) args.push(idempotencyKey);
+    if (o.replayOf !== undefined) args.push(o.replayOf);
+    const jobKey = keys.jobKey(o.jobId);
+    const activity = keys.activity(Math.floor(now() / 60_000));
+    return finishDelivered.run(via ?? redis, 4, jobKey, keys.results, keys.outcomeCounts, activity, ...args).then((w) => w === 1);
+  };
+
+  const finishAny = async (keys: PartitionKeys, o: Outcome, via?: RedisClient): Promise<boolean> => {
+    const scriptKeys = [
+      keys.jobKey(o.jobId),
+      keys.results,
+      keys.dlq,
+      keys.dlqRecords,
+      keys.outcomeCounts,
+      keys.activity(Math.floor(now() / 60_000)),
+    ];
+    if (o.orderingKey !== undefined) scriptKeys.push(keys.orderingLine(o.actionId, o.orderingKey), keys.orderingJobs, keys.orderingDue);
+    const written = (await FINISH_SCRIPT.run(
+      via ?? redis,
+      scriptKeys.length,
+      ...scriptKeys,
+      o.outcome,
+      maxLenArg,
+      o.jobId,
+      o.actionId,
+      o.status === null ? '' : String(o.status),
+      o.reason,
+      String(o.attempts),
+      String(o.durationMs),
+      JSON.stringify(o.context),
+      JSON.stringify(o.response),
+      o.dead ? String(Date.parse(o.dead.failedAt)) : '0',
+      o.dead ? JSON.stringify(o.dead) : '',
+      o.idempotencyKey ?? '',
+      o.replayOf ?? '',
+      String(ACTIVITY_TTL_SECONDS),
+      JSON.stringify(o.errorResponse ?? {}),
+      String(now()),
+      ...(o.orderingKey !== undefined && opts.ordering ? opts.ordering.handoffArgs(keys) : []),
+    )) as 0 | 1 | [1, string, string | null];
+    if (Array.isArray(written)) {
+      const [, , raw] = written;
+      if (raw !== null && opts.ordering) {
+        const next = decodeEntry(raw);
+        await opts.ordering.moveIn(keys, next).catch((err: unknown) => opts.onHandoffError?.(err, next));
+      }
+      return true;
+    }
+    return written === 1;
+  };
+
   return {
-    async finish(keys, o, via) {
-      if (
-        o.outcome === 'delivered' &&
-        o.reason === '' &&
-        o.status !== null &&
-        o.orderingKey === undefined &&
-        o.idempotencyKey !== undefined &&
-        !o.errorResponse
-      ) {
-        const args = [
-          o.jobId,
-          o.actionId,
-          `${o.status} ${o.attempts} ${o.durationMs}`,
-          JSON.stringify(o.context),
-          JSON.stringify(o.response),
-        ];
-        if (o.idempotencyKey !== o.jobId || o.replayOf !== undefined) args.push(o.idempotencyKey);
-        if (o.replayOf !== undefined) args.push(o.replayOf);
-        const jobKey = keys.jobKey(o.jobId);
-        const activity = keys.activity(Math.floor(now() / 60_000));
-        const written = await finishDelivered.run(via ?? redis, 4, jobKey, keys.results, keys.outcomeCounts, activity, ...args);
-        return written === 1;
-      }
-      const scriptKeys = [
-        keys.jobKey(o.jobId),
-        keys.results,
-        keys.dlq,
-        keys.dlqRecords,
-        keys.outcomeCounts,
-        keys.activity(Math.floor(now() / 60_000)),
-      ];
-      if (o.orderingKey !== undefined) scriptKeys.push(keys.orderingLine(o.actionId, o.orderingKey), keys.orderingJobs, keys.orderingDue);
-      const written = (await FINISH_SCRIPT.run(
-        via ?? redis,
-        scriptKeys.length,
-        ...scriptKeys,
-        o.outcome,
-        maxLenArg,
-        o.jobId,
-        o.actionId,
-        o.status === null ? '' : String(o.status),
-        o.reason,
-        String(o.attempts),
-        String(o.durationMs),
-        JSON.stringify(o.context),
-        JSON.stringify(o.response),
-        o.dead ? String(Date.parse(o.dead.failedAt)) : '0',
-        o.dead ? JSON.stringify(o.dead) : '',
-        o.idempotencyKey ?? '',
-        o.replayOf ?? '',
-        String(ACTIVITY_TTL_SECONDS),
-        JSON.stringify(o.errorResponse ?? {}),
-        String(now()),
-        ...(o.orderingKey !== undefined && opts.ordering ? opts.ordering.handoffArgs(keys) : []),
-      )) as 0 | 1 | [1, string, string | null];
-      if (Array.isArray(written)) {
-        const [, , raw] = written;
-        if (raw !== null && opts.ordering) {
-          const next = decodeEntry(raw);
-          await opts.ordering.moveIn(keys, next).catch((err: unknown) => opts.onHandoffError?.(err, next));
-        }
-        return true;
-      }
-      return written === 1;
+    finish(keys, o, via) {
+      const idem = o.idempotencyKey;
+      const short = o.outcome === 'delivered' && o.reason === '' && o.status !== null && o.orderingKey === undefined && !o.errorResponse;
+      return short && idem !== undefined ? finishShort(keys, o, idem, via) : finishAny(keys, o, via);
     },
     async recordAttempt(keys, jobId, record) {
       await redis.hset(keys.jobKey(jobId), attemptField(record.attempt), JSON.stringify(record));

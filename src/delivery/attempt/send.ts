@@ -15,7 +15,9 @@ export const RECORD_BODY_BYTES = 4096;
  * circuit hears of the third party's health and the permit is given back.
  */
 export async function send(ctx: PipelineContext, attempt: LoadedAttempt): Promise<SentResponse> {
-  const permit = await takePermit(ctx, attempt);
+  // No permit to take (most actions): not awaited, so no turn of the microtask queue.
+  const leasing = takePermit(ctx, attempt);
+  const permit = leasing === false ? false : await leasing;
   let sendError: unknown;
   try {
     attempt.res = await sendOnce(ctx, attempt);
@@ -37,25 +39,35 @@ export async function send(ctx: PipelineContext, attempt: LoadedAttempt): Promis
   }
 }
 
-/** One HTTP request of the attempt, reported as a `sent` event whatever its end. */
-async function sendOnce(ctx: PipelineContext, attempt: LoadedAttempt): Promise<SentResponse> {
+/**
+ * One HTTP request of the attempt, reported as a `sent` event whatever its end. A plain promise
+ * chain, not an async function: one promise fewer per delivery.
+ */
+function sendOnce(ctx: PipelineContext, attempt: LoadedAttempt): Promise<SentResponse> {
   const { action } = attempt;
   const prepared = attempt.prepared;
-  if (!prepared) throw new Error('send before prepare');
+  if (!prepared) return Promise.reject(new Error('send before prepare'));
   const captures = action.capturesResponse || action.capturesErrorResponse;
   const readLimit = captures ? ctx.maxResponseBytes : RECORD_BODY_BYTES;
   const opts = { timeoutMs: requestTimeoutMs(ctx, action), readLimit, ...(prepared.tls ? { tls: prepared.tls } : {}) };
   const start = ctx.now();
-  try {
-    const res = await ctx.sender.send(prepared.req, opts);
-    ctx.events.emit('sent', { actionId: action.id, jobId: attempt.jobId, durationMs: ctx.now() - start, status: res.status });
-    return res;
-  } catch (err: unknown) {
-    const reason = err instanceof RelayError ? err.reason : undefined;
-    const failure = reason === 'timeout' || reason === 'network' ? reason : undefined;
-    ctx.events.emit('sent', { actionId: action.id, jobId: attempt.jobId, durationMs: ctx.now() - start, ...(failure ? { failure } : {}) });
-    throw err;
-  }
+  return ctx.sender.send(prepared.req, opts).then(
+    (res) => {
+      ctx.events.emit('sent', { actionId: action.id, jobId: attempt.jobId, durationMs: ctx.now() - start, status: res.status });
+      return res;
+    },
+    (err: unknown) => {
+      const reason = err instanceof RelayError ? err.reason : undefined;
+      const failure = reason === 'timeout' || reason === 'network' ? reason : undefined;
+      ctx.events.emit('sent', {
+        actionId: action.id,
+        jobId: attempt.jobId,
+        durationMs: ctx.now() - start,
+        ...(failure ? { failure } : {}),
+      });
+      throw err;
+    },
+  );
 }
 
 /** Tells the key's circuit breaker how the request went (when it says anything of the third party). */
