@@ -89,6 +89,13 @@ export interface HttpSenderOptions {
   tlsDispatcher?: (tls: TlsMaterial) => Dispatcher;
 }
 
+/** The error of a request its deadline cut, named as undici names its own timeout of that phase. */
+function deadlineError(answered: boolean, timeoutMs: number): TimeoutError {
+  return answered
+    ? new TimeoutError('UND_ERR_BODY_TIMEOUT', `the answer's body was not read whole within ${timeoutMs} ms (timeoutMs)`)
+    : new TimeoutError('UND_ERR_HEADERS_TIMEOUT', `no answer within ${timeoutMs} ms (timeoutMs)`);
+}
+
 /** Pools per distinct TLS material kept at once; the least recently used is closed beyond it. */
 const MAX_TLS_POOLS = 64;
 
@@ -123,12 +130,7 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
       // would hold the request for hours. The abort ends connect, headers or body read alike.
       const deadline = new AbortController();
       const timer = setTimeout(() => deadline.abort(), opts.timeoutMs);
-      // Named as undici names its own timeouts of the phase the deadline cut.
       let answered = false;
-      const late = () =>
-        answered
-          ? new TimeoutError('UND_ERR_BODY_TIMEOUT', `the answer's body was not read whole within ${opts.timeoutMs} ms (timeoutMs)`)
-          : new TimeoutError('UND_ERR_HEADERS_TIMEOUT', `no answer within ${opts.timeoutMs} ms (timeoutMs)`);
       try {
         const via = opts.tls ? poolFor(opts.tls) : dispatcher;
         const res = await via.request({
@@ -157,10 +159,10 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
           read = await readBounded(res.body, opts.readLimit);
         }
         // A discarded body swallows the abort: the deadline still decides.
-        if (deadline.signal.aborted) throw late();
+        if (deadline.signal.aborted) throw deadlineError(answered, opts.timeoutMs);
         return { status: res.statusCode, headers: res.headers as SentResponse['headers'], body: read.buf, truncated: read.truncated };
       } catch (err: unknown) {
-        if (deadline.signal.aborted) throw late();
+        if (deadline.signal.aborted) throw deadlineError(answered, opts.timeoutMs);
         throw classifyTransportError(err);
       } finally {
         clearTimeout(timer);

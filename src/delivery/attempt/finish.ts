@@ -50,8 +50,9 @@ export async function finishDelivered(
       response,
       // Passed, so that the script need not decode the job's data to find them.
       idempotencyKey: attempt.data.idempotencyKey ?? jobId,
-      ...(attempt.data.replayOf !== undefined ? { replayOf: attempt.data.replayOf } : {}),
-      ...(attempt.data.orderingKey !== undefined ? { orderingKey: attempt.data.orderingKey } : {}),
+      // Undefined when the job has none, as the writer reads them (no spread: one object per job, not three).
+      replayOf: attempt.data.replayOf,
+      orderingKey: attempt.data.orderingKey,
     },
     ctx.connection,
   );
