@@ -144,16 +144,14 @@ export function quickObject(fields: Record<string, ParamSpec>): Check {
 }
 
 /**
- * A copy of JSON-like input whose plain objects have no prototype, so that zod reads only the
- * fields that were sent: an optional parameter named like an Object.prototype member (`valueOf`,
- * `toString`) that is left out is absent, not the inherited function. Anything else is passed as
- * it is, for zod to judge (an array keeps its holes, which zod refuses).
+ * A copy of JSON-like input whose objects have no prototype, so that zod reads only the fields
+ * that were sent: an optional parameter named like an Object.prototype member (`valueOf`,
+ * `toString`) that is left out is absent, not the inherited function. An array keeps its holes,
+ * which zod refuses.
  */
 function ownFieldsOnly(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(ownFieldsOnly);
   if (v === null || typeof v !== 'object') return v;
-  const proto: unknown = Object.getPrototypeOf(v);
-  if (proto !== Object.prototype && proto !== null) return v;
   const out = Object.create(null) as Record<string, unknown>;
   for (const key of Object.keys(v)) out[key] = ownFieldsOnly((v as Record<string, unknown>)[key]);
   return out;

@@ -165,6 +165,12 @@ describe('objects and required values', () => {
       { path: 'params.items[0].hasOwnProperty', message: 'expected a boolean' },
       { path: 'params.items[0].sku', message: 'required' },
     ]);
+    // Refused for another field, the ones left out are still not named (zod has the last word here).
+    const other = validate({ toString: 'x', items: [{ sku: 'A' }, { sku: 1 }] });
+    expect(other.ok ? [] : other.problems).toEqual([
+      { path: 'params.toString', message: 'expected an integer' },
+      { path: 'params.items[1].sku', message: 'expected a string' },
+    ]);
   });
 
   it('a value of the wrong type is not called "required", even null', () => {
