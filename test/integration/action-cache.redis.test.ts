@@ -68,50 +68,55 @@ describe('the action cache', () => {
     );
   });
 
-  it('compiledNow answers only what getCompiled has loaded, and forgets it with the cache', async () => {
+  /*
+   * The two tests below subscribe for real, then close the subscriber: only the notices they hand
+   * to it themselves reach the store, so a reconnect of its connection (a spurious 'ready', which
+   * drops the whole cache) cannot move what they read. The first test covers real notices.
+   */
+  async function quietStore(id: string) {
     const sub = new Redis(config.REDIS_URL);
-    try {
-      const store = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
-      await store.put({ ...definition('/a'), id: 'now' });
-      await store.watch(sub);
-      expect(store.compiledNow('now')).toBeUndefined();
-      const loading = store.getCompiled('now');
-      // Asked for, not loaded yet.
-      expect(store.compiledNow('now')).toBeUndefined();
-      const loaded = await loading;
-      expect(store.compiledNow('now')).toBe(loaded);
-      expect(store.compiledNow('missing')).toBeUndefined();
-      await store.getCompiled('missing');
-      expect(store.compiledNow('missing')).toBeUndefined();
+    const store = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+    await store.put({ ...definition('/a'), id });
+    await store.watch(sub);
+    sub.disconnect();
+    const notice = () => sub.emit('message', keys.actionsChannel, id);
+    return { store, notice };
+  }
 
-      // A change published by another instance drops it: the next job loads the new definition.
-      const other = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
-      await other.put({ ...definition('/b'), id: 'now' });
-      await waitFor(async () => store.compiledNow('now') === undefined, 10_000, 'the change notice');
-      expect((await store.getCompiled('now'))?.definition.endpoint.path).toBe('/b');
-      expect(store.compiledNow('now')?.definition.endpoint.path).toBe('/b');
-    } finally {
-      sub.disconnect();
-    }
+  it('compiledNow answers only what getCompiled has loaded, and forgets it with the cache', async () => {
+    const { store, notice } = await quietStore('now');
+    expect(store.compiledNow('now')).toBeUndefined();
+    const loading = store.getCompiled('now');
+    // Asked for, not loaded yet.
+    expect(store.compiledNow('now')).toBeUndefined();
+    const loaded = await loading;
+    expect(store.compiledNow('now')).toBe(loaded);
+    expect(store.compiledNow('missing')).toBeUndefined();
+    await store.getCompiled('missing');
+    expect(store.compiledNow('missing')).toBeUndefined();
+
+    // A change saved by another instance, and its notice: the next job loads the new definition.
+    const other = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+    await other.put({ ...definition('/b'), id: 'now' });
+    notice();
+    expect(store.compiledNow('now')).toBeUndefined();
+    expect((await store.getCompiled('now'))?.definition.endpoint.path).toBe('/b');
+    expect(store.compiledNow('now')?.definition.endpoint.path).toBe('/b');
+    // A change saved through this instance drops it as well.
+    await store.put({ ...definition('/c'), id: 'now' });
+    expect(store.compiledNow('now')).toBeUndefined();
   });
 
   it('a load that raced a change notice leaves the entry asked for after the notice in place', async () => {
-    const sub = new Redis(config.REDIS_URL);
-    try {
-      const store = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
-      await store.put({ ...definition('/a'), id: 'raced' });
-      await store.watch(sub);
-      const first = store.getCompiled('raced');
-      // A change notice arrives while the first load is on its way (delivered here by hand, in order).
-      sub.emit('message', keys.actionsChannel, 'raced');
-      const second = store.getCompiled('raced');
-      expect(second).not.toBe(first);
-      await Promise.all([first, second]);
-      // The first load is not cached (it may predate the change); the second one is, and stays.
-      expect(store.compiledNow('raced')).toBe(await second);
-      expect(store.getCompiled('raced')).toBe(second);
-    } finally {
-      sub.disconnect();
-    }
+    const { store, notice } = await quietStore('raced');
+    const first = store.getCompiled('raced');
+    // A change notice arrives while the first load is on its way.
+    notice();
+    const second = store.getCompiled('raced');
+    expect(second).not.toBe(first);
+    await Promise.all([first, second]);
+    // The first load is not cached (it may predate the change); the second one is, and stays.
+    expect(store.compiledNow('raced')).toBe(await second);
+    expect(store.getCompiled('raced')).toBe(second);
   });
 });
