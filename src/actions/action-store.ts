@@ -228,13 +228,26 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
         generation++;
         cache.delete(id);
       });
-      // Notices sent while disconnected are lost: forget everything on reconnect.
-      subscriber.on('ready', () => {
+      const forget = () => {
         generation++;
         cache.clear();
+      };
+      const warn = (err: unknown) => logger.warn({ err: coerceError(err).message }, 'action change subscriber error');
+      // Notices sent while disconnected are lost: forget everything once subscribed again (ioredis
+      // resubscribes first). Only after a lost connection: ioredis may emit the first connection's
+      // own 'ready' after the subscription below, and that 'ready' lost nothing.
+      let dropped = false;
+      subscriber.on('close', () => (dropped = true));
+      subscriber.on('ready', () => {
+        if (!dropped) return;
+        dropped = false;
+        forget();
+        subscriber.subscribe(keys.actionsChannel).then(forget, warn);
       });
-      subscriber.on('error', (err: unknown) => logger.warn({ err: coerceError(err).message }, 'action change subscriber error'));
+      subscriber.on('error', warn);
       await subscriber.subscribe(keys.actionsChannel);
+      // What was cached before the subscription may have missed a notice.
+      forget();
     },
   };
 }

@@ -119,4 +119,24 @@ describe('the action cache', () => {
     expect(store.compiledNow('raced')).toBe(await second);
     expect(store.getCompiled('raced')).toBe(second);
   });
+
+  it("keeps the cache on the subscriber's first 'ready' and drops it on a 'ready' after a lost connection", async () => {
+    const store = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+    await store.put({ ...definition('/a'), id: 'ready' });
+    const sub = new Redis(config.REDIS_URL);
+    try {
+      await store.watch(sub);
+      const loaded = await store.getCompiled('ready');
+      // ioredis may emit a new connection's own 'ready' after its first subscription has answered.
+      sub.emit('ready');
+      expect(store.compiledNow('ready')).toBe(loaded);
+      // A reconnect: the connection closed, then was ready again.
+      sub.emit('close');
+      sub.emit('ready');
+      expect(store.compiledNow('ready')).toBeUndefined();
+      expect((await store.getCompiled('ready'))?.definition.endpoint.path).toBe('/a');
+    } finally {
+      sub.disconnect();
+    }
+  });
 });
