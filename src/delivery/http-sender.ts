@@ -4,6 +4,7 @@ import type { BuiltRequest } from '../actions/compile-action.js';
 import { classifyTransportError } from './retry-policy.js';
 import { TimeoutError } from '../errors/errors.js';
 import { createEgressGuard, type EgressGuard } from './egress-guard.js';
+import { createDeadlines } from './deadlines.js';
 
 export interface SentResponse {
   status: number;
@@ -105,6 +106,7 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
   const dispatcher = senderOpts.dispatcher ?? createDefaultDispatcher(guard);
   const makeTls = senderOpts.tlsDispatcher ?? ((tls: TlsMaterial) => createTlsDispatcher(tls, guard));
   const tlsPools = new Map<string, Dispatcher>();
+  const deadlines = createDeadlines();
   const poolFor = (tls: TlsMaterial): Dispatcher => {
     const id = createHash('sha256')
       .update(JSON.stringify([tls.cert ?? '', tls.key ?? '', tls.ca ?? '']))
@@ -128,8 +130,7 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
       // One deadline for the whole exchange. undici's headersTimeout and bodyTimeout are per phase,
       // and bodyTimeout restarts with every chunk: a server trickling a byte every few hundred ms
       // would hold the request for hours. The abort ends connect, headers or body read alike.
-      const deadline = new AbortController();
-      const timer = setTimeout(() => deadline.abort(), opts.timeoutMs);
+      const deadline = deadlines.start(opts.timeoutMs);
       let answered = false;
       try {
         const via = opts.tls ? poolFor(opts.tls) : dispatcher;
@@ -141,7 +142,7 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
           body: req.body ?? null,
           headersTimeout: opts.timeoutMs,
           bodyTimeout: opts.timeoutMs,
-          signal: deadline.signal,
+          signal: deadline,
         } as Dispatcher.RequestOptions);
         answered = true;
         const declared = Number(res.headers['content-length']);
@@ -159,13 +160,13 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
           read = await readBounded(res.body, opts.readLimit);
         }
         // A discarded body swallows the abort: the deadline still decides.
-        if (deadline.signal.aborted) throw deadlineError(answered, opts.timeoutMs);
+        if (deadline.aborted) throw deadlineError(answered, opts.timeoutMs);
         return { status: res.statusCode, headers: res.headers as SentResponse['headers'], body: read.buf, truncated: read.truncated };
       } catch (err: unknown) {
-        if (deadline.signal.aborted) throw deadlineError(answered, opts.timeoutMs);
+        if (deadline.aborted) throw deadlineError(answered, opts.timeoutMs);
         throw classifyTransportError(err);
       } finally {
-        clearTimeout(timer);
+        deadlines.end(deadline, opts.timeoutMs);
       }
     },
     close: async () => {
