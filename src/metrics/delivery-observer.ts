@@ -10,8 +10,8 @@ export interface DeliveryObserverOptions {
 }
 
 /**
- * Turns the delivery pipeline's events into the relay's metrics. Labelled children of the
- * per-delivery series are cached per action, so a delivery costs no label hashing. The circuit
+ * Turns the delivery pipeline's events into the relay's metrics. The series every delivery moves
+ * are looked up once per action (hot-series.ts), so a delivery costs no label hashing. The circuit
  * gauges are not fed from here: they are read from Redis at scrape time, so that they clear when
  * another worker closes a circuit. Returns a function that unsubscribes.
  */
@@ -20,8 +20,8 @@ export function observeDeliveryMetrics(events: DeliveryEvents, metrics: RelayMet
   const meters = new Map<string, ReturnType<typeof metersFor>>();
   const metersFor = (action: string) => ({
     httpDuration: metrics.httpDuration.labels({ action }),
-    ok: metrics.httpRequests.labels({ action, status_class: '2xx' }),
-    delivered: metrics.jobs.labels({ action, outcome: 'delivered' }),
+    ok: metrics.httpRequests.tally({ action, status_class: '2xx' }),
+    delivered: metrics.jobs.tally({ action, outcome: 'delivered' }),
     latency: metrics.deliveryLatency.labels({ action }),
   });
   const metersOf = (action: string) => {

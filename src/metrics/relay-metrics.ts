@@ -2,20 +2,21 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { DEAD_REASONS, type DeadReason } from '../errors/errors.js';
 import { VERSION } from '../version.js';
 import { SCRAPE_OPS, type CircuitStateName, type QueueState, type ScrapeSnapshot } from './scrape-reader.js';
+import { HotHistogram, TalliedCounter } from './hot-series.js';
 
 export type { QueueState } from './scrape-reader.js';
 
 /** The metrics of docs/metrics-and-alerts.md, registered on a registry handed in. */
 export interface RelayMetrics {
   registry: Registry;
-  httpRequests: Counter<'action' | 'status_class'>;
-  httpDuration: Histogram<'action'>;
-  jobs: Counter<'action' | 'outcome'>;
+  httpRequests: TalliedCounter<'action' | 'status_class'>;
+  httpDuration: HotHistogram<'action'>;
+  jobs: TalliedCounter<'action' | 'outcome'>;
   retries: Counter<'action' | 'reason'>;
   rateLimited: Counter<'action'>;
   rateLimitWait: Histogram<'action'>;
   /** From the time the job became ready (enqueue plus its delayMs) to delivered. */
-  deliveryLatency: Histogram<'action'>;
+  deliveryLatency: HotHistogram<'action'>;
   queueJobs: Gauge<'state'>;
   circuitState: Gauge<'key'>;
   /** Access-token requests sent, by the action that needed them and whether a token came back. */
@@ -100,13 +101,13 @@ export function createRelayMetrics(registry: Registry = new Registry(), opts: Re
   // drops its series (Prometheus marks them stale) instead of freezing the last value.
   if (scrape) registerScrapeGauges(registry, scrape, opts.resultsMaxLen);
 
-  const httpRequests = new Counter({
+  const httpRequests = new TalliedCounter({
     name: 'action_relay_http_requests_total',
     help: 'HTTP requests sent to third parties, by action and status class',
     labelNames: ['action', 'status_class'],
     registers,
   });
-  const jobs = new Counter({
+  const jobs = new TalliedCounter({
     name: 'action_relay_jobs_total',
     help: 'Jobs ended, by action and outcome',
     labelNames: ['action', 'outcome'],
@@ -185,7 +186,7 @@ export function createRelayMetrics(registry: Registry = new Registry(), opts: Re
   return {
     registry,
     httpRequests,
-    httpDuration: new Histogram({
+    httpDuration: new HotHistogram({
       name: 'action_relay_http_request_duration_seconds',
       help: 'Duration of HTTP requests to third parties',
       labelNames: ['action'],
@@ -207,7 +208,7 @@ export function createRelayMetrics(registry: Registry = new Registry(), opts: Re
       buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 21600],
       registers,
     }),
-    deliveryLatency: new Histogram({
+    deliveryLatency: new HotHistogram({
       name: 'action_relay_delivery_latency_seconds',
       help: 'Time from when a job became ready (enqueue plus its delayMs) to delivered; rate-limit waits included (see action_relay_rate_limit_wait_seconds)',
       labelNames: ['action'],
