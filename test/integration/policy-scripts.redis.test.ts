@@ -7,9 +7,10 @@ import {
   BLOCK_MAX_SLOTS,
   BLOCK_SPAN_MS,
   blockSize,
-  createRateLimiter,
+  createRateLimiter as createLimiter,
   IN_PROCESS_WAIT_MS,
   LATE_TOLERANCE_MS,
+  PREFETCH_LATE_MS,
   SPACING_MARGIN,
   type RateDecision,
   type RateLimitSpec,
@@ -34,6 +35,9 @@ afterAll(async () => {
   if (found.length > 0) await redis.unlink(...found);
   await redis.quit();
 });
+
+/** Script calls take no time on the limiter's own clock: every figure follows the `now` passed in. */
+const createRateLimiter = (r: Redis, k: typeof keys) => createLimiter(r, k, () => 0);
 
 const slotAt = (d: RateDecision): number => {
   if (d.kind === 'go') return -1;
@@ -311,6 +315,106 @@ describe('rate limiter (GCRA with reservations)', () => {
     expect(await asked).toEqual({ kind: 'go' });
     // The block's other slots are gone: the next job waits for the pause.
     expect(slotAt(await limiter.acquire(k, 'p-1', now))).toBeGreaterThanOrEqual(now + 10_000);
+  });
+
+  /** Lets a script call started in the background (a block fetched ahead) come back and be kept. */
+  const settled = async (calls: { mock: { results: { value: unknown }[] } }, i: number) => {
+    await calls.mock.results[i]?.value;
+    await new Promise((r) => setImmediate(r));
+  };
+
+  it('asks for the next block in the background once the slot taken runs late: jobs keep taking slots meanwhile', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const k = spec('ahead', { max: 1_000_000, perMs: 1000 });
+    const t = (1000 / 1_000_000) * SPACING_MARGIN;
+    const calls = vi.spyOn(redis, 'evalsha');
+    const now = 10_000_000;
+    expect(await limiter.acquire(k, 'h-0', now)).toEqual({ kind: 'go' });
+    // Under PREFETCH_LATE_MS late: a slot and no call.
+    expect(limiter.takeDue('ahead', k, now + PREFETCH_LATE_MS - 1)).toBe(true);
+    expect(calls).toHaveBeenCalledTimes(1);
+    // Later than that: a slot, and the next block is asked for at once.
+    const asked = now + PREFETCH_LATE_MS + 1;
+    expect(limiter.takeDue('ahead', k, asked)).toBe(true);
+    expect(calls).toHaveBeenCalledTimes(2);
+    // While the call is under way the current block still serves, with no other call.
+    expect(limiter.takeDue('ahead', k, asked + 1)).toBe(true);
+    expect(calls).toHaveBeenCalledTimes(2);
+    await settled(calls, 1);
+    // The next block starts when it was asked for, on the key's clock, and serves without a call.
+    expect(Number(await redis.get(keys.rateLimit('ahead')))).toBeCloseTo(asked + blockSize(t) * t, 2);
+    expect(limiter.takeDue('ahead', k, asked + PREFETCH_LATE_MS - 1)).toBe(true);
+    expect(calls).toHaveBeenCalledTimes(2);
+    calls.mockRestore();
+  });
+
+  it('a block fetched ahead starts where the current one ends and hands out no slot early', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    // 2,000 per second: slots 0.505 ms apart, 9 to a block; the next is asked for when 2 are left.
+    const k = spec('ahead-count', { max: 2000, perMs: 1000 });
+    const t = 0.5 * SPACING_MARGIN;
+    expect(blockSize(t)).toBe(9);
+    const calls = vi.spyOn(redis, 'evalsha');
+    const now = 10_100_000;
+    expect(await limiter.acquire(k, 'c-0', now)).toEqual({ kind: 'go' });
+    for (let i = 1; i <= 6; i++) {
+      expect(limiter.takeDue('ahead-count', k, now + i * t)).toBe(true);
+      expect(calls).toHaveBeenCalledTimes(i < 6 ? 1 : 2);
+    }
+    await settled(calls, 1);
+    expect(limiter.takeDue('ahead-count', k, now + 7 * t)).toBe(true);
+    expect(limiter.takeDue('ahead-count', k, now + 8 * t)).toBe(true);
+    // The next block's first slot is the tenth: not before its time.
+    expect(limiter.takeDue('ahead-count', k, now + 9 * t - 1.01)).toBe(false);
+    expect(limiter.takeDue('ahead-count', k, now + 9 * t)).toBe(true);
+    expect(calls).toHaveBeenCalledTimes(2);
+    calls.mockRestore();
+    expect(Number(await redis.get(keys.rateLimit('ahead-count')))).toBeCloseTo(now + 18 * t, 2);
+  });
+
+  it('a block fetched ahead takes nothing when none can be had, and a pushBack drops one still on its way', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    const k = spec('ahead-none', { max: 1_000_000, perMs: 1000 });
+    const calls = vi.spyOn(redis, 'evalsha');
+    const now = 10_200_000;
+    expect(await limiter.acquire(k, 'n-0', now)).toEqual({ kind: 'go' });
+    // Another process's reservation: no block can be had, and the call ahead takes no slot.
+    await redis.zadd(keys.rateLimitSlots('ahead-none'), now + 60_000, 'elsewhere');
+    const tat = await redis.get(keys.rateLimit('ahead-none'));
+    expect(limiter.takeDue('ahead-none', k, now + PREFETCH_LATE_MS + 1)).toBe(true);
+    await settled(calls, 1);
+    expect(await redis.get(keys.rateLimit('ahead-none'))).toBe(tat);
+    await redis.del(keys.rateLimitSlots('ahead-none'));
+
+    const k2 = spec('ahead-pushed', { max: 1_000_000, perMs: 1000 });
+    const other = createRateLimiter(redis, keys);
+    expect(await other.acquire(k2, 'p-0', now)).toEqual({ kind: 'go' });
+    expect(other.takeDue('ahead-pushed', k2, now + PREFETCH_LATE_MS + 1)).toBe(true);
+    await other.pushBack('ahead-pushed', now + 5000, now + PREFETCH_LATE_MS + 1);
+    await settled(calls, calls.mock.results.length - 1);
+    // Neither block is used: the next job waits for the pause.
+    expect(other.takeDue('ahead-pushed', k2, now + PREFETCH_LATE_MS + 2)).toBe(false);
+    expect(slotAt(await other.acquire(k2, 'p-1', now + PREFETCH_LATE_MS + 2))).toBeGreaterThanOrEqual(now + 5000);
+    calls.mockRestore();
+  });
+
+  it('a block read late counts from when it was read, never from before its first slot', async () => {
+    // Each script call takes `ms` on the worker's clock: a busy event loop reads the answer late.
+    const slowCalls = (ms: number) => {
+      let reads = 0;
+      return () => (reads++ % 2 === 0 ? 0 : ms);
+    };
+    const limiter = createLimiter(redis, keys, slowCalls(12));
+    const k = spec('arrival', { max: 1_000_000, perMs: 1000 });
+    const now = 10_300_000;
+    expect(await limiter.acquire(k, 'a-0', now)).toEqual({ kind: 'go' });
+    // Its slots were counted from `now`: LATE_TOLERANCE_MS + 10 later they would all be dropped.
+    expect(limiter.takeDue('arrival', k, now + LATE_TOLERANCE_MS + 10)).toBe(true);
+    // A key whose next slot is 3 ms away: the block read 2 ms later still starts at that slot.
+    await redis.set(keys.rateLimit('arrival-ahead'), String(now + 3));
+    const late = createLimiter(redis, keys, slowCalls(2));
+    const d = await late.acquire(spec('arrival-ahead', { max: 1_000_000, perMs: 1000 }), 'a-1', now);
+    expect(d).toEqual({ kind: 'wait', at: now + 3, waitMs: 1 });
   });
 
   it('leases at most max permits, re-grants a holder its own, and frees expired or released ones', async () => {
