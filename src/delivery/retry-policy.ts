@@ -109,6 +109,15 @@ export function nextAttemptDelay(
   return Math.min(backoff.maxDelayMs, Math.max(delay, retryAfterMs));
 }
 
+/**
+ * Whether a token endpoint's non-2xx answer is worth another attempt: the endpoint being down or
+ * busy (any 5xx, 408, 429) is; credentials refused (401, 403) or a request it cannot read (400) is
+ * final. Wider than DEFAULT_RETRY_ON: a token endpoint has no `retry.retryOn` of its own.
+ */
+export function isRetryableTokenStatus(status: number): boolean {
+  return status >= 500 || status === 408 || status === 429;
+}
+
 /** A 401 on a request that carried an access token: one fresh token and one more request, before the attempt counts as failed. */
 export function shouldRefreshToken(status: number, sentToken: string | undefined): boolean {
   return status === 401 && sentToken !== undefined;

@@ -5,6 +5,7 @@ import type { BuiltRequest } from '../actions/compile-action.js';
 import { AuthError, RelayError, coerceError } from '../errors/errors.js';
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
 import type { HttpSender } from './http-sender.js';
+import { isRetryableTokenStatus } from './retry-policy.js';
 import type { SecretResolver } from './secret-resolver.js';
 import { luaScript } from '../redis/lua-script.js';
 
@@ -174,9 +175,7 @@ async function fetchToken(deps: TokenProviderDeps, auth: TokenAuth, actionId: st
       throw new AuthError(`${where} did not answer: ${deps.secrets.redact(coerceError(err).message)}`, true);
     }
     if (res.status < 200 || res.status >= 300) {
-      // Credentials refused is final; the endpoint being down is worth another attempt.
-      const retryable = res.status >= 500 || res.status === 429 || res.status === 408;
-      throw new AuthError(`${where} answered HTTP ${res.status}`, retryable);
+      throw new AuthError(`${where} answered HTTP ${res.status}`, isRetryableTokenStatus(res.status));
     }
     const { token, lifetimeMs } = readTokenAnswer(auth, res.body.toString('utf8'));
     if (typeof token !== 'string' || token.length === 0 || token.length > 16_384 || /[\r\n\0]/.test(token)) {

@@ -6,6 +6,7 @@ import {
   TIMEOUT_CODES,
   circuitFailure,
   classifyTransportError,
+  isRetryableTokenStatus,
   parseRetryAfter,
 } from '../../src/delivery/retry-policy.js';
 
@@ -92,5 +93,12 @@ describe('circuitFailure and Retry-After statuses', () => {
     // Seconds only as digits from end to end.
     expect(parseRetryAfter('x5', 0)).toBeUndefined();
     expect(parseRetryAfter('5x', 0)).toBeUndefined();
+  });
+});
+
+describe('isRetryableTokenStatus', () => {
+  it('retries a token endpoint that is down or busy, not one that refuses the credentials or the request', () => {
+    for (const s of [500, 501, 502, 503, 504, 599, 408, 429]) expect(isRetryableTokenStatus(s), String(s)).toBe(true);
+    for (const s of [300, 400, 401, 403, 404, 409, 422, 425, 499]) expect(isRetryableTokenStatus(s), String(s)).toBe(false);
   });
 });
