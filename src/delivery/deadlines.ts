@@ -6,6 +6,8 @@
  * the order they start, so each timeoutMs keeps a first-in-first-out line and one timer, armed for
  * the first deadline still running; a request that ends leaves the line at once when it is the
  * oldest (requests mostly end in order), so a line holds little more than the requests in flight.
+ * Behind one slow request, the ended ones after it stay (a few dozen bytes each, nothing of their
+ * request) until it ends or expires: at most the requests started within timeoutMs.
  * Per request this is one small object, where an AbortController, its listener, a Timeout in the
  * timer list and their removal cost a few microseconds and ~1 KB of garbage at full speed.
  */
@@ -29,6 +31,12 @@ export class Deadline {
 
   removeEventListener(_type: 'abort', listener: () => void): void {
     if (this.listener === listener) this.listener = null;
+  }
+
+  /** The request ended: the deadline no longer fires, and holds nothing of undici's. */
+  end(): void {
+    this.ended = true;
+    this.listener = null;
   }
 
   /** Time is up: tells undici, once, unless the request has ended. */
@@ -110,7 +118,7 @@ export function createDeadlines(now: () => number = () => performance.now()): De
       return deadline;
     },
     end(deadline, timeoutMs) {
-      deadline.ended = true;
+      deadline.end();
       const line = lines.get(timeoutMs);
       if (line?.items[line.head] === deadline) dropEnded(line);
     },

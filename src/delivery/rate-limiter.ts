@@ -95,7 +95,9 @@ export const SPACING_MARGIN = 1.01;
  * script call: BLOCK_SPAN_MS worth, at most BLOCK_MAX_SLOTS, the first under BLOCK_SPAN_MS away.
  * The worker gives them out in order to jobs of the same spacing, each no earlier than its time, so
  * requests keep the same spacing as one call per job; a slot it cannot use in time is lost to the
- * budget, never added to it. A key with a backlog or a reservation gets one slot per call as before.
+ * budget, never added to it. A block read late is moved later by at most MAX_ARRIVAL_SHIFT_MS (see
+ * `arrived`): its requests may leave up to that much later than their slots, never earlier. A key
+ * with a backlog or a reservation gets one slot per call as before.
  */
 export const BLOCK_SPAN_MS = 5;
 export const BLOCK_MAX_SLOTS = 128;
@@ -127,6 +129,9 @@ export const PREFETCH_LATE_MS = 5;
 
 /** A block read this long after its first slot starts this long before it was read (see `arrived`). */
 export const ARRIVAL_SLACK_MS = 1;
+
+/** The most a block read late is moved later (see `arrived`): as much as a slot may be late. */
+export const MAX_ARRIVAL_SHIFT_MS = 15;
 
 /** After a block call brought no block (a backlog or a reservation), the key's callers ask on their own this long. */
 const NO_BLOCK_RECHECK_MS = 100;
@@ -207,14 +212,15 @@ export interface RateLimiter {
  * slots more than LATE_TOLERANCE_MS past are dropped rather than bunched with later ones. The block
  * fetched ahead takes over once its first slot is due or the current one is spent.
  */
-function takeFromBlock(local: LocalSlots, key: string, t: number, now: number): RateDecision | undefined {
+function takeFromBlock(local: LocalSlots, key: string, t: number, now: number, dueOnly = false): RateDecision | undefined {
   const ahead = local.next.get(key);
   if (ahead?.t === t && (ahead.next < now + 1 || !usableBlock(local.blocks, key, t, now))) {
     local.next.delete(key);
     local.blocks.set(key, ahead);
   }
   const block = usableBlock(local.blocks, key, t, now);
-  if (!block) return undefined;
+  // takeDue takes a slot only when it is due: one to wait for stays in the block for acquire.
+  if (!block || (dueOnly && block.next >= now + 1)) return undefined;
   const at = block.next;
   block.next += block.t;
   if (--block.left === 0) local.blocks.delete(key);
@@ -340,16 +346,18 @@ async function runGcra(
  * A block as the process holds it. Its slots were counted from the moment the call left; a busy
  * worker reads the answer 10-20 ms later, when they would already be near LATE_TOLERANCE_MS and
  * dropped at once. A block that arrives more than ARRIVAL_SLACK_MS after its first slot is moved
- * to start ARRIVAL_SLACK_MS before it arrived: later, never earlier, and by less than the round
- * trip, the same delay a job's in-process wait has behind its timer.
+ * to start ARRIVAL_SLACK_MS before it arrived: later, never earlier, and by at most
+ * MAX_ARRIVAL_SHIFT_MS. So a slot is used at most MAX_ARRIVAL_SHIFT_MS + LATE_TOLERANCE_MS after
+ * its time, which bounds both what a late block can bunch with later slots and how long after a
+ * pause another process's block can still be used (see pushBack).
  */
 function arrived(first: number, t: number, n: number, arrival: number): SlotBlock {
-  return { next: Math.max(first, arrival - ARRIVAL_SLACK_MS), t, left: n };
+  return { next: Math.max(first, Math.min(arrival - ARRIVAL_SLACK_MS, first + MAX_ARRIVAL_SHIFT_MS)), t, left: n };
 }
 
 /** Whether the slot just taken from the key's block calls for the next block now. */
 function wantsNext(local: LocalSlots, key: string, t: number, now: number): boolean {
-  if (local.asking.has(key) || local.next.has(key) || (local.noBlockUntil.get(key) ?? 0) > now) return false;
+  if (local.asking.has(key) || local.next.get(key)?.t === t || (local.noBlockUntil.get(key) ?? 0) > now) return false;
   const block = local.blocks.get(key);
   // Spent: the next caller would ask anyway.
   if (!block) return true;
@@ -404,17 +412,18 @@ export function createRateLimiter(redis: RedisClient, keys: RelayKeys, clock: ()
   return {
     acquire: (spec, jobId, now) => acquireSlot(redis, keys, local, spec, jobId, now),
     takeDue(key, limit, now) {
+      // Most calls at full speed: a due slot of the current block, found without building anything.
       const at = local.blocks.get(key)?.next ?? Infinity;
       if (!(at < now + 1 || (local.next.get(key)?.next ?? Infinity) < now + 1)) return false;
       const t = slotSpacing(limit);
-      if (takeFromBlock(local, key, t, now) !== GO) return false;
+      if (takeFromBlock(local, key, t, now, true) !== GO) return false;
       if (wantsNext(local, key, t, now))
         fetchNext(redis, keys, local, { key, max: limit.max, perMs: limit.perMs, maxWaitMs: limit.maxWaitMs }, t, now);
       return true;
     },
     async pushBack(key, until, now) {
       // This process's unused slots would go before `until`; other processes' are used up or dropped
-      // within BLOCK_SPAN_MS + LATE_TOLERANCE_MS.
+      // within BLOCK_SPAN_MS + MAX_ARRIVAL_SHIFT_MS + LATE_TOLERANCE_MS.
       local.blocks.delete(key);
       local.next.delete(key);
       remember(local.pushBacks, key, (local.pushBacks.get(key) ?? 0) + 1);

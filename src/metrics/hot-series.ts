@@ -46,6 +46,13 @@ export class TalliedCounter<T extends string> extends Counter<T> {
     };
   }
 
+  /** As Counter.reset, and the tallies not yet added are dropped with the rest. */
+  override reset(): void {
+    super.reset();
+    // Called by prom-client's constructor too, before the tallies exist.
+    for (const t of this.tallies?.values() ?? []) t.n = 0;
+  }
+
   private addTallies(): void {
     for (const t of this.tallies.values()) {
       if (t.n === 0) continue;
@@ -116,6 +123,11 @@ export class HotHistogram<T extends string> {
   private readonly series = new Map<string, Series>();
 
   constructor(config: HotHistogramConfig<T>) {
+    // The checks prom-client's own metrics make.
+    if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(config.name)) throw new Error(`invalid metric name "${config.name}"`);
+    for (const label of config.labelNames) {
+      if (!/^[a-zA-Z_][a-zA-Z0-9_]*$/.test(label) || label === 'le') throw new Error(`invalid label name "${label}"`);
+    }
     this.name = config.name;
     this.help = config.help;
     this.labelNames = config.labelNames;

@@ -10,6 +10,7 @@ import {
   createRateLimiter as createLimiter,
   IN_PROCESS_WAIT_MS,
   LATE_TOLERANCE_MS,
+  MAX_ARRIVAL_SHIFT_MS,
   PREFETCH_LATE_MS,
   SPACING_MARGIN,
   type RateDecision,
@@ -415,6 +416,13 @@ describe('rate limiter (GCRA with reservations)', () => {
     const late = createLimiter(redis, keys, slowCalls(2));
     const d = await late.acquire(spec('arrival-ahead', { max: 1_000_000, perMs: 1000 }), 'a-1', now);
     expect(d).toEqual({ kind: 'wait', at: now + 3, waitMs: 1 });
+    // Read 25 ms late, a block is moved MAX_ARRIVAL_SHIFT_MS at most: its slots are still dropped
+    // LATE_TOLERANCE_MS after that, so none leaves more than their sum after its time.
+    const capped = createLimiter(redis, keys, slowCalls(25));
+    const kc = spec('arrival-cap', { max: 1_000_000, perMs: 1000 });
+    expect(await capped.acquire(kc, 'a-2', now)).toEqual({ kind: 'go' });
+    expect(capped.takeDue('arrival-cap', kc, now + 25)).toBe(true);
+    expect(capped.takeDue('arrival-cap', kc, now + MAX_ARRIVAL_SHIFT_MS + LATE_TOLERANCE_MS + 1)).toBe(false);
   });
 
   it('leases at most max permits, re-grants a holder its own, and frees expired or released ones', async () => {

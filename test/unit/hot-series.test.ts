@@ -40,6 +40,14 @@ describe('HotHistogram', () => {
     expect(() => h.labels({ action: 'a', extra: 'b' } as { action: string })).toThrow(/label "extra"/);
   });
 
+  it('refuses the names prom-client refuses, le included', () => {
+    const make = (name: string, label: string) => () =>
+      new HotHistogram({ name, help: 'h', labelNames: [label], buckets: BUCKETS, registers: [new Registry()] });
+    expect(make('bad-name', 'action')).toThrow(/metric name/);
+    expect(make('ok_seconds', 'le')).toThrow(/label name "le"/);
+    expect(make('ok_seconds', '1x')).toThrow(/label name/);
+  });
+
   it('reset zeroes the series and keeps a child handed out before it', async () => {
     const registry = new Registry();
     const h = new HotHistogram({ name: 'z_seconds', help: 'h', labelNames: ['action'], buckets: BUCKETS, registers: [registry] });
@@ -74,6 +82,16 @@ describe('TalliedCounter', () => {
     expect(await registry.getSingleMetricAsString('jobs_total')).toBe(first);
     delivered.inc();
     expect(await registry.getSingleMetricAsString('jobs_total')).toContain('jobs_total{action="a",outcome="delivered"} 5');
+  });
+
+  it('drops tallies not yet added when the registry is reset', async () => {
+    const registry = new Registry();
+    const c = new TalliedCounter({ name: 'r_total', help: 'h', labelNames: ['action'], registers: [registry] });
+    const t = c.tally({ action: 'a' });
+    t.inc();
+    registry.resetMetrics();
+    t.inc();
+    expect(await registry.getSingleMetricAsString('r_total')).toContain('r_total{action="a"} 1');
   });
 
   it('refuses a label it was not given, as a Counter does', () => {
