@@ -373,6 +373,32 @@ describe('rate limiter (GCRA with reservations)', () => {
     expect(Number(await redis.get(keys.rateLimit('ahead-count')))).toBeCloseTo(now + 18 * t, 2);
   });
 
+  it('takeDue never spends a slot that is not due, whatever block of another spacing is held ahead', async () => {
+    const limiter = createRateLimiter(redis, keys);
+    // Two actions on one key: 2,000 per second (blocks of 9) and 4,000 per second (blocks of 19).
+    const a = spec('mixed', { max: 2000, perMs: 1000 });
+    const b = spec('mixed', { max: 4000, perMs: 1000 });
+    const ta = 0.5 * SPACING_MARGIN;
+    expect(blockSize(0.25 * SPACING_MARGIN)).toBe(19);
+    const calls = vi.spyOn(redis, 'evalsha');
+    const now = 10_500_000;
+    expect(await limiter.acquire(a, 'm-0', now)).toEqual({ kind: 'go' });
+    // Six more of a's slots as they come due: the next block of a's spacing is fetched ahead.
+    for (let i = 1; i <= 6; i++) expect(limiter.takeDue('mixed', a, now + i * ta)).toBe(true);
+    await settled(calls, 1);
+    // b's first job gets a block of b's spacing, starting after a's two blocks: not due for 4.5 ms.
+    expect((await limiter.acquire(b, 'm-1', now + 4.6)).kind).toBe('wait');
+    const asked = calls.mock.calls.length;
+    // a's block held ahead is due, b's is not: takeDue says no and takes nothing.
+    expect(limiter.takeDue('mixed', b, now + 4.7)).toBe(false);
+    // So b's block still holds its 18 other slots for the jobs that wait for them, no call needed.
+    for (let i = 0; i < 18; i++) expect((await limiter.acquire(b, `m-b-${i}`, now + 4.7)).kind).toBe('wait');
+    expect(calls).toHaveBeenCalledTimes(asked);
+    await limiter.acquire(b, 'm-b-last', now + 4.7);
+    expect(calls).toHaveBeenCalledTimes(asked + 1);
+    calls.mockRestore();
+  });
+
   it('a block fetched ahead takes nothing when none can be had, and a pushBack drops one still on its way', async () => {
     const limiter = createRateLimiter(redis, keys);
     const k = spec('ahead-none', { max: 1_000_000, perMs: 1000 });
