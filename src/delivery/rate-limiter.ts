@@ -299,18 +299,17 @@ function remember<V>(map: Map<string, V>, key: string, value: V): void {
   map.set(key, value);
 }
 
-async function runGcra(
+/** The GCRA script for `spec` at spacing `t`; `blockOnly`: a block or nothing (code 4). */
+function gcra(
   redis: RedisClient,
   keys: RelayKeys,
-  local: LocalSlots,
   spec: RateLimitSpec,
   t: number,
-  jobId: string,
   now: number,
-): Promise<RateDecision> {
-  const pushBacks = local.pushBacks.get(spec.key);
-  const askedAt = local.clock();
-  const [code, value, first] = (await GCRA_SCRIPT.run(
+  jobId: string,
+  blockOnly: boolean,
+): Promise<[number, number | undefined, string | undefined]> {
+  return GCRA_SCRIPT.run(
     redis,
     3,
     keys.rateLimit(spec.key),
@@ -326,8 +325,22 @@ async function runGcra(
     jobId,
     String(blockSize(t)),
     String(BLOCK_SPAN_MS),
-    '0',
-  )) as [number, number | undefined, string | undefined];
+    blockOnly ? '1' : '0',
+  ) as Promise<[number, number | undefined, string | undefined]>;
+}
+
+async function runGcra(
+  redis: RedisClient,
+  keys: RelayKeys,
+  local: LocalSlots,
+  spec: RateLimitSpec,
+  t: number,
+  jobId: string,
+  now: number,
+): Promise<RateDecision> {
+  const pushBacks = local.pushBacks.get(spec.key);
+  const askedAt = local.clock();
+  const [code, value, first] = await gcra(redis, keys, spec, t, now, jobId, false);
   if (code === 0) return GO;
   if (code === 3) {
     // The caller's clock moved on during the call.
@@ -371,23 +384,8 @@ function wantsNext(local: LocalSlots, key: string, t: number, now: number): bool
 function fetchNext(redis: RedisClient, keys: RelayKeys, local: LocalSlots, spec: RateLimitSpec, t: number, now: number): void {
   const pushBacks = local.pushBacks.get(spec.key);
   const askedAt = local.clock();
-  const call = GCRA_SCRIPT.run(
-    redis,
-    3,
-    keys.rateLimit(spec.key),
-    keys.rateLimitSlots(spec.key),
-    keys.rateLimitPause(spec.key),
-    String(now),
-    String(t),
-    '0',
-    String(spec.maxWaitMs),
-    String(LATE_TOLERANCE_MS),
-    String(IN_PROCESS_WAIT_MS),
-    '',
-    String(blockSize(t)),
-    String(BLOCK_SPAN_MS),
-    '1',
-  ) as Promise<[number, number | undefined, string | undefined]>;
+  // No job of its own: the block-only call never reserves a slot for one.
+  const call = gcra(redis, keys, spec, t, now, '', true);
   const granted = call.then(
     ([code, n, first]) => {
       local.asking.delete(spec.key);
