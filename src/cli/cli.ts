@@ -6,6 +6,7 @@ import { ManagedByFilesError, ValidationError, coerceError } from '../errors/err
 import { getStats, type QueueCounts } from '../queue/stats.js';
 import { runApi } from './run-api.js';
 import { runWorker } from './run-worker.js';
+import { tuneV8ForDelivery } from './v8-tuning.js';
 import { runDemo } from '../demo/run-demo.js';
 import { startMockReceiver } from '../demo/mock-receiver.js';
 import { createLogger } from '../logger.js';
@@ -116,6 +117,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .command('worker')
     .description('run delivery workers and the /metrics, /healthz and /readyz listener on METRICS_PORT')
     .action(async () => {
+      tuneV8ForDelivery();
       const w = await runWorker(config());
       // A Redis that evicts keys stops the process with its message, as a bad environment variable does.
       const refused = w.setupChecked.then(
