@@ -1,7 +1,14 @@
 // One saturation run: jobs filled while held back, then released and timed until all are done,
 // with the CPU of the worker processes and of Redis read before and after.
 import type { Lab } from './lab.js';
-import { processCpuSeconds, processPeakRss, redisCommandStats, redisCpuSeconds, type CommandStat } from './proc-stats.js';
+import {
+  mainThreadCpuSeconds,
+  processCpuSeconds,
+  processPeakRss,
+  redisCommandStats,
+  redisCpuSeconds,
+  type CommandStat,
+} from './proc-stats.js';
 import type { Target } from './targets.js';
 
 export interface DrainFigures {
@@ -10,6 +17,8 @@ export interface DrainFigures {
   deliveriesPerSec: number;
   /** Worker CPU (user + system, all worker processes) per delivery, in microseconds. */
   workerCpuUs: number;
+  /** The part of workerCpuUs spent on the worker processes' main threads (JavaScript). */
+  workerMainThreadUs: number;
   /** Redis server CPU per delivery, in microseconds. */
   redisCpuUs: number;
   /** Largest peak RSS of the worker processes so far, in MiB. */
@@ -57,6 +66,7 @@ export async function measureDrain(lab: Lab, target: Target, n: number, bytes: n
   await opts.beforeRelease?.();
   const pids = target.pids();
   const cpu0 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
+  const main0 = pids.reduce((s, p) => s + mainThreadCpuSeconds(p), 0);
   const redis0 = await redisCpuSeconds(lab.admin);
   const commands0 = await redisCommandStats(lab.admin);
   const t0 = performance.now();
@@ -64,6 +74,7 @@ export async function measureDrain(lab: Lab, target: Target, n: number, bytes: n
   await target.release(n, opts.timeoutMs ?? Math.max(60_000, n * 2));
   const seconds = (performance.now() - t0) / 1000;
   const cpu1 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
+  const main1 = pids.reduce((s, p) => s + mainThreadCpuSeconds(p), 0);
   const redis1 = await redisCpuSeconds(lab.admin);
   const commands1 = await redisCommandStats(lab.admin);
   await opts.afterRelease?.();
@@ -74,6 +85,7 @@ export async function measureDrain(lab: Lab, target: Target, n: number, bytes: n
     seconds,
     deliveriesPerSec: n / seconds,
     workerCpuUs: ((cpu1 - cpu0) / n) * 1e6,
+    workerMainThreadUs: ((main1 - main0) / n) * 1e6,
     redisCpuUs: ((redis1 - redis0) / n) * 1e6,
     peakRssMiB: Math.max(...pids.map((p) => processPeakRss(p))) / 1024 / 1024,
     sinkCount: sink ? sink.count : null,

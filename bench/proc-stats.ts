@@ -9,13 +9,25 @@ const TICKS_PER_SECOND = (() => {
   return Number.isFinite(n) && n > 0 ? n : 100;
 })();
 
-/** User + system CPU seconds a process has used so far (its own threads, not its children). */
-export function processCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** User + system CPU seconds of a /proc stat line. */
+function statCpuSeconds(stat: string): number {
   // The command name may hold spaces and parentheses: the fields start after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is the state (field 3 in proc(5)), so utime (14) and stime (15) are at 11 and 12.
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** User + system CPU seconds a process has used so far (its own threads, not its children). */
+export function processCpuSeconds(pid: number): number {
+  return statCpuSeconds(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+}
+
+/**
+ * User + system CPU seconds of a process's main thread alone: what runs JavaScript. The rest of
+ * its CPU is V8's helper threads (parallel scavenges, concurrent marking, compilation) and libuv's.
+ */
+export function mainThreadCpuSeconds(pid: number): number {
+  return statCpuSeconds(readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8'));
 }
 
 /** Peak resident set size of a process (VmHWM), in bytes. */

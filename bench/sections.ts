@@ -123,7 +123,7 @@ function summarize(runs: DrainFigures[]): RunSet {
 const log = (line: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
 
 const fmtRun = (f: DrainFigures) =>
-  `${Math.round(f.deliveriesPerSec)}/s, worker ${f.workerCpuUs.toFixed(0)} us/delivery, redis ${f.redisCpuUs.toFixed(0)} us, rss ${f.peakRssMiB.toFixed(0)} MiB`;
+  `${Math.round(f.deliveriesPerSec)}/s, worker ${f.workerCpuUs.toFixed(0)} us/delivery (main thread ${f.workerMainThreadUs.toFixed(0)}), redis ${f.redisCpuUs.toFixed(0)} us, rss ${f.peakRssMiB.toFixed(0)} MiB`;
 
 /** Runs `runs` rounds over the targets, rotating who goes first, and keeps every run. */
 async function rounds(lab: Lab, targets: Target[], runs: number, jobs: number, bytes: number): Promise<Map<Target, DrainFigures[]>> {
