@@ -59,7 +59,9 @@ export interface Sizes {
 
 export const DEFAULT_SIZES: Sizes = {
   runs: 3,
-  warmup: 3000,
+  // A saturation run's worth: after 3,000 jobs the first measured round still ran 38-81 % slower
+  // than the next two for every target, the Pool loop too (docs/benchmarks.md, sixth round).
+  warmup: 20_000,
   jobs: 20_000,
   // 10,000 jobs per run: its p99 is the worst 100, not one GC pause's handful.
   latencySeconds: 10,
