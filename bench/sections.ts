@@ -59,8 +59,8 @@ export interface Sizes {
 
 export const DEFAULT_SIZES: Sizes = {
   runs: 3,
-  // A saturation run's worth: after 3,000 jobs the first measured round still ran 38-81 % slower
-  // than the next two for every target, the Pool loop too (docs/benchmarks.md, sixth round).
+  // A saturation run's worth: after 3,000 jobs the first measured round still used 36-81 % more
+  // worker CPU per delivery than the next two, for every target (docs/benchmarks.md, sixth round).
   warmup: 20_000,
   jobs: 20_000,
   // 10,000 jobs per run: its p99 is the worst 100, not one GC pause's handful.
