@@ -6,19 +6,24 @@ import { hasLoneSurrogate } from './template.js';
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
 
-const date = z.string({ error: 'expected a date YYYY-MM-DD' }).refine((s) => {
+/** A calendar date as YYYY-MM-DD that exists (no February 30th). */
+function isDateString(s: string): boolean {
   const m = DATE.exec(s);
   if (!m) return false;
   const d = new Date(`${s}T00:00:00Z`);
   return !Number.isNaN(d.getTime()) && d.getUTCDate() === Number(m[3]);
-}, 'expected a date YYYY-MM-DD');
+}
+
+/** An ISO-8601 date-time with an offset (or Z) that Date can read. */
+function isDateTimeString(s: string): boolean {
+  return DATE_TIME.test(s) && !Number.isNaN(Date.parse(s));
+}
+
+const date = z.string({ error: 'expected a date YYYY-MM-DD' }).refine(isDateString, 'expected a date YYYY-MM-DD');
 
 const EPOCH_MS = 'expected epoch milliseconds: a whole number, 0 or more';
 const dateTime = z.union(
-  [
-    z.string().refine((s) => DATE_TIME.test(s) && !Number.isNaN(Date.parse(s)), 'expected ISO-8601 with offset'),
-    z.number().int(EPOCH_MS).nonnegative(EPOCH_MS),
-  ],
+  [z.string().refine(isDateTimeString, 'expected ISO-8601 with offset'), z.number().int(EPOCH_MS).nonnegative(EPOCH_MS)],
   { error: 'expected an ISO-8601 date-time with offset or epoch milliseconds' },
 );
 
@@ -93,6 +98,9 @@ const isText: Check = (v) => typeof v === 'string' && !hasLoneSurrogate(v);
 const isInteger: Check = (v) => typeof v === 'number' && Number.isSafeInteger(v);
 const isDecimal: Check = (v) => typeof v === 'number' && Number.isFinite(v);
 const isBoolean: Check = (v) => typeof v === 'boolean';
+const isDate: Check = (v) => typeof v === 'string' && isDateString(v);
+/** A string by the same test as the schema's; epoch milliseconds (the rare case) by the schema. */
+const isDateTime: Check = (v) => (typeof v === 'string' ? isDateTimeString(v) : dateTime.safeParse(v).success);
 /** Every index, holes included (`every` would skip the hole of a sparse array, which zod refuses). */
 const listOf =
   (item: Check): Check =>
@@ -112,13 +120,13 @@ const quick: Record<Exclude<ParamSpec['type'], 'listObject'>, Check> = {
   integer: isInteger,
   decimal: isDecimal,
   boolean: isBoolean,
-  date: (v) => date.safeParse(v).success,
-  dateTime: (v) => dateTime.safeParse(v).success,
+  date: isDate,
+  dateTime: isDateTime,
   listString: listOf(isText),
   listInteger: listOf(isInteger),
   listDecimal: listOf(isDecimal),
   listBoolean: listOf(isBoolean),
-  listDateTime: (v) => scalar.listDateTime.safeParse(v).success,
+  listDateTime: listOf(isDateTime),
 };
 
 /** The plain check of a parameter list (exported for the test that holds it to the zod schema). */
