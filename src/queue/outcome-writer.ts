@@ -1,6 +1,6 @@
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeadReason } from '../errors/errors.js';
-import { luaScript } from '../redis/lua-script.js';
+import { luaScript, type LuaScript } from '../redis/lua-script.js';
 import { RELEASE_LUA, decodeEntry, type LineEntry, type Ordering } from './ordering.js';
 import { JOB_FIELDS } from './bullmq-internals.js';
 
@@ -82,9 +82,10 @@ export const ACTIVITY_TTL_SECONDS = 2 * 3600;
 
 const FINISH_LUA = `${RELEASE_LUA}
 local function finishJob(K, A)
-  if redis.call('EXISTS', K[1]) == 1 then
-    if redis.call('HSETNX', K[1], '${JOB_FIELDS.outcome}', A[1]) == 0 then return 0 end
-  end
+  -- Read before any write: a write that fails (a full Redis) leaves nothing half done, no job
+  -- marked ended without its results entry.
+  local held = redis.call('EXISTS', K[1]) == 1
+  if held and redis.call('HEXISTS', K[1], '${JOB_FIELDS.outcome}') == 1 then return 0 end
   local idem, replayOf = A[13], A[14]
   if idem == '' then
     idem = A[3]
@@ -105,6 +106,7 @@ local function finishJob(K, A)
     fields[#fields + 1] = replayOf
   end
   redis.call('XADD', K[2], 'MAXLEN', '~', A[2], '*', unpack(fields))
+  if held then redis.call('HSET', K[1], '${JOB_FIELDS.outcome}', A[1]) end
   redis.call('HINCRBY', K[5], A[1], 1)
   if A[1] == 'dead' then
     redis.call('ZADD', K[3], A[11], A[3])
@@ -127,20 +129,111 @@ const FINISH_SCRIPT = luaScript(`${FINISH_LUA}
 return finishJob(KEYS, ARGV)`);
 
 /*
- * The same for the common case, a delivered job with no orderingKey, in as few arguments as it can
- * take: each argument costs the worker a few string pieces to send (ioredis), and this command is
- * sent for every delivery. What that case leaves empty or constant is written into the script (the
- * stream's maxlen too: one script per writer); the three numbers travel as one argument.
- * KEYS[1] job hash, KEYS[2] results stream, KEYS[3] outcome counts, KEYS[4] this minute's activity counters
- * ARGV[1] jobId, ARGV[2] actionId, ARGV[3] 'status attempts durationMs', ARGV[4] context, ARGV[5] response,
- *   ARGV[6] idempotency key (absent: the job id), ARGV[7] replayOf (absent: none)
+ * The same for the common case, a delivered job with no orderingKey, for every such job that ends
+ * in one event-loop turn, in one command (FinishBatcher below). Each command costs the worker far
+ * more than its arguments do (ioredis's Command, its reply and promise): one per turn instead of
+ * one per delivery is several microseconds per delivery at saturation. What that case leaves empty
+ * or constant is written into the script (the stream's maxlen too: one script per writer); the
+ * three numbers travel as one argument. Each job still ends by its own finishJob, as if alone: a
+ * job that had already ended gets 0, one that ended now 1, one whose writes failed the error's
+ * message (the others of its command are not held back by it), in order.
+ * KEYS[1] results stream, KEYS[2] outcome counts, KEYS[3] this minute's activity counters,
+ *   KEYS[3 + i] job i's hash
+ * ARGV, FINISH_BATCH_STRIDE per job: jobId, actionId, 'status attempts durationMs', context,
+ *   response, idempotency key ('': the job id), replayOf ('': none)
  */
+const FINISH_BATCH_STRIDE = 7;
+
 function finishDeliveredScript(maxLen: number) {
   return luaScript(`${FINISH_LUA}
-local status, attempts, duration = string.match(ARGV[3], '^(%S+) (%S+) (%S+)$')
-return finishJob({ KEYS[1], KEYS[2], nil, nil, KEYS[3], KEYS[4] },
-  { 'delivered', '${maxLen}', ARGV[1], ARGV[2], status, '', attempts, duration, ARGV[4], ARGV[5], '0', '',
-    ARGV[6] or ARGV[1], ARGV[7] or '', '${ACTIVITY_TTL_SECONDS}', '{}', '' })`);
+local out = {}
+for i = 1, #KEYS - 3 do
+  local a = (i - 1) * ${FINISH_BATCH_STRIDE}
+  local status, attempts, duration = string.match(ARGV[a + 3], '^(%S+) (%S+) (%S+)$')
+  local idem = ARGV[a + 6]
+  if idem == '' then idem = ARGV[a + 1] end
+  local ok, written = pcall(finishJob, { KEYS[3 + i], KEYS[1], nil, nil, KEYS[2], KEYS[3] },
+    { 'delivered', '${maxLen}', ARGV[a + 1], ARGV[a + 2], status, '', attempts, duration, ARGV[a + 4], ARGV[a + 5], '0', '',
+      idem, ARGV[a + 7], '${ACTIVITY_TTL_SECONDS}', '{}', '' })
+  if ok then out[i] = written
+  else out[i] = type(written) == 'table' and written.err or tostring(written) end
+end
+return out`);
+}
+
+/** A job's own error, from inside a finish command that ran: as ioredis would have given it alone. */
+class ReplyError extends Error {
+  override name = 'ReplyError';
+}
+
+/** Most jobs one finish command carries: bounds how long Redis runs it (some 15 us per job). */
+export const MAX_FINISH_BATCH = 128;
+
+interface PendingFinish {
+  jobKey: string;
+  args: string[];
+  resolve(written: boolean): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * Gathers the delivered jobs that end in one event-loop turn, per connection and partition (one
+ * slot of a Redis Cluster), and sends each group as one command when the turn ends (setImmediate:
+ * the jobs whose answers came in the same socket reads end together). Each caller's promise
+ * settles with its own job's answer; should Redis refuse the command, every job of it gets the
+ * error, is not completed, and runs again, as it would have alone. Waiting for the end of the turn
+ * costs no latency: the writes of a turn were already held until then (batchWrites).
+ */
+class FinishBatcher {
+  private open = new Map<RedisClient, Map<PartitionKeys, PendingFinish[]>>();
+  private scheduled = false;
+
+  constructor(
+    private readonly script: LuaScript,
+    private readonly now: () => number,
+  ) {}
+
+  add(via: RedisClient, keys: PartitionKeys, job: PendingFinish): void {
+    let byPartition = this.open.get(via);
+    if (!byPartition) this.open.set(via, (byPartition = new Map()));
+    let jobs = byPartition.get(keys);
+    if (!jobs) byPartition.set(keys, (jobs = []));
+    jobs.push(job);
+    if (jobs.length >= MAX_FINISH_BATCH) {
+      byPartition.delete(keys);
+      this.send(via, keys, jobs);
+    }
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const open = this.open;
+    this.open = new Map();
+    for (const [via, byPartition] of open) for (const [keys, jobs] of byPartition) this.send(via, keys, jobs);
+  }
+
+  private send(via: RedisClient, keys: PartitionKeys, jobs: PendingFinish[]): void {
+    const keysAndArgs = [keys.results, keys.outcomeCounts, keys.activity(Math.floor(this.now() / 60_000))];
+    for (const job of jobs) keysAndArgs.push(job.jobKey);
+    for (const job of jobs) for (const arg of job.args) keysAndArgs.push(arg);
+    this.script.run(via, jobs.length + 3, ...keysAndArgs).then(
+      (written) => {
+        const each = written as (number | string)[];
+        jobs.forEach((job, i) => {
+          const answer = each[i];
+          if (typeof answer === 'string') job.reject(new ReplyError(answer));
+          else job.resolve(answer === 1);
+        });
+      },
+      (err: unknown) => {
+        for (const job of jobs) job.reject(err);
+      },
+    );
+  }
 }
 
 const attemptField = JOB_FIELDS.attempt;
@@ -170,16 +263,21 @@ export interface OutcomeWriterOptions {
 export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: OutcomeWriterOptions = {}): OutcomeWriter {
   const now = opts.now ?? Date.now;
   const maxLenArg = String(maxLen);
-  const finishDelivered = finishDeliveredScript(maxLen);
-  /** A delivered job with no orderingKey: FINISH_DELIVERED, in a plain promise chain (it is every delivery's). */
-  const finishShort = (keys: PartitionKeys, o: Outcome, idempotencyKey: string, via?: RedisClient): Promise<boolean> => {
-    const args = [o.jobId, o.actionId, `${o.status} ${o.attempts} ${o.durationMs}`, JSON.stringify(o.context), JSON.stringify(o.response)];
-    if (idempotencyKey !== o.jobId || o.replayOf !== undefined) args.push(idempotencyKey);
-    if (o.replayOf !== undefined) args.push(o.replayOf);
-    const jobKey = keys.jobKey(o.jobId);
-    const activity = keys.activity(Math.floor(now() / 60_000));
-    return finishDelivered.run(via ?? redis, 4, jobKey, keys.results, keys.outcomeCounts, activity, ...args).then((w) => w === 1);
-  };
+  const batcher = new FinishBatcher(finishDeliveredScript(maxLen), now);
+  /** A delivered job with no orderingKey: joins the turn's finish command (it is every delivery's). */
+  const finishShort = (keys: PartitionKeys, o: Outcome, idempotencyKey: string, via?: RedisClient): Promise<boolean> =>
+    new Promise((resolve, reject) => {
+      const args = [
+        o.jobId,
+        o.actionId,
+        `${o.status} ${o.attempts} ${o.durationMs}`,
+        JSON.stringify(o.context),
+        JSON.stringify(o.response),
+        idempotencyKey === o.jobId ? '' : idempotencyKey,
+        o.replayOf ?? '',
+      ];
+      batcher.add(via ?? redis, keys, { jobKey: keys.jobKey(o.jobId), args, resolve, reject });
+    });
 
   const finishAny = async (keys: PartitionKeys, o: Outcome, via?: RedisClient): Promise<boolean> => {
     const scriptKeys = [

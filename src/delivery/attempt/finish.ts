@@ -33,9 +33,9 @@ export async function finishDelivered(
   // Awaited before BullMQ completes the job: should Redis refuse the write (out of memory, a
   // failover), the processor throws, the job is not completed and runs again, so every job ends
   // on the results stream. (Sent without waiting, a refused write left a completed job with no
-  // results entry: the full-Redis test caught it.) Both this write and BullMQ's completion, sent
-  // when the processor returns, join the other writes of their event-loop turn.
-  batchWrites(ctx.connection);
+  // results entry: the full-Redis test caught it.) This write joins the other jobs' that end in
+  // this event-loop turn, as one command; BullMQ's completions, sent when the processors return,
+  // leave together too (batchWrites).
   await ctx.outcomes.finish(
     attempt.partition,
     {

@@ -1,0 +1,150 @@
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { JOB_FIELDS } from '../../src/queue/bullmq-internals.js';
+import { MAX_FINISH_BATCH, type Outcome } from '../../src/queue/outcome-writer.js';
+import { setupRun } from '../support/harness.js';
+
+// The delivered jobs that end in one event-loop turn leave as one finish command. Each job must
+// still end exactly once and get its own answer, whatever the others of its command got.
+const cleanups: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+function delivered(jobId: string, idempotencyKey?: string): Outcome {
+  return {
+    jobId,
+    actionId: 'a',
+    outcome: 'delivered',
+    status: 200,
+    reason: '',
+    attempts: 1,
+    durationMs: 5,
+    context: { journeyId: 'j-1' },
+    response: { id: jobId },
+    idempotencyKey: idempotencyKey ?? jobId,
+  };
+}
+
+/** The EVALSHA and EVAL commands that name `keyPart`, as Redis runs them (MONITOR, on a connection of its own). */
+async function watchScripts(url: string, keyPart: string): Promise<{ calls: string[][]; stop(): Promise<void> }> {
+  const client = new Redis(url);
+  const monitor = await client.monitor();
+  const calls: string[][] = [];
+  monitor.on('monitor', (_time: string, args: string[]) => {
+    const name = String(args[0]).toLowerCase();
+    if ((name === 'evalsha' || name === 'eval') && args.some((a) => a.includes(keyPart))) calls.push(args);
+  });
+  return {
+    calls,
+    async stop() {
+      monitor.disconnect();
+      client.disconnect();
+    },
+  };
+}
+
+describe('finishing delivered jobs in one command per event-loop turn', () => {
+  it('ends each job once, answers each caller for its own job, and sends one command per turn', async () => {
+    const { ctx, config } = await setup();
+    const jobs = await ctx.producer.enqueueMany(
+      Array.from({ length: 40 }, (_, i) => ({ actionId: 'a', params: {}, ...(i % 2 ? { idempotencyKey: `k-${i}` } : {}) })),
+    );
+    const ids = jobs.map((j) => ('jobId' in j ? j.jobId : ''));
+    const key = (i: number) => (i % 2 ? `k-${i}` : undefined);
+    // Three jobs ended earlier (a rerun after a crash finds them ended).
+    expect(await Promise.all([0, 7, 20].map((i) => ctx.outcomes.finish(ctx.keys, delivered(ids[i] as string, key(i)))))).toEqual([
+      true,
+      true,
+      true,
+    ]);
+
+    const watch = await watchScripts(config.REDIS_URL, ctx.keys.results);
+    cleanups.push(() => watch.stop());
+    // All 40 in one turn, and job 5 twice: its second finish comes after its first in the same command.
+    const answers = await Promise.all([
+      ...ids.map((id, i) => ctx.outcomes.finish(ctx.keys, delivered(id, key(i)))),
+      ctx.outcomes.finish(ctx.keys, delivered(ids[5] as string, key(5))),
+    ]);
+    expect(answers).toEqual([...ids.map((_, i) => ![0, 7, 20].includes(i)), false]);
+    await waitFor(() => watch.calls.length >= 1);
+    expect(watch.calls).toHaveLength(1);
+
+    const entries = await ctx.redis.xrange(ctx.keys.results, '-', '+');
+    expect(entries).toHaveLength(40);
+    const byJob = new Map(entries.map(([, f]) => [f[f.indexOf('jobId') + 1], f]));
+    expect(byJob.size).toBe(40);
+    ids.forEach((id, i) => {
+      const fields = byJob.get(id) as string[];
+      expect(fields[fields.indexOf('idempotencyKey') + 1]).toBe(key(i) ?? id);
+      expect(JSON.parse(fields[fields.indexOf('response') + 1] as string)).toEqual({ id });
+    });
+    for (const id of ids) expect(await ctx.redis.hget(ctx.keys.jobKey(id as string), JOB_FIELDS.outcome)).toBe('delivered');
+    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: '40' });
+  });
+
+  it(`splits a turn's jobs into commands of at most ${MAX_FINISH_BATCH}`, async () => {
+    const { ctx, config } = await setup();
+    const count = MAX_FINISH_BATCH + 3;
+    const ids: string[] = [];
+    for (let start = 0; start < count; start += 100) {
+      const jobs = await ctx.producer.enqueueMany(
+        Array.from({ length: Math.min(100, count - start) }, () => ({ actionId: 'a', params: {} })),
+      );
+      for (const j of jobs) ids.push('jobId' in j ? j.jobId : '');
+    }
+    // Loads the script, so that the count below holds no NOSCRIPT retry.
+    expect(await ctx.outcomes.finish(ctx.keys, delivered(ids.pop() as string))).toBe(true);
+    const watch = await watchScripts(config.REDIS_URL, ctx.keys.results);
+    cleanups.push(() => watch.stop());
+    const answers = await Promise.all(ids.map((id) => ctx.outcomes.finish(ctx.keys, delivered(id))));
+    expect(answers.every((a) => a)).toBe(true);
+    await waitFor(() => watch.calls.length >= 2);
+    expect(watch.calls.map((args) => Number(args[2]) - 3)).toEqual([MAX_FINISH_BATCH, ids.length - MAX_FINISH_BATCH]);
+    expect(await ctx.redis.xlen(ctx.keys.results)).toBe(count);
+  });
+
+  it("fails only the job whose writes fail, before any of that job's writes, so that it can run again", async () => {
+    const { ctx } = await setup();
+    const jobs = await ctx.producer.enqueueMany(Array.from({ length: 6 }, () => ({ actionId: 'a', params: {} })));
+    const ids = jobs.map((j) => ('jobId' in j ? j.jobId : ''));
+    // The results stream's key holds a string: every job's XADD fails.
+    await ctx.redis.set(ctx.keys.results, 'not a stream');
+    const refused = await Promise.allSettled(ids.map((id) => ctx.outcomes.finish(ctx.keys, delivered(id))));
+    for (const r of refused) expect(r.status === 'rejected' && String(r.reason)).toMatch(/WRONGTYPE/);
+    // Nothing half done: no job is marked ended, nothing counted.
+    for (const id of ids) expect(await ctx.redis.hget(ctx.keys.jobKey(id), JOB_FIELDS.outcome)).toBeNull();
+    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({});
+
+    await ctx.redis.del(ctx.keys.results);
+    // One job's hash is no hash: that job fails, the others of its command end.
+    const broken = ids[2] as string;
+    const saved = await ctx.redis.hgetall(ctx.keys.jobKey(broken));
+    await ctx.redis.del(ctx.keys.jobKey(broken));
+    await ctx.redis.set(ctx.keys.jobKey(broken), 'not a hash');
+    const rerun = await Promise.allSettled(ids.map((id) => ctx.outcomes.finish(ctx.keys, delivered(id))));
+    expect(rerun.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason).includes('WRONGTYPE')))).toEqual(ids.map(() => true));
+    expect(rerun.map((r) => r.status)).toEqual(ids.map((id) => (id === broken ? 'rejected' : 'fulfilled')));
+
+    // Its next run ends it, once.
+    await ctx.redis.del(ctx.keys.jobKey(broken));
+    await ctx.redis.hset(ctx.keys.jobKey(broken), saved);
+    expect(await ctx.outcomes.finish(ctx.keys, delivered(broken))).toBe(true);
+    expect(await ctx.outcomes.finish(ctx.keys, delivered(broken))).toBe(false);
+    expect(await ctx.redis.xlen(ctx.keys.results)).toBe(ids.length);
+    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: String(ids.length) });
+  });
+});
+
+async function setup() {
+  const run = await setupRun(cleanups);
+  await run.ctx.store.put({ id: 'a', name: 'a', endpoint: { url: run.receiver.url, method: 'POST' } });
+  return run;
+}
+
+async function waitFor(check: () => boolean, timeoutMs = 2000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  // MONITOR's lines may trail the answers: a little longer for any that should not be there.
+  await new Promise((r) => setTimeout(r, 50));
+}
