@@ -136,7 +136,12 @@ return finishJob(KEYS, ARGV)`);
  * or constant is written into the script (the stream's maxlen too: one script per writer); the
  * three numbers travel as one argument. Each job still ends by its own finishJob, as if alone: a
  * job that had already ended gets 0, one that ended now 1, one whose writes failed the error's
- * message (the others of its command are not held back by it), in order.
+ * message (the others of its command are not held back by it), in order. A refusal of Redis's own
+ * (a replica mid-failover, a full Redis, too few replicas, a failing disk) is the whole command's
+ * error instead: Redis refuses the first write of a command, so none of its jobs had written, and
+ * the client must see it as the command's answer (READONLY makes it reconnect and send it again).
+ * Redis refuses a write for memory only while the command has written nothing (scripts without
+ * flags), and the other refusals hold for the whole command.
  * KEYS[1] results stream, KEYS[2] outcome counts, KEYS[3] this minute's activity counters,
  *   KEYS[3 + i] job i's hash
  * ARGV, FINISH_BATCH_STRIDE per job: jobId, actionId, 'status attempts durationMs', context,
@@ -146,6 +151,7 @@ const FINISH_BATCH_STRIDE = 7;
 
 function finishDeliveredScript(maxLen: number) {
   return luaScript(`${FINISH_LUA}
+local REFUSED = { READONLY = true, OOM = true, NOREPLICAS = true, MISCONF = true }
 local out = {}
 for i = 1, #KEYS - 3 do
   local a = (i - 1) * ${FINISH_BATCH_STRIDE}
@@ -156,7 +162,13 @@ for i = 1, #KEYS - 3 do
     { 'delivered', '${maxLen}', ARGV[a + 1], ARGV[a + 2], status, '', attempts, duration, ARGV[a + 4], ARGV[a + 5], '0', '',
       idem, ARGV[a + 7], '${ACTIVITY_TTL_SECONDS}', '{}', '' })
   if ok then out[i] = written
-  else out[i] = type(written) == 'table' and written.err or tostring(written) end
+  else
+    local err = type(written) == 'table' and written.err or tostring(written)
+    -- Redis's own refusals come at the command's first write, before any job of it has written:
+    -- the whole command fails, with the reply the client acts on (READONLY: reconnect, send again).
+    if REFUSED[string.match(err, '^%-?(%u+)') or ''] then return redis.error_reply(err) end
+    out[i] = err
+  end
 end
 return out`);
 }
@@ -216,24 +228,34 @@ class FinishBatcher {
     for (const [via, byPartition] of open) for (const [keys, jobs] of byPartition) this.send(via, keys, jobs);
   }
 
+  /** Settles every job of the command, whatever happens: a job left waiting would hold its worker slot for good. */
   private send(via: RedisClient, keys: PartitionKeys, jobs: PendingFinish[]): void {
-    const keysAndArgs = [keys.results, keys.outcomeCounts, keys.activity(Math.floor(this.now() / 60_000))];
-    for (const job of jobs) keysAndArgs.push(job.jobKey);
-    for (const job of jobs) for (const arg of job.args) keysAndArgs.push(arg);
-    this.script.run(via, jobs.length + 3, ...keysAndArgs).then(
-      (written) => {
-        const each = written as (number | string)[];
-        jobs.forEach((job, i) => {
-          const answer = each[i];
-          if (typeof answer === 'string') job.reject(new ReplyError(answer));
-          else job.resolve(answer === 1);
-        });
-      },
-      (err: unknown) => {
-        for (const job of jobs) job.reject(err);
-      },
-    );
+    const failAll = (err: unknown) => {
+      for (const job of jobs) job.reject(err);
+    };
+    try {
+      const keysAndArgs = [keys.results, keys.outcomeCounts, keys.activity(Math.floor(this.now() / 60_000))];
+      for (const job of jobs) keysAndArgs.push(job.jobKey);
+      for (const job of jobs) for (const arg of job.args) keysAndArgs.push(arg);
+      this.script.run(via, jobs.length + 3, ...keysAndArgs).then((written) => settle(jobs, written), failAll);
+    } catch (err: unknown) {
+      failAll(err);
+    }
   }
+}
+
+/** Each job's own answer: 1 ended now, 0 had already ended, a string its error. */
+function settle(jobs: PendingFinish[], written: unknown): void {
+  if (!Array.isArray(written) || written.length !== jobs.length) {
+    const err = new ReplyError(`finish: expected ${jobs.length} answers, got ${JSON.stringify(written)?.slice(0, 200)}`);
+    for (const job of jobs) job.reject(err);
+    return;
+  }
+  jobs.forEach((job, i) => {
+    const answer: unknown = written[i];
+    if (answer === 1 || answer === 0) job.resolve(answer === 1);
+    else job.reject(new ReplyError(typeof answer === 'string' ? answer : `finish: unexpected answer ${String(answer)}`));
+  });
 }
 
 const attemptField = JOB_FIELDS.attempt;

@@ -1,8 +1,12 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { JOB_FIELDS } from '../../src/queue/bullmq-internals.js';
-import { MAX_FINISH_BATCH, type Outcome } from '../../src/queue/outcome-writer.js';
+import { MAX_FINISH_BATCH, createOutcomeWriter, type Outcome } from '../../src/queue/outcome-writer.js';
+import { freePort } from '../../src/redis/embedded-redis.js';
+import { relayKeys } from '../../src/redis/redis-connection.js';
+import { redisRefusal } from '../../src/redis/redis-refusal.js';
 import { setupRun } from '../support/harness.js';
+import { startOwnedRedis } from '../support/recovery.js';
 
 // The delivered jobs that end in one event-loop turn leave as one finish command. Each job must
 // still end exactly once and get its own answer, whatever the others of its command got.
@@ -104,7 +108,7 @@ describe('finishing delivered jobs in one command per event-loop turn', () => {
     expect(await ctx.redis.xlen(ctx.keys.results)).toBe(count);
   });
 
-  it("fails only the job whose writes fail, before any of that job's writes, so that it can run again", async () => {
+  it('fails only the job that errs (before any write of its own), so that it can run again', async () => {
     const { ctx } = await setup();
     const jobs = await ctx.producer.enqueueMany(Array.from({ length: 6 }, () => ({ actionId: 'a', params: {} })));
     const ids = jobs.map((j) => ('jobId' in j ? j.jobId : ''));
@@ -133,6 +137,47 @@ describe('finishing delivered jobs in one command per event-loop turn', () => {
     expect(await ctx.outcomes.finish(ctx.keys, delivered(broken))).toBe(false);
     expect(await ctx.redis.xlen(ctx.keys.results)).toBe(ids.length);
     expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: String(ids.length) });
+  });
+
+  it("fails the whole command on Redis's own refusal, as the client's reconnect-on-READONLY expects", async () => {
+    // A replica whose master is gone: it reads, and refuses every write with READONLY.
+    const replica = await startOwnedRedis(['--save', '', '--appendonly', 'no', '--replicaof', '127.0.0.1', String(await freePort())]);
+    cleanups.push(() => replica.remove());
+    const seen: string[] = [];
+    const client = new Redis(replica.url, {
+      maxRetriesPerRequest: 1,
+      reconnectOnError: (err) => {
+        seen.push(err.message);
+        return false;
+      },
+    });
+    cleanups.push(async () => client.disconnect());
+    const keys = relayKeys('{fb-ro}');
+    const writer = createOutcomeWriter(client, 1000);
+    const answers = await Promise.allSettled(['j1', 'j2', 'j3'].map((id) => writer.finish(keys, delivered(id))));
+    for (const a of answers) expect(a.status === 'rejected' && String(a.reason)).toMatch(/^ReplyError: READONLY/);
+    // One error reply for the command (not three answers inside a reply): the client saw it.
+    expect(seen.filter((m) => m.startsWith('READONLY'))).toHaveLength(1);
+    expect(redisRefusal((answers[0] as PromiseRejectedResult).reason)).toMatch(/read-only replica/);
+  });
+
+  it('leaves nothing written when a full Redis refuses the command', async () => {
+    const full = await startOwnedRedis(['--save', '', '--appendonly', 'no']);
+    cleanups.push(() => full.remove());
+    const client = new Redis(full.url, { maxRetriesPerRequest: 1 });
+    cleanups.push(async () => client.disconnect());
+    const keys = relayKeys('{fb-oom}');
+    for (const id of ['j1', 'j2']) await client.hset(keys.jobKey(id), 'data', '{}');
+    // Whatever it holds is over a 1-byte limit: every write is refused, reads are not.
+    await client.config('SET', 'maxmemory-policy', 'noeviction');
+    await client.config('SET', 'maxmemory', '1');
+    const writer = createOutcomeWriter(client, 1000);
+    const answers = await Promise.allSettled(['j1', 'j2'].map((id) => writer.finish(keys, delivered(id))));
+    for (const a of answers) expect(a.status === 'rejected' && String(a.reason)).toMatch(/OOM/);
+    expect(redisRefusal((answers[0] as PromiseRejectedResult).reason)).toMatch(/out of memory/);
+    await client.config('SET', 'maxmemory', '0');
+    for (const id of ['j1', 'j2']) expect(await client.hget(keys.jobKey(id), JOB_FIELDS.outcome)).toBeNull();
+    expect(await client.exists(keys.results, keys.outcomeCounts)).toBe(0);
   });
 });
 
