@@ -237,7 +237,10 @@ class FinishBatcher {
       const keysAndArgs = [keys.results, keys.outcomeCounts, keys.activity(Math.floor(this.now() / 60_000))];
       for (const job of jobs) keysAndArgs.push(job.jobKey);
       for (const job of jobs) for (const arg of job.args) keysAndArgs.push(arg);
-      this.script.run(via, jobs.length + 3, ...keysAndArgs).then((written) => settle(jobs, written), failAll);
+      this.script
+        .run(via, jobs.length + 3, ...keysAndArgs)
+        .then((written) => settle(jobs, written))
+        .catch(failAll);
     } catch (err: unknown) {
       failAll(err);
     }

@@ -1,3 +1,4 @@
+import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { JOB_FIELDS } from '../../src/queue/bullmq-internals.js';
@@ -140,8 +141,13 @@ describe('finishing delivered jobs in one command per event-loop turn', () => {
   });
 
   it("fails the whole command on Redis's own refusal, as the client's reconnect-on-READONLY expects", async () => {
-    // A replica whose master is gone: it reads, and refuses every write with READONLY.
-    const replica = await startOwnedRedis(['--save', '', '--appendonly', 'no', '--replicaof', '127.0.0.1', String(await freePort())]);
+    // A replica whose master is gone: it reads, and refuses every write with READONLY. The master's
+    // port is held by a listener that hangs up, so that no other test's server can take it.
+    const masterPort = await freePort();
+    const hangUp = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => hangUp.listen(masterPort, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => hangUp.close(() => resolve())));
+    const replica = await startOwnedRedis(['--save', '', '--appendonly', 'no', '--replicaof', '127.0.0.1', String(masterPort)]);
     cleanups.push(() => replica.remove());
     const seen: string[] = [];
     const client = new Redis(replica.url, {
@@ -174,6 +180,8 @@ describe('finishing delivered jobs in one command per event-loop turn', () => {
     const writer = createOutcomeWriter(client, 1000);
     const answers = await Promise.allSettled(['j1', 'j2'].map((id) => writer.finish(keys, delivered(id))));
     for (const a of answers) expect(a.status === 'rejected' && String(a.reason)).toMatch(/OOM/);
+    // The same error for both: the command's, not one per job.
+    expect((answers[1] as PromiseRejectedResult).reason).toBe((answers[0] as PromiseRejectedResult).reason);
     expect(redisRefusal((answers[0] as PromiseRejectedResult).reason)).toMatch(/out of memory/);
     await client.config('SET', 'maxmemory', '0');
     for (const id of ['j1', 'j2']) expect(await client.hget(keys.jobKey(id), JOB_FIELDS.outcome)).toBeNull();
