@@ -140,8 +140,6 @@ return finishJob(KEYS, ARGV)`);
  * (a replica mid-failover, a full Redis, too few replicas, a failing disk) is the whole command's
  * error instead: Redis refuses the first write of a command, so none of its jobs had written, and
  * the client must see it as the command's answer (READONLY makes it reconnect and send it again).
- * Redis refuses a write for memory only while the command has written nothing (scripts without
- * flags), and the other refusals hold for the whole command.
  * KEYS[1] results stream, KEYS[2] outcome counts, KEYS[3] this minute's activity counters,
  *   KEYS[3 + i] job i's hash
  * ARGV, FINISH_BATCH_STRIDE per job: jobId, actionId, 'status attempts durationMs', context,
@@ -247,12 +245,10 @@ class FinishBatcher {
   }
 }
 
-/** Each job's own answer: 1 ended now, 0 had already ended, a string its error. */
+/** Each job's own answer: 1 ended now, 0 had already ended, a string its error. Throws (every job fails) on a reply of another shape. */
 function settle(jobs: PendingFinish[], written: unknown): void {
   if (!Array.isArray(written) || written.length !== jobs.length) {
-    const err = new ReplyError(`finish: expected ${jobs.length} answers, got ${JSON.stringify(written)?.slice(0, 200)}`);
-    for (const job of jobs) job.reject(err);
-    return;
+    throw new ReplyError(`finish: expected ${jobs.length} answers, got ${JSON.stringify(written)?.slice(0, 200)}`);
   }
   jobs.forEach((job, i) => {
     const answer: unknown = written[i];

@@ -6,7 +6,7 @@ import { MAX_FINISH_BATCH, createOutcomeWriter, type Outcome } from '../../src/q
 import { freePort } from '../../src/redis/embedded-redis.js';
 import { relayKeys } from '../../src/redis/redis-connection.js';
 import { redisRefusal } from '../../src/redis/redis-refusal.js';
-import { setupRun } from '../support/harness.js';
+import { setupRun, waitFor } from '../support/harness.js';
 import { startOwnedRedis } from '../support/recovery.js';
 
 // The delivered jobs that end in one event-loop turn leave as one finish command. Each job must
@@ -32,7 +32,10 @@ function delivered(jobId: string, idempotencyKey?: string): Outcome {
 }
 
 /** The EVALSHA and EVAL commands that name `keyPart`, as Redis runs them (MONITOR, on a connection of its own). */
-async function watchScripts(url: string, keyPart: string): Promise<{ calls: string[][]; stop(): Promise<void> }> {
+async function watchScripts(
+  url: string,
+  keyPart: string,
+): Promise<{ calls: string[][]; seen(n: number): Promise<void>; stop(): Promise<void> }> {
   const client = new Redis(url);
   const monitor = await client.monitor();
   const calls: string[][] = [];
@@ -42,6 +45,11 @@ async function watchScripts(url: string, keyPart: string): Promise<{ calls: stri
   });
   return {
     calls,
+    /** Until `n` calls are in, then a little longer for any that should not be there (MONITOR's lines trail the answers). */
+    async seen(n) {
+      await waitFor(() => calls.length >= n, 2000, `${n} finish commands on MONITOR`);
+      await new Promise((r) => setTimeout(r, 50));
+    },
     async stop() {
       monitor.disconnect();
       client.disconnect();
@@ -72,7 +80,7 @@ describe('finishing delivered jobs in one command per event-loop turn', () => {
       ctx.outcomes.finish(ctx.keys, delivered(ids[5] as string, key(5))),
     ]);
     expect(answers).toEqual([...ids.map((_, i) => ![0, 7, 20].includes(i)), false]);
-    await waitFor(() => watch.calls.length >= 1);
+    await watch.seen(1);
     expect(watch.calls).toHaveLength(1);
 
     const entries = await ctx.redis.xrange(ctx.keys.results, '-', '+');
@@ -104,7 +112,7 @@ describe('finishing delivered jobs in one command per event-loop turn', () => {
     cleanups.push(() => watch.stop());
     const answers = await Promise.all(ids.map((id) => ctx.outcomes.finish(ctx.keys, delivered(id))));
     expect(answers.every((a) => a)).toBe(true);
-    await waitFor(() => watch.calls.length >= 2);
+    await watch.seen(2);
     expect(watch.calls.map((args) => Number(args[2]) - 3)).toEqual([MAX_FINISH_BATCH, ids.length - MAX_FINISH_BATCH]);
     expect(await ctx.redis.xlen(ctx.keys.results)).toBe(count);
   });
@@ -193,11 +201,4 @@ async function setup() {
   const run = await setupRun(cleanups);
   await run.ctx.store.put({ id: 'a', name: 'a', endpoint: { url: run.receiver.url, method: 'POST' } });
   return run;
-}
-
-async function waitFor(check: () => boolean, timeoutMs = 2000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!check() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-  // MONITOR's lines may trail the answers: a little longer for any that should not be there.
-  await new Promise((r) => setTimeout(r, 50));
 }
