@@ -117,6 +117,36 @@ describe('finishing delivered jobs in one command per event-loop turn', () => {
     expect(await ctx.redis.xlen(ctx.keys.results)).toBe(count);
   });
 
+  it('counts the jobs that ended now once per action, with their retries, as finishing one at a time would', async () => {
+    const { ctx } = await setup();
+    const jobs = await ctx.producer.enqueueMany(Array.from({ length: 6 }, () => ({ actionId: 'a', params: {} })));
+    const ids = jobs.map((j) => ('jobId' in j ? j.jobId : ''));
+    // Even jobs are action a's, odd ones b's; job i took i + 1 attempts.
+    const outcome = (i: number): Outcome => ({ ...delivered(ids[i] as string), actionId: i % 2 ? 'b' : 'a', attempts: i + 1 });
+    const first = Math.floor(Date.now() / 60_000);
+    expect(await ctx.outcomes.finish(ctx.keys, outcome(0))).toBe(true);
+    // One command: five jobs, and job 0 again (ended already: counted once).
+    expect(await Promise.all([1, 2, 3, 4, 5, 0].map((i) => ctx.outcomes.finish(ctx.keys, outcome(i))))).toEqual([
+      true,
+      true,
+      true,
+      true,
+      true,
+      false,
+    ]);
+    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: '6' });
+    // The minute may have turned between the two commands: its counters are summed over both.
+    const counts: Record<string, number> = {};
+    for (const minute of [first, first + 1]) {
+      const key = ctx.keys.activity(minute);
+      const fields = await ctx.redis.hgetall(key);
+      if (Object.keys(fields).length > 0) expect(await ctx.redis.ttl(key)).toBeGreaterThan(0);
+      for (const [f, v] of Object.entries(fields)) counts[f] = (counts[f] ?? 0) + Number(v);
+    }
+    // a: jobs 0, 2, 4 (retries 0 + 2 + 4); b: jobs 1, 3, 5 (retries 1 + 3 + 5).
+    expect(counts).toEqual({ 'a|d': 3, 'a|r': 6, 'b|d': 3, 'b|r': 9 });
+  });
+
   it('fails only the job that errs (before any write of its own), so that it can run again', async () => {
     const { ctx } = await setup();
     const jobs = await ctx.producer.enqueueMany(Array.from({ length: 6 }, () => ({ actionId: 'a', params: {} })));
