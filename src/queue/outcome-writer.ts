@@ -152,7 +152,9 @@ return finishJob(KEYS, ARGV)`);
  * appendResult): a job that had already ended gets 0, one that ended now 1, one whose writes failed
  * the error's message (the others of its command are not held back by it), in order. The counts
  * of the jobs that ended now are written once per action after them, not per job (three writes
- * fewer per job: the script's cost in Redis, 16 against 10 us per job at 8 per command).
+ * fewer per job: the script's cost in Redis, 16 against 10 us per job at 8 per command); should
+ * an action's counts fail, its jobs that ended now get that error, as each would have alone (their
+ * entries stand: run again, they find themselves ended).
  * A refusal of Redis's own (a replica mid-failover, a full Redis, too few replicas, a failing disk)
  * is the whole command's error instead: Redis refuses the first write of a command, so none of its
  * jobs had written, and the client must see it as the command's answer (READONLY makes it reconnect
@@ -177,27 +179,39 @@ local function finishDelivered(jobKey, a)
   appendResult(KEYS[1], '${maxLen}', ARGV[a + 1], ARGV[a + 2], 'delivered', status, '', attempts, duration, ARGV[a + 4],
     ARGV[a + 5], '{}', idem, ARGV[a + 7])
   if e == 1 then redis.call('HSET', jobKey, '${JOB_FIELDS.outcome}', 'delivered') end
-  return 1, ARGV[a + 2], tonumber(attempts) - 1
+  return 1, ARGV[a + 2], math.max(tonumber(attempts) - 1, 0)
 end
-local out, ended, retries = {}, {}, {}
+local function message(err)
+  return type(err) == 'table' and err.err or tostring(err)
+end
+-- Per action, the jobs that ended now and their retries.
+local out, byAction = {}, {}
 for i = 1, #KEYS - 3 do
   local ok, written, actionId, retried = pcall(finishDelivered, KEYS[3 + i], (i - 1) * ${FINISH_BATCH_STRIDE})
   if ok then
     out[i] = written
     if written == 1 then
-      ended[actionId] = (ended[actionId] or 0) + 1
-      retries[actionId] = (retries[actionId] or 0) + retried
+      local group = byAction[actionId]
+      if not group then
+        group = { jobs = {}, retries = 0 }
+        byAction[actionId] = group
+      end
+      group.jobs[#group.jobs + 1] = i
+      group.retries = group.retries + retried
     end
   else
-    local err = type(written) == 'table' and written.err or tostring(written)
+    local err = message(written)
     -- Redis's own refusals come at the command's first write, before any job of it has written:
     -- the whole command fails, with the reply the client acts on (READONLY: reconnect, send again).
     if REFUSED[string.match(err, '^%-?(%u+)') or ''] then return redis.error_reply(err) end
     out[i] = err
   end
 end
-for actionId, n in pairs(ended) do
-  count(KEYS[2], KEYS[3], '${ACTIVITY_TTL_SECONDS}', 'delivered', actionId, n, retries[actionId])
+for actionId, group in pairs(byAction) do
+  local ok, err = pcall(count, KEYS[2], KEYS[3], '${ACTIVITY_TTL_SECONDS}', 'delivered', actionId, #group.jobs, group.retries)
+  if not ok then
+    for _, i in ipairs(group.jobs) do out[i] = message(err) end
+  end
 end
 return out`);
 }

@@ -2,7 +2,7 @@ import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { JOB_FIELDS } from '../../src/queue/bullmq-internals.js';
-import { MAX_FINISH_BATCH, createOutcomeWriter, type Outcome } from '../../src/queue/outcome-writer.js';
+import { ACTIVITY_TTL_SECONDS, MAX_FINISH_BATCH, createOutcomeWriter, type Outcome } from '../../src/queue/outcome-writer.js';
 import { freePort } from '../../src/redis/embedded-redis.js';
 import { relayKeys } from '../../src/redis/redis-connection.js';
 import { redisRefusal } from '../../src/redis/redis-refusal.js';
@@ -119,32 +119,50 @@ describe('finishing delivered jobs in one command per event-loop turn', () => {
 
   it('counts the jobs that ended now once per action, with their retries, as finishing one at a time would', async () => {
     const { ctx } = await setup();
-    const jobs = await ctx.producer.enqueueMany(Array.from({ length: 6 }, () => ({ actionId: 'a', params: {} })));
+    const jobs = await ctx.producer.enqueueMany(Array.from({ length: 8 }, () => ({ actionId: 'a', params: {} })));
     const ids = jobs.map((j) => ('jobId' in j ? j.jobId : ''));
-    // Even jobs are action a's, odd ones b's; job i took i + 1 attempts.
-    const outcome = (i: number): Outcome => ({ ...delivered(ids[i] as string), actionId: i % 2 ? 'b' : 'a', attempts: i + 1 });
+    // Jobs 0-5: even ones action a's, odd ones b's, job i took i + 1 attempts. Jobs 6 and 7: action
+    // c's, one attempt each (no retries to count); job 7's hash is gone (ended and counted all the same).
+    const outcome = (i: number): Outcome =>
+      i < 6
+        ? { ...delivered(ids[i] as string), actionId: i % 2 ? 'b' : 'a', attempts: i + 1 }
+        : { ...delivered(ids[i] as string), actionId: 'c' };
+    await ctx.redis.del(ctx.keys.jobKey(ids[7] as string));
     const first = Math.floor(Date.now() / 60_000);
     expect(await ctx.outcomes.finish(ctx.keys, outcome(0))).toBe(true);
-    // One command: five jobs, and job 0 again (ended already: counted once).
-    expect(await Promise.all([1, 2, 3, 4, 5, 0].map((i) => ctx.outcomes.finish(ctx.keys, outcome(i))))).toEqual([
-      true,
-      true,
-      true,
-      true,
-      true,
+    // One command: seven jobs, job 3 again and job 0 again (ended already: counted once).
+    expect(await Promise.all([1, 2, 3, 4, 5, 6, 7, 3, 0].map((i) => ctx.outcomes.finish(ctx.keys, outcome(i))))).toEqual([
+      ...[1, 2, 3, 4, 5, 6, 7].map(() => true),
+      false,
       false,
     ]);
-    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: '6' });
-    // The minute may have turned between the two commands: its counters are summed over both.
-    const counts: Record<string, number> = {};
-    for (const minute of [first, first + 1]) {
-      const key = ctx.keys.activity(minute);
-      const fields = await ctx.redis.hgetall(key);
-      if (Object.keys(fields).length > 0) expect(await ctx.redis.ttl(key)).toBeGreaterThan(0);
-      for (const [f, v] of Object.entries(fields)) counts[f] = (counts[f] ?? 0) + Number(v);
-    }
-    // a: jobs 0, 2, 4 (retries 0 + 2 + 4); b: jobs 1, 3, 5 (retries 1 + 3 + 5).
-    expect(counts).toEqual({ 'a|d': 3, 'a|r': 6, 'b|d': 3, 'b|r': 9 });
+    expect(await ctx.redis.xlen(ctx.keys.results)).toBe(8);
+    expect(await ctx.redis.hgetall(ctx.keys.outcomeCounts)).toEqual({ delivered: '8' });
+    expect(await activityCounts(ctx, first)).toEqual({ 'a|d': 3, 'a|r': 6, 'b|d': 3, 'b|r': 9, 'c|d': 2 });
+  });
+
+  it('fails only the jobs of an action whose counts cannot be written, and counts the others', async () => {
+    const { ctx } = await setup();
+    const jobs = await ctx.producer.enqueueMany(Array.from({ length: 4 }, () => ({ actionId: 'a', params: {} })));
+    const ids = jobs.map((j) => ('jobId' in j ? j.jobId : ''));
+    const outcome = (i: number): Outcome => ({ ...delivered(ids[i] as string), actionId: i % 2 ? 'b' : 'a' });
+    expect(await ctx.outcomes.finish(ctx.keys, outcome(0))).toBe(true);
+    // Action b's counter holds no integer, in this minute's hash and the next one's.
+    const first = Math.floor(Date.now() / 60_000);
+    for (const minute of [first, first + 1]) await ctx.redis.hset(ctx.keys.activity(minute), 'b|d', 'not a number');
+    const answers = await Promise.allSettled([1, 2, 3, 0].map((i) => ctx.outcomes.finish(ctx.keys, outcome(i))));
+    expect(answers.map((a) => (a.status === 'fulfilled' ? a.value : String(a.reason)))).toEqual([
+      expect.stringMatching(/not an integer/),
+      true,
+      expect.stringMatching(/not an integer/),
+      false,
+    ]);
+    // Each job has its one entry; b's jobs, run again, find themselves ended.
+    expect(await ctx.redis.xlen(ctx.keys.results)).toBe(4);
+    expect(await Promise.all([1, 3].map((i) => ctx.outcomes.finish(ctx.keys, outcome(i))))).toEqual([false, false]);
+    expect(await ctx.redis.xlen(ctx.keys.results)).toBe(4);
+    const counts = await activityCounts(ctx, first);
+    expect(counts['a|d']).toBe(2);
   });
 
   it('fails only the job that errs (before any write of its own), so that it can run again', async () => {
@@ -231,4 +249,20 @@ async function setup() {
   const run = await setupRun(cleanups);
   await run.ctx.store.put({ id: 'a', name: 'a', endpoint: { url: run.receiver.url, method: 'POST' } });
   return run;
+}
+
+/** The per-minute activity counters of this minute and the next (the minute may turn during a test), summed; each such hash must expire within ACTIVITY_TTL_SECONDS. */
+async function activityCounts(ctx: Awaited<ReturnType<typeof setup>>['ctx'], minute: number): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (const m of [minute, minute + 1]) {
+    const key = ctx.keys.activity(m);
+    // Only what the scripts counted: a test may have planted a field that holds no number.
+    const counted = Object.entries(await ctx.redis.hgetall(key)).filter(([, v]) => /^\d+$/.test(v));
+    if (counted.length === 0) continue;
+    const ttl = await ctx.redis.ttl(key);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(ACTIVITY_TTL_SECONDS);
+    for (const [f, v] of counted) counts[f] = (counts[f] ?? 0) + Number(v);
+  }
+  return counts;
 }
