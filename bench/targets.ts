@@ -83,6 +83,13 @@ interface QueueDriver {
   queue: Queue;
   /** At most 1000 jobs, each its own BullMQ job. */
   enqueue(batch: JobSpec[]): Promise<void>;
+  /**
+   * One job, as a journey engine sends each profile's step: what an offered load is made of. (A
+   * batch of two or three, each tick's due jobs, cost more than the jobs: BullMQ's addBulk builds
+   * an ioredis pipeline per call, some 5 KB of objects, and the bench's own garbage collector set
+   * much of the tail it measured; docs/benchmarks.md.)
+   */
+  enqueueOne(job: JobSpec): Promise<void>;
   /** Same job shape, without validation. */
   enqueueFast(batch: JobSpec[]): Promise<void>;
   spawn(): ChildProcess[];
@@ -231,7 +238,7 @@ async function startQueueTarget(
             batch.push({ i, params: { ...template, t: wallClock() }, context: buildContext(i % 1e9) });
           }
           sent += due;
-          await driver.enqueue(batch);
+          await Promise.all(batch.map((job) => driver.enqueueOne(job)));
         }
         await sleep(2);
       }
@@ -287,6 +294,9 @@ async function scriptTarget(lab: Lab, key: TargetKey, label: string, script: str
     queue,
     enqueue: add,
     enqueueFast: add,
+    async enqueueOne(j) {
+      await queue.add('deliver', { params: j.params, context: j.context });
+    },
     spawn: () =>
       Array.from({ length: opts.processes ?? 1 }, () =>
         lab.spawnChild(
@@ -337,6 +347,10 @@ export async function relayTarget(
       );
       const bad = results.find((r) => 'error' in r);
       if (bad) throw new Error(`${label}: the producer refused a job: ${JSON.stringify(bad)}`);
+    },
+    async enqueueOne(j) {
+      // A refusal throws the producer's ValidationError, which names the field.
+      await ctx.producer.enqueue({ actionId: actionOf(j.i), params: j.params, context: j.context, ...ordering(j.i) });
     },
     async enqueueFast(batch) {
       // The shape the producer gives a job (name = action id, data = params + context, a UUID job id).
