@@ -96,15 +96,24 @@ export async function startLab(): Promise<Lab> {
 
   const sinkProcess = spawn(process.execPath, scriptArgs('sink'), { stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(sinkProcess);
-  const firstLine = await new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: sinkProcess.stdout! });
-    lines.once('line', (l) => {
-      lines.close();
-      resolve(l);
+  let base: string;
+  try {
+    const firstLine = await new Promise<string>((resolve, reject) => {
+      const lines = createInterface({ input: sinkProcess.stdout! });
+      lines.once('line', (l) => {
+        lines.close();
+        resolve(l);
+      });
+      sinkProcess.once('exit', (code) => reject(new Error(`sink exited with ${code}`)));
     });
-    sinkProcess.once('exit', (code) => reject(new Error(`sink exited with ${code}`)));
-  });
-  const base = `http://127.0.0.1:${(JSON.parse(firstLine) as { port: number }).port}`;
+    base = `http://127.0.0.1:${(JSON.parse(firstLine) as { port: number }).port}`;
+  } catch (err: unknown) {
+    // A lab that never started leaves nothing running: its private redis-server went on after a failed start.
+    await endChild(sinkProcess, 1000);
+    admin.disconnect();
+    await redis.stop();
+    throw err;
+  }
   const sink: Sink = {
     url: `${base}/deliver`,
     pid: sinkProcess.pid as number,
