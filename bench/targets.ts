@@ -86,7 +86,7 @@ interface QueueDriver {
   /**
    * One job, as a journey engine sends each profile's step: what an offered load is made of. (A
    * batch of two or three, each tick's due jobs, cost more than the jobs: BullMQ's addBulk builds
-   * an ioredis pipeline per call, some 5 KB of objects, and the bench's own garbage collector set
+   * an ioredis pipeline per call, some 15 KB of objects, and the bench's own garbage collector set
    * much of the tail it measured; docs/benchmarks.md.)
    */
   enqueueOne(job: JobSpec): Promise<void>;

@@ -53,7 +53,7 @@ export const MAX_BATCH = 1000;
 /**
  * Batches of up to this many jobs (per partition) are added one call per job, not by addBulk:
  * addBulk builds an ioredis pipeline per call, which copies a method per loaded script (BullMQ
- * loads some fifty), about 60 µs of CPU and 5 KB of garbage whatever the batch's size. Either way
+ * loads some fifty), about 60 µs of CPU and 15 KB of garbage whatever the batch's size. Either way
  * each job is its own script call, run in the order sent, so the outcome is the same.
  */
 export const FEW_JOBS = 4;
