@@ -6,17 +6,24 @@ const jsonObject = z.record(z.string(), z.unknown());
 /** Longest orderingKey, in bytes of UTF-8: it is part of a Redis key name. */
 export const MAX_ORDERING_KEY_BYTES = 256;
 
+const ACTION_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/;
+/** Longest idempotencyKey, in characters (visible ASCII only). */
+const MAX_IDEMPOTENCY_KEY = 256;
+/** Longest delayMs: 30 days. */
+const MAX_DELAY_MS = 30 * 86_400_000;
+
 /** A job as the journey engine submits it (library, HTTP and CLI alike). */
 export const jobInputSchema = z.strictObject({
-  actionId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'an action id'),
+  actionId: z.string().regex(ACTION_ID, 'an action id'),
   params: jsonObject.default({}),
   context: jsonObject.default({}),
   /** Sent as the Idempotency-Key header: visible ASCII (spaces inside allowed), at most 256. */
   idempotencyKey: z
     .string()
     .min(1)
-    .max(256)
-    .regex(/^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/, 'visible ASCII characters only: it is sent as the Idempotency-Key header')
+    .max(MAX_IDEMPOTENCY_KEY)
+    .regex(IDEMPOTENCY_KEY, 'visible ASCII characters only: it is sent as the Idempotency-Key header')
     .optional(),
   /**
    * Jobs of one action with the same key are delivered one at a time, in enqueue order (a
@@ -37,11 +44,68 @@ export const jobInputSchema = z.strictObject({
     .number()
     .int()
     .min(0)
-    .max(30 * 86_400_000)
+    .max(MAX_DELAY_MS)
     .optional(),
 });
 export type JobInput = z.input<typeof jobInputSchema>;
 export type ParsedJobInput = z.infer<typeof jobInputSchema>;
+
+const INPUT_KEYS = new Set(Object.keys(jobInputSchema.shape));
+
+/**
+ * The producer's check of a submitted job, by hand, for the jobs that pass it as they come (plain
+ * objects, as parsed from JSON or written in code): the same value as `jobInputSchema.parse` (a
+ * property test holds them equal). Anything else gives undefined, and the caller asks
+ * `jobInputSchema`, which refuses it naming the field at fault or accepts it. The zod parse was
+ * 4.6 KB of garbage per enqueue, a sixth of the producer's (zod copies every params key through
+ * a record schema); this copies params and context once each.
+ */
+export function readJobInput(raw: unknown): ParsedJobInput | undefined {
+  if (!isLiteralObject(raw)) return undefined;
+  for (const key in raw) if (!INPUT_KEYS.has(key)) return undefined;
+  const { actionId, params, context, idempotencyKey, orderingKey, traceparent, delayMs } = raw;
+  if (typeof actionId !== 'string' || !ACTION_ID.test(actionId)) return undefined;
+  const p = params === undefined ? {} : copyRecord(params);
+  const c = context === undefined ? {} : copyRecord(context);
+  if (!p || !c) return undefined;
+  const value: ParsedJobInput = { actionId, params: p, context: c };
+  if (idempotencyKey !== undefined) {
+    if (typeof idempotencyKey !== 'string' || idempotencyKey.length > MAX_IDEMPOTENCY_KEY || !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+      return undefined;
+    }
+    value.idempotencyKey = idempotencyKey;
+  }
+  if (orderingKey !== undefined) {
+    if (typeof orderingKey !== 'string' || orderingKey === '' || Buffer.byteLength(orderingKey) > MAX_ORDERING_KEY_BYTES) return undefined;
+    value.orderingKey = orderingKey;
+  }
+  if (traceparent !== undefined) {
+    if (typeof traceparent !== 'string' || parseTraceparent(traceparent) === null) return undefined;
+    value.traceparent = traceparent;
+  }
+  if (delayMs !== undefined) {
+    if (typeof delayMs !== 'number' || !Number.isSafeInteger(delayMs) || delayMs < 0 || delayMs > MAX_DELAY_MS) return undefined;
+    value.delayMs = delayMs;
+  }
+  return value;
+}
+
+/** An object literal's kind: Object.prototype, not an array. Other objects are left to zod. */
+function isLiteralObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype;
+}
+
+/** What zod's record of string keys makes of an object literal: its own enumerable keys, __proto__ left out; undefined for a symbol key. */
+function copyRecord(v: unknown): Record<string, unknown> | undefined {
+  if (!isLiteralObject(v)) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const key of Reflect.ownKeys(v)) {
+    if (typeof key !== 'string') return undefined;
+    if (key === '__proto__' || !Object.prototype.propertyIsEnumerable.call(v, key)) continue;
+    out[key] = v[key];
+  }
+  return out;
+}
 
 /** What is stored in the BullMQ job (its name is the action id): params and context, never the action. */
 export const jobDataSchema = z.object({

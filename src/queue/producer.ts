@@ -3,7 +3,7 @@ import type { JobsOptions } from 'bullmq';
 import type { ActionStore } from '../actions/action-store.js';
 import { InvalidParamsError, ValidationError, type FieldProblem } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
-import { jobInputSchema, type JobData, type JobInput } from './job-schema.js';
+import { jobInputSchema, readJobInput, type JobData, type JobInput, type ParsedJobInput } from './job-schema.js';
 import { FRESH_PRIORITY, type DeliveryQueues, type QueuePartition } from './delivery-queue.js';
 import { queueJob, type LineEntry, type Ordering, type OrderedJob } from './ordering.js';
 import { noTracing, type EnqueueSpan, type Tracing } from '../telemetry/tracing.js';
@@ -75,6 +75,13 @@ function checkJobSize(params: Record<string, unknown>, context: Record<string, u
   ]);
 }
 
+/** A job that readJobInput did not take as it came: zod's answer, or ValidationError naming each field at fault. */
+function parseJobInput(raw: unknown, root: string): ParsedJobInput {
+  const parsed = jobInputSchema.safeParse(raw);
+  if (!parsed.success) throw new ValidationError('invalid job', formatIssues(parsed.error, root, raw));
+  return parsed.data;
+}
+
 /**
  * The key one enqueue is deduplicated on: the same idempotency key on two actions is two jobs (a
  * journey may use one order id for "send SMS" and "update CRM"). An action id holds no ':', so
@@ -89,9 +96,7 @@ export function createProducer(deps: ProducerDeps): Producer {
   const tracing = deps.tracing ?? noTracing;
 
   async function prepare(raw: unknown, root: string): Promise<PreparedJob> {
-    const parsed = jobInputSchema.safeParse(raw);
-    if (!parsed.success) throw new ValidationError('invalid job', formatIssues(parsed.error, root, raw));
-    const input = parsed.data;
+    const input = readJobInput(raw) ?? parseJobInput(raw, root);
     checkJobSize(input.params, input.context, deps.maxJobBytes ?? DEFAULT_MAX_JOB_BYTES, root);
     const action = await store.getCompiled(input.actionId);
     if (!action) {

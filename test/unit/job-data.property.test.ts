@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { propertyRuns } from '../support/property-runs.js';
-import { jobDataSchema, readJobData } from '../../src/queue/job-schema.js';
+import { jobDataSchema, jobInputSchema, readJobData, readJobInput } from '../../src/queue/job-schema.js';
 
 describe('readJobData', () => {
   it('accepts and refuses exactly what jobDataSchema does, and returns the same value', () => {
@@ -36,5 +36,89 @@ describe('readJobData', () => {
     expect(readJobData({ params: {}, context: {}, idempotencyKey: 7 })).toEqual({ ok: false, path: 'job.data.idempotencyKey' });
     expect(readJobData({ params: {}, context: {}, traceparent: 1 })).toEqual({ ok: false, path: 'job.data.traceparent' });
     expect(readJobData('x')).toEqual({ ok: false, path: 'job.data' });
+  });
+});
+
+describe('readJobInput', () => {
+  class Params {
+    a = 1;
+  }
+  const MAX_DELAY = 30 * 86_400_000;
+  const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const dict = fc.dictionary(fc.string(), fc.jsonValue());
+  /** A job that passes, its optional fields absent or good. */
+  const goodJob = fc.record(
+    {
+      actionId: fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/),
+      params: dict,
+      context: dict,
+      idempotencyKey: fc.stringMatching(/^[\x21-\x7e]([\x20-\x7e]{0,20}[\x21-\x7e])?$/),
+      orderingKey: fc.string({ minLength: 1, maxLength: 20 }),
+      traceparent: fc.constant(TRACEPARENT),
+      delayMs: fc.integer({ min: 0, max: MAX_DELAY }),
+    },
+    { requiredKeys: ['actionId'] },
+  );
+  /** Values at and past each field's edges, and of every other kind, for any field. */
+  const edge = fc.oneof(
+    fc.constantFrom<unknown>(undefined, null, '', 0, -0, -1, 0.5, 2 ** 53, Number.NaN, Number.POSITIVE_INFINITY, [1, 2]),
+    fc.constantFrom('a'.repeat(64), 'a'.repeat(65), 'bad id!', 'k'.repeat(256), 'k'.repeat(257), ' k', 'é'.repeat(128), 'é'.repeat(129)),
+    fc.constantFrom(TRACEPARENT, '00-00000000000000000000000000000000-00f067aa0ba902b7-01', MAX_DELAY, MAX_DELAY + 1),
+    fc.constant(JSON.parse('{"__proto__": {"x": 1}, "a": 2}') as unknown),
+    fc.constant(Object.assign(Object.create(null) as object, { a: 1 })),
+    fc.constant({ [Symbol('s')]: 1, a: 2 }),
+    fc.constant(Object.defineProperty({ a: 1 }, 'hidden', { value: 2, enumerable: false })),
+    fc.constant(new Params()),
+    fc.string(),
+    fc.double(),
+    dict,
+  );
+  const keys = ['actionId', 'params', 'context', 'idempotencyKey', 'orderingKey', 'traceparent', 'delayMs', 'extra'] as const;
+  /** A good job with up to two fields set to edge values. */
+  const input = fc
+    .tuple(goodJob, fc.array(fc.tuple(fc.constantFrom(...keys), edge), { maxLength: 2 }))
+    .map(([job, changes]) => Object.assign({ ...job }, Object.fromEntries(changes)) as unknown);
+
+  const sameAsZod = (raw: unknown, hand: ReturnType<typeof readJobInput>) => {
+    const zod = jobInputSchema.safeParse(raw);
+    expect(zod.success).toBe(true);
+    if (!hand || !zod.success) return;
+    expect(hand).toEqual(zod.data);
+    // toEqual reads own keys only: a __proto__ copied as a prototype would pass it.
+    expect(Object.getPrototypeOf(hand.params)).toBe(Object.getPrototypeOf(zod.data.params));
+    expect(Object.getPrototypeOf(hand.context)).toBe(Object.getPrototypeOf(zod.data.context));
+  };
+
+  it('returns what jobInputSchema does whenever it takes a job as it came', () => {
+    let taken = 0;
+    fc.assert(
+      fc.property(fc.oneof(input, fc.jsonValue(), fc.constant(new Params())), (raw) => {
+        const hand = readJobInput(raw);
+        if (hand === undefined) return;
+        taken++;
+        sameAsZod(raw, hand);
+      }),
+      { numRuns: propertyRuns(3000) },
+    );
+    expect(taken).toBeGreaterThan(0);
+  });
+
+  it('takes every job parsed from JSON that jobInputSchema accepts, and no other', () => {
+    fc.assert(
+      fc.property(input, (raw) => {
+        const json: unknown = JSON.parse(JSON.stringify(raw));
+        const hand = readJobInput(json);
+        expect(hand !== undefined).toBe(jobInputSchema.safeParse(json).success);
+        if (hand) sameAsZod(json, hand);
+      }),
+      { numRuns: propertyRuns(3000) },
+    );
+  });
+
+  it('copies params and context: a caller changing its objects after the call changes no job', () => {
+    const params = { a: 1 };
+    const read = readJobInput({ actionId: 'a', params, context: {} });
+    params.a = 2;
+    expect(read?.params).toEqual({ a: 1 });
   });
 });
