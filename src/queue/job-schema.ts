@@ -40,12 +40,7 @@ export const jobInputSchema = z.strictObject({
     .refine((v) => parseTraceparent(v) !== null, TRACEPARENT_MESSAGE)
     .optional(),
   /** Wait this long before the first attempt. @defaultValue 0 */
-  delayMs: z
-    .number()
-    .int()
-    .min(0)
-    .max(MAX_DELAY_MS)
-    .optional(),
+  delayMs: z.number().int().min(0).max(MAX_DELAY_MS).optional(),
 });
 export type JobInput = z.input<typeof jobInputSchema>;
 export type ParsedJobInput = z.infer<typeof jobInputSchema>;
