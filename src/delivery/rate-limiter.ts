@@ -385,10 +385,11 @@ function wantsNext(local: LocalSlots, key: string, t: number, now: number): bool
 function fetchNext(redis: RedisClient, keys: RelayKeys, local: LocalSlots, spec: RateLimitSpec, t: number, now: number): void {
   const pushBacks = local.pushBacks.get(spec.key);
   const askedAt = local.clock();
-  // No job of its own: the block-only call never reserves a slot for one. Built in a microtask, once
-  // the job whose slot asked for it has handed its request to undici (a synchronous path unless its
-  // auth must fetch a token): a script call takes the worker 50-100 µs to build, and that job (one in
-  // seven at 1,000 jobs/s) paid it before its own request went out.
+  // No job of its own: the block-only call never reserves a slot for one. Built in a microtask: a
+  // script call takes the worker 50-100 µs to build, and the job whose slot asked for it (one in
+  // seven at 1,000 jobs/s) paid that before its own request went out. On the plain path (no auth,
+  // signing, TLS, circuit breaker, permits or tracing) that job now hands its request to undici
+  // first, synchronously; where a step of its own awaits first, the call still goes out ahead.
   const call = Promise.resolve().then(() => gcra(redis, keys, spec, t, now, '', true));
   const granted = call.then(
     ([code, n, first]) => {

@@ -1,3 +1,4 @@
+import { isProxy } from 'node:util/types';
 import { z } from 'zod';
 import { TRACEPARENT_MESSAGE, parseTraceparent } from '../telemetry/trace-context.js';
 
@@ -64,30 +65,42 @@ export function readJobInput(raw: unknown): ParsedJobInput | undefined {
   const c = context === undefined ? {} : copyRecord(context);
   if (!p || !c) return undefined;
   const value: ParsedJobInput = { actionId, params: p, context: c };
+  // An optional field given as undefined stays, as zod keeps it.
   if (idempotencyKey !== undefined) {
     if (typeof idempotencyKey !== 'string' || idempotencyKey.length > MAX_IDEMPOTENCY_KEY || !IDEMPOTENCY_KEY.test(idempotencyKey)) {
       return undefined;
     }
     value.idempotencyKey = idempotencyKey;
-  }
+  } else if ('idempotencyKey' in raw) value.idempotencyKey = undefined;
   if (orderingKey !== undefined) {
     if (typeof orderingKey !== 'string' || orderingKey === '' || Buffer.byteLength(orderingKey) > MAX_ORDERING_KEY_BYTES) return undefined;
     value.orderingKey = orderingKey;
-  }
+  } else if ('orderingKey' in raw) value.orderingKey = undefined;
   if (traceparent !== undefined) {
     if (typeof traceparent !== 'string' || parseTraceparent(traceparent) === null) return undefined;
     value.traceparent = traceparent;
-  }
+  } else if ('traceparent' in raw) value.traceparent = undefined;
   if (delayMs !== undefined) {
     if (typeof delayMs !== 'number' || !Number.isSafeInteger(delayMs) || delayMs < 0 || delayMs > MAX_DELAY_MS) return undefined;
     value.delayMs = delayMs;
-  }
+  } else if ('delayMs' in raw) value.delayMs = undefined;
   return value;
 }
 
-/** An object literal's kind: Object.prototype, not an array. Other objects are left to zod. */
+/**
+ * An object literal: Object.prototype, not an array, no Proxy (zod asks `in` where this reads),
+ * no function as a `constructor` of its own (zod judges a record by it). Other objects are left
+ * to zod.
+ */
 function isLiteralObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && Object.getPrototypeOf(v) === Object.prototype;
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    Object.getPrototypeOf(v) === Object.prototype &&
+    !Array.isArray(v) &&
+    !isProxy(v) &&
+    !(Object.hasOwn(v, 'constructor') && typeof (v as { constructor: unknown }).constructor === 'function')
+  );
 }
 
 /** What zod's record of string keys makes of an object literal: its own enumerable keys, __proto__ left out; undefined for a symbol key. */

@@ -424,8 +424,13 @@ describe('rate limiter (GCRA with reservations)', () => {
     const other = createRateLimiter(redis, keys);
     expect(await other.acquire(k2, 'p-0', now)).toEqual({ kind: 'go' });
     expect(other.takeDue('ahead-pushed', k2, now + PREFETCH_LATE_MS + 1)).toBe(true);
+    // The call for the next block leaves before the pushBack and brings a block (code 3)...
+    await aTurn();
+    const ahead = calls.mock.results.length - 1;
     await other.pushBack('ahead-pushed', now + 5000, now + PREFETCH_LATE_MS + 1);
-    await settled(calls, calls.mock.results.length - 1);
+    await settled(calls, ahead);
+    expect(((await calls.mock.results[ahead]?.value) as number[])[0]).toBe(3);
+    // ...which is dropped, the pushBack having come while it was on its way.
     // Neither block is used: the next job waits for the pause.
     expect(other.takeDue('ahead-pushed', k2, now + PREFETCH_LATE_MS + 2)).toBe(false);
     expect(slotAt(await other.acquire(k2, 'p-1', now + PREFETCH_LATE_MS + 2))).toBeGreaterThanOrEqual(now + 5000);

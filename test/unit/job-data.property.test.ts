@@ -45,7 +45,8 @@ describe('readJobInput', () => {
   }
   const MAX_DELAY = 30 * 86_400_000;
   const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
-  const dict = fc.dictionary(fc.string(), fc.jsonValue());
+  // Object literals (fast-check makes null-prototype dictionaries too, unless told not to).
+  const dict = fc.dictionary(fc.string(), fc.jsonValue(), { noNullPrototype: true });
   /** A job that passes, its optional fields absent or good. */
   const goodJob = fc.record(
     {
@@ -69,6 +70,14 @@ describe('readJobInput', () => {
     fc.constant({ [Symbol('s')]: 1, a: 2 }),
     fc.constant(Object.defineProperty({ a: 1 }, 'hidden', { value: 2, enumerable: false })),
     fc.constant(new Params()),
+    // zod judges a record by its constructor, and refuses an array whatever its prototype.
+    fc.constant({ constructor: () => 1, a: 1 }),
+    fc.constant({ constructor: 'x', a: 1 }),
+    fc.constant(Object.setPrototypeOf(['x'], Object.prototype) as unknown),
+    fc.constant(new Proxy({ a: 1 }, { has: () => false })),
+    fc.constant(Object.defineProperty({}, 'a', { get: () => 1, enumerable: true })),
+    fc.dictionary(fc.string(), fc.jsonValue()),
+    fc.constantFrom('\ud800'.repeat(85), '\ud800'.repeat(86), 'a\n'),
     fc.string(),
     fc.double(),
     dict,
@@ -83,16 +92,17 @@ describe('readJobInput', () => {
     const zod = jobInputSchema.safeParse(raw);
     expect(zod.success).toBe(true);
     if (!hand || !zod.success) return;
-    expect(hand).toEqual(zod.data);
-    // toEqual reads own keys only: a __proto__ copied as a prototype would pass it.
+    // Strict: keys given as undefined, and the prototypes (a __proto__ copied as one) count.
+    expect(hand).toStrictEqual(zod.data);
     expect(Object.getPrototypeOf(hand.params)).toBe(Object.getPrototypeOf(zod.data.params));
-    expect(Object.getPrototypeOf(hand.context)).toBe(Object.getPrototypeOf(zod.data.context));
   };
 
   it('returns what jobInputSchema does whenever it takes a job as it came', () => {
     let taken = 0;
+    // A Proxy whose `has` says no to every key: zod asks it, the hand check reads the values.
+    const proxied = goodJob.map((job) => new Proxy(job, { has: () => false }) as unknown);
     fc.assert(
-      fc.property(fc.oneof(input, fc.jsonValue(), fc.constant(new Params())), (raw) => {
+      fc.property(fc.oneof(input, proxied, fc.jsonValue(), fc.constant(new Params())), (raw) => {
         const hand = readJobInput(raw);
         if (hand === undefined) return;
         taken++;
@@ -113,6 +123,21 @@ describe('readJobInput', () => {
       }),
       { numRuns: propertyRuns(3000) },
     );
+  });
+
+  it('keeps an optional field given as undefined, as zod does', () => {
+    const raw = { actionId: 'a', idempotencyKey: undefined, orderingKey: undefined, traceparent: undefined, delayMs: undefined };
+    const zod = jobInputSchema.safeParse(raw);
+    expect(Object.keys(zod.data ?? {})).toEqual([
+      'actionId',
+      'params',
+      'context',
+      'idempotencyKey',
+      'orderingKey',
+      'traceparent',
+      'delayMs',
+    ]);
+    expect(readJobInput(raw)).toStrictEqual(zod.data);
   });
 
   it('copies params and context: a caller changing its objects after the call changes no job', () => {
