@@ -378,9 +378,9 @@ function wantsNext(local: LocalSlots, key: string, t: number, now: number): bool
 }
 
 /**
- * Asks for the key's next block in the background, once the caller's synchronous work is done. Callers that run out
- * meanwhile wait for it as for any block call; it takes nothing when no block can be had, and is
- * dropped by a pushBack.
+ * Asks for the key's next block in the background, once the caller's synchronous work is done.
+ * Callers that run out meanwhile wait for it as for any block call; it takes nothing when no block
+ * can be had, and is dropped by a pushBack.
  */
 function fetchNext(redis: RedisClient, keys: RelayKeys, local: LocalSlots, spec: RateLimitSpec, t: number, now: number): void {
   const pushBacks = local.pushBacks.get(spec.key);

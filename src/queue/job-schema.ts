@@ -48,6 +48,16 @@ export type ParsedJobInput = z.infer<typeof jobInputSchema>;
 
 const INPUT_KEYS = new Set(Object.keys(jobInputSchema.shape));
 
+type OptionalField = 'idempotencyKey' | 'orderingKey' | 'traceparent' | 'delayMs';
+
+/** The optional fields' checks, as jobInputSchema makes them. */
+const OPTIONAL_FIELDS: [OptionalField, (v: unknown) => boolean][] = [
+  ['idempotencyKey', (v) => typeof v === 'string' && v.length <= MAX_IDEMPOTENCY_KEY && IDEMPOTENCY_KEY.test(v)],
+  ['orderingKey', (v) => typeof v === 'string' && v !== '' && Buffer.byteLength(v) <= MAX_ORDERING_KEY_BYTES],
+  ['traceparent', (v) => typeof v === 'string' && parseTraceparent(v) !== null],
+  ['delayMs', (v) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_DELAY_MS],
+];
+
 /**
  * The producer's check of a submitted job, by hand, for the jobs that pass it as they come (plain
  * objects, as parsed from JSON or written in code): the same value as `jobInputSchema.parse` (a
@@ -59,31 +69,18 @@ const INPUT_KEYS = new Set(Object.keys(jobInputSchema.shape));
 export function readJobInput(raw: unknown): ParsedJobInput | undefined {
   if (!isLiteralObject(raw)) return undefined;
   for (const key in raw) if (!INPUT_KEYS.has(key)) return undefined;
-  const { actionId, params, context, idempotencyKey, orderingKey, traceparent, delayMs } = raw;
+  const { actionId, params, context } = raw;
   if (typeof actionId !== 'string' || !ACTION_ID.test(actionId)) return undefined;
   const p = params === undefined ? {} : copyRecord(params);
   const c = context === undefined ? {} : copyRecord(context);
   if (!p || !c) return undefined;
   const value: ParsedJobInput = { actionId, params: p, context: c };
-  // An optional field given as undefined stays, as zod keeps it.
-  if (idempotencyKey !== undefined) {
-    if (typeof idempotencyKey !== 'string' || idempotencyKey.length > MAX_IDEMPOTENCY_KEY || !IDEMPOTENCY_KEY.test(idempotencyKey)) {
-      return undefined;
-    }
-    value.idempotencyKey = idempotencyKey;
-  } else if ('idempotencyKey' in raw) value.idempotencyKey = undefined;
-  if (orderingKey !== undefined) {
-    if (typeof orderingKey !== 'string' || orderingKey === '' || Buffer.byteLength(orderingKey) > MAX_ORDERING_KEY_BYTES) return undefined;
-    value.orderingKey = orderingKey;
-  } else if ('orderingKey' in raw) value.orderingKey = undefined;
-  if (traceparent !== undefined) {
-    if (typeof traceparent !== 'string' || parseTraceparent(traceparent) === null) return undefined;
-    value.traceparent = traceparent;
-  } else if ('traceparent' in raw) value.traceparent = undefined;
-  if (delayMs !== undefined) {
-    if (typeof delayMs !== 'number' || !Number.isSafeInteger(delayMs) || delayMs < 0 || delayMs > MAX_DELAY_MS) return undefined;
-    value.delayMs = delayMs;
-  } else if ('delayMs' in raw) value.delayMs = undefined;
+  for (const [key, ok] of OPTIONAL_FIELDS) {
+    const v = raw[key];
+    if (v !== undefined && !ok(v)) return undefined;
+    // Given as undefined, the field stays, as zod keeps it.
+    if (key in raw) (value as Record<OptionalField, unknown>)[key] = v;
+  }
   return value;
 }
 

@@ -324,7 +324,7 @@ describe('rate limiter (GCRA with reservations)', () => {
   const settled = async (calls: { mock: { results: { value: unknown }[] } }, i: number) => {
     await aTurn();
     await calls.mock.results[i]?.value;
-    await new Promise((r) => setImmediate(r));
+    await aTurn();
   };
 
   it('asks for the next block in the background once the slot taken runs late: jobs keep taking slots meanwhile', async () => {

@@ -125,6 +125,23 @@ describe('readJobInput', () => {
     );
   });
 
+  // Each field at its edge and one past it: drawn at random, a single value is rarely tried.
+  it.each([
+    ['actionId', 'a'.repeat(64), true],
+    ['actionId', 'a'.repeat(65), false],
+    ['idempotencyKey', 'k'.repeat(256), true],
+    ['idempotencyKey', 'k'.repeat(257), false],
+    ['orderingKey', 'é'.repeat(128), true],
+    ['orderingKey', 'é'.repeat(129), false],
+    ['delayMs', MAX_DELAY, true],
+    ['delayMs', MAX_DELAY + 1, false],
+    ['delayMs', -1, false],
+  ])('%s %#: takes it exactly when jobInputSchema does', (field, v, accepted) => {
+    const raw = { actionId: 'a', [field]: v };
+    expect(jobInputSchema.safeParse(raw).success).toBe(accepted);
+    expect(readJobInput(raw) !== undefined).toBe(accepted);
+  });
+
   it('keeps an optional field given as undefined, as zod does', () => {
     const raw = { actionId: 'a', idempotencyKey: undefined, orderingKey: undefined, traceparent: undefined, delayMs: undefined };
     const zod = jobInputSchema.safeParse(raw);
