@@ -39,7 +39,7 @@ const orNa = (v: number | null | undefined, digits: number, unit = '') =>
  * Each round's p99 of the two, and in how many rounds the second was at or below the first: on a
  * machine whose stalls set the tail, the rounds say more than their medians alone.
  */
-function latencyRounds(base: LatencyFigures, other: LatencyFigures): string {
+export function latencyRounds(base: LatencyFigures, other: LatencyFigures): string {
   const a = base.runs ?? [];
   const b = other.runs ?? [];
   const n = Math.min(a.length, b.length);

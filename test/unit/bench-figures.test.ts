@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { compareProfiles, packageOf, summarize, type CpuProfile } from '../../bench/profile-summary.js';
+import { latencyRounds } from '../../bench/report.js';
 import { maxInWindow, median, percentile } from '../../bench/stats.js';
+import type { LatencyFigures } from '../../bench/targets.js';
 
 const frame = (functionName: string, url: string, lineNumber = 0) => ({ functionName, url, lineNumber, columnNumber: 0 });
 
@@ -71,5 +73,34 @@ describe('bench statistics', () => {
     expect(maxInWindow([0, 999, 1000, 1500, 1999, 3000], 1000)).toBe(3);
     expect(maxInWindow([5, 1, 3], 1000)).toBe(3);
     expect(maxInWindow([], 1000)).toBe(0);
+  });
+});
+
+describe('bench latency rounds', () => {
+  const figures = (p99s: (number | null)[]): LatencyFigures => ({
+    offeredPerSec: 1000,
+    jobs: 10_000 * p99s.length,
+    p50Ms: 1,
+    p99Ms: median(p99s),
+    maxMs: null,
+    source: 'sink',
+    runs: p99s.map((p99Ms) => ({ p50Ms: 1, p99Ms, maxMs: null })),
+  });
+
+  it("lists each round's p99 of both and counts the rounds at or below, an equal one included", () => {
+    expect(latencyRounds(figures([33.9, 15.2, 12.8]), figures([8.3, 15.2, 45.1]))).toBe(
+      ' (per round, Pool loop 33.9, 15.2, 12.8 ms, every feature on 8.3, 15.2, 45.1 ms: at or below in 2 of 3)',
+    );
+  });
+
+  it('pairs rounds by their index, counts no round without a figure, and stops at the shorter list', () => {
+    expect(latencyRounds(figures([5, 6, 7, 8]), figures([4, null, 9]))).toBe(
+      ' (per round, Pool loop 5.0, 6.0, 7.0 ms, every feature on 4.0, n/a, 9.0 ms: at or below in 1 of 3)',
+    );
+  });
+
+  it('says nothing for a single round, or for figures without rounds', () => {
+    expect(latencyRounds(figures([5]), figures([4]))).toBe('');
+    expect(latencyRounds({ ...figures([5, 6]), runs: undefined }, figures([4, 5]))).toBe('');
   });
 });
