@@ -44,8 +44,8 @@ export function latencyRounds(base: LatencyFigures, other: LatencyFigures): stri
   const b = other.runs ?? [];
   const n = Math.min(a.length, b.length);
   if (n < 2) return '';
-  const fmt = (l: LatencyFigures['runs']) =>
-    (l ?? [])
+  const fmt = (l: NonNullable<LatencyFigures['runs']>) =>
+    l
       .slice(0, n)
       .map((x) => orNa(x.p99Ms, 1))
       .join(', ');
