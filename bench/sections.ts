@@ -9,7 +9,7 @@ import { createRelayContext } from '../src/index.js';
 import type { Lab } from './lab.js';
 import { measureDrain, type DrainFigures } from './measure.js';
 import { redisUsedMemory } from './proc-stats.js';
-import { benchAction, wallClock } from './payload.js';
+import { benchAction, benchClock } from './payload.js';
 import { maxInWindow, median } from './stats.js';
 import {
   fillJobs,
@@ -372,12 +372,12 @@ export async function burstSection(lab: Lab, sizes: Sizes, opts: { logLevel: str
     const enqueueSeconds = (performance.now() - t0) / 1000;
     log(`  enqueued in ${enqueueSeconds.toFixed(1)} s; running 2 workers for ${sizes.burstWindowS} s`);
     await lab.sink.reset();
-    const windowStart = wallClock();
+    const windowStart = benchClock();
     await ctx.queue.resume();
     // Once a second: how many jobs still wait to be picked a first time or again (the wait list).
     const waitingPerSecond: number[] = [];
     for (let sec = 1; sec <= sizes.burstWindowS; sec++) {
-      await new Promise((r) => setTimeout(r, windowStart + sec * 1000 - wallClock()));
+      await new Promise((r) => setTimeout(r, windowStart + sec * 1000 - benchClock()));
       // Fresh jobs wait in the prioritized set; jobs back for their slot in the plain wait list.
       const [due, fresh] = await Promise.all([ctx.redis.llen(queue.toKey('wait')), ctx.redis.zcard(queue.toKey('prioritized'))]);
       waitingPerSecond.push(due + fresh);

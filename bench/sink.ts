@@ -2,12 +2,10 @@
 // request 200 {"id":"..."} at once and records when each arrived. Started by run.ts, which reads
 // the port from its first stdout line and asks for figures on /_bench/summary.
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { benchClock } from './payload.js';
 import { maxInWindow, percentile } from './stats.js';
 
-/** Epoch milliseconds with sub-millisecond precision, comparable across processes. */
-const wallClock = () => performance.timeOrigin + performance.now();
-
-/** A body the bench built opens with `{"t":<enqueue time in epoch ms>`. */
+/** A body the bench built opens with `{"t":<enqueue time on benchClock>`. */
 const ENQUEUED_AT = /^\{"t":([0-9.]+)[,}]/;
 
 let count = 0;
@@ -77,7 +75,7 @@ const server = createServer((req, res) => {
     head ??= chunk;
   });
   req.on('end', () => {
-    const at = wallClock();
+    const at = benchClock();
     count += 1;
     arrivals.push(at);
     const m = head ? ENQUEUED_AT.exec(head.toString('latin1', 0, Math.min(head.length, 48))) : null;

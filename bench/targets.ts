@@ -7,7 +7,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { createRelayContext, loadConfig, type Config, type RelayContext } from '../src/index.js';
 import { scriptArgs, type Lab } from './lab.js';
-import { benchAction, buildContext, buildParams, wallClock, type JobContext, type JobParams } from './payload.js';
+import { benchAction, buildContext, buildParams, benchClock, type JobContext, type JobParams } from './payload.js';
 import { percentile } from './stats.js';
 
 export type TargetKey = 'bare' | 'undici' | 'pool' | 'global' | 'relay' | 'relayRateLimited' | 'relayTraced';
@@ -114,7 +114,7 @@ export async function fillJobs(n: number, bytes: number, add: (batch: JobSpec[])
       for (let k = 0; k < size; k++) {
         const i = jobCounter++;
         // Same size for every job: only the ids change (they have the same width).
-        const params = { ...template, t: wallClock(), profileId: `p-${String(i % 1e9).padStart(9, '0')}` };
+        const params = { ...template, t: benchClock(), profileId: `p-${String(i % 1e9).padStart(9, '0')}` };
         batch.push({ i, params, context: buildContext(i % 1e9) });
       }
       await add(batch);
@@ -235,7 +235,7 @@ async function startQueueTarget(
           const batch: JobSpec[] = [];
           for (let k = 0; k < due; k++) {
             const i = jobCounter++;
-            batch.push({ i, params: { ...template, t: wallClock() }, context: buildContext(i % 1e9) });
+            batch.push({ i, params: { ...template, t: benchClock() }, context: buildContext(i % 1e9) });
           }
           sent += due;
           await Promise.all(batch.map((job) => driver.enqueueOne(job)));

@@ -1,5 +1,8 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { compareProfiles, packageOf, summarize, type CpuProfile } from '../../bench/profile-summary.js';
+import { benchClock, buildParams } from '../../bench/payload.js';
 import { latencyRounds } from '../../bench/report.js';
 import { maxInWindow, median, percentile } from '../../bench/stats.js';
 import type { LatencyFigures } from '../../bench/targets.js';
@@ -102,5 +105,32 @@ describe('bench latency rounds', () => {
   it('says nothing for a single round, or for figures without rounds', () => {
     expect(latencyRounds(figures([5]), figures([4]))).toBe('');
     expect(latencyRounds({ ...figures([5, 6]), runs: undefined }, figures([4, 5]))).toBe('');
+  });
+});
+
+describe('the clock of the bench and its sink', () => {
+  it('reads the same in another process: the sink compares its arrivals with the enqueuing process', () => {
+    const before = benchClock();
+    const child = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '-e', "import('./bench/payload.ts').then((m) => console.log(m.benchClock()))"],
+      {
+        cwd: fileURLToPath(new URL('../..', import.meta.url)),
+        encoding: 'utf8',
+      },
+    );
+    const after = benchClock();
+    expect(child.status, child.stderr).toBe(0);
+    const theirs = Number(child.stdout.trim());
+    expect(theirs).toBeGreaterThanOrEqual(before);
+    expect(theirs).toBeLessThanOrEqual(after);
+  });
+
+  it('keeps the payload at its size: the enqueue time prints as wide as buildParams allows for', () => {
+    const t = benchClock();
+    expect(String(t).length).toBeLessThanOrEqual(17);
+    const bytes = JSON.stringify({ ...buildParams(7, 500), t }).length;
+    expect(bytes).toBeGreaterThanOrEqual(497);
+    expect(bytes).toBeLessThanOrEqual(500);
   });
 });
