@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
+import { tuneV8ForDelivery } from '../src/cli/v8-tuning.js';
 import { startLab } from './lab.js';
 import { redisVersion } from './proc-stats.js';
 import { formatReport, type BenchResults } from './report.js';
@@ -93,6 +94,11 @@ async function main(argv: string[]): Promise<void> {
   mkdirSync(RESULTS_DIR, { recursive: true });
   const outFile = flags.out ?? join(RESULTS_DIR, `bench-${stamp}.json`);
 
+  // This process offers the latency runs' load (one enqueue per job), and V8's pretenuring made
+  // its pauses the bursts that every target then drains: BullMQ's add allocated its objects in the
+  // old generation directly, and its scavenges took 10-33 ms every 2-3 s at 1,000 jobs/s (1.8-5.4 ms
+  // with the flag off). Off here as in action-relay's workers, unless the command line names it.
+  tuneV8ForDelivery();
   const lab = await startLab();
   const stopOnSignal = () => {
     process.stderr.write('interrupted: stopping the bench processes and its private Redis\n');
