@@ -102,6 +102,15 @@ describe('bench latency rounds', () => {
     );
   });
 
+  it("adds an empty BullMQ processor's rounds, the machine's own tail, when given", () => {
+    expect(latencyRounds(figures([52.6, 67.8, 97.2]), figures([90.1, 59.4, 54.9]), figures([67, 42, 67]))).toBe(
+      ' (per round, Pool loop 52.6, 67.8, 97.2 ms, every feature on 90.1, 59.4, 54.9 ms: at or below in 2 of 3; an empty BullMQ processor 67.0, 42.0, 67.0 ms)',
+    );
+    expect(latencyRounds(figures([5, 6]), figures([4, 7]), { ...figures([3, 3]), runs: undefined })).toBe(
+      ' (per round, Pool loop 5.0, 6.0 ms, every feature on 4.0, 7.0 ms: at or below in 1 of 2)',
+    );
+  });
+
   it('says nothing for a single round, or for figures without rounds', () => {
     expect(latencyRounds(figures([5]), figures([4]))).toBe('');
     expect(latencyRounds({ ...figures([5, 6]), runs: undefined }, figures([4, 5]))).toBe('');
