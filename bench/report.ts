@@ -39,7 +39,8 @@ const orNa = (v: number | null | undefined, digits: number, unit = '') =>
  * Each round's p99 of the two, and in how many rounds the second was at or below the first: on a
  * machine whose stalls set the tail, the rounds say more than their medians alone. With `floor`
  * (bare BullMQ's empty processor), its rounds too: the tail of a loop that does nothing per job is
- * the machine's own, and a difference well under it is not resolved (docs/benchmarks.md).
+ * the machine's own, and a few rounds do not resolve a difference well under it; many paired
+ * rounds can (docs/benchmarks.md).
  */
 export function latencyRounds(base: LatencyFigures, other: LatencyFigures, floor?: LatencyFigures): string {
   const a = base.runs ?? [];
