@@ -3,17 +3,18 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
 const run = promisify(execFile);
+const root = new URL('../../', import.meta.url);
 
 /** The packages loaded (through node's CommonJS loader, as fastify and its plugins are) once `modules` are imported, in a fresh process. */
 async function packagesLoadedBy(modules: string[]): Promise<string[]> {
   const script = `
     import { createRequire } from 'node:module';
-    for (const m of ${JSON.stringify(modules)}) await import(new URL(m, 'file://${process.cwd()}/').href);
+    for (const m of ${JSON.stringify(modules.map((m) => new URL(m, root).href))}) await import(m);
     const loaded = Object.keys(createRequire(import.meta.url).cache);
     const names = loaded.flatMap((p) => /\\/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(p)?.[1] ?? []);
     process.stdout.write(JSON.stringify([...new Set(names)]));
   `;
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { timeout: 60_000 });
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, timeout: 60_000 });
   return JSON.parse(stdout) as string[];
 }
 
