@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import { pastHandshake, type RedisClient, type RelayKeys } from '../redis/redis-connection.js';
 import { parseActionDefinition, compileAction, type CompiledAction } from './compile-action.js';
 import type { ActionDefinition } from './action-schema.js';
 import { ManagedByFilesError, ValidationError, coerceError, type FieldProblem } from '../errors/errors.js';
@@ -234,8 +234,8 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
       };
       const warn = (err: unknown) => logger.warn({ err: coerceError(err).message }, 'action change subscriber error');
       // Notices sent while disconnected are lost: forget everything once subscribed again (ioredis
-      // resubscribes first). Only after a lost connection: ioredis may emit the first connection's
-      // own 'ready' after the subscription below, and that 'ready' lost nothing.
+      // resubscribes first). Only after a lost connection: the first connection's own 'ready' (the
+      // subscription below may be queued until then) lost nothing.
       let dropped = false;
       subscriber.on('close', () => (dropped = true));
       subscriber.on('ready', () => {
@@ -245,6 +245,7 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
         subscriber.subscribe(keys.actionsChannel).then(forget, warn);
       });
       subscriber.on('error', warn);
+      await pastHandshake(subscriber);
       await subscriber.subscribe(keys.actionsChannel);
       // What was cached before the subscription may have missed a notice.
       forget();

@@ -5,6 +5,27 @@ import { followFailovers } from './sentinel-failover.js';
 export type RedisClient = Redis | Cluster;
 
 /**
+ * Resolves once `client` is past its connection handshake (ready, or closed and queueing again).
+ * A SUBSCRIBE sent during the handshake reaches Redis before ioredis's ready check (INFO), which a
+ * subscribed connection refuses: ioredis then drops the connection and starts over (ioredis issue
+ * #2037, ioredis 5.8.2 and later 5.x). Commands sent before or after the handshake wait in
+ * ioredis's offline queue or go straight through, both safe.
+ */
+export async function pastHandshake(client: RedisClient): Promise<void> {
+  while (client.status === 'connect') {
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        client.off('ready', done);
+        client.off('close', done);
+        resolve();
+      };
+      client.once('ready', done);
+      client.once('close', done);
+    });
+  }
+}
+
+/**
  * Opens a connection of the configured kind. BullMQ needs `maxRetriesPerRequest: null` so that
  * commands wait through a reconnect instead of failing.
  */

@@ -127,7 +127,7 @@ describe('the action cache', () => {
     try {
       await store.watch(sub);
       const loaded = await store.getCompiled('ready');
-      // ioredis may emit a new connection's own 'ready' after its first subscription has answered.
+      // A 'ready' with no 'close' before it: the first connection's own, which lost nothing.
       sub.emit('ready');
       expect(store.compiledNow('ready')).toBe(loaded);
       // A reconnect: the connection closed, then was ready again.
@@ -135,6 +135,31 @@ describe('the action cache', () => {
       sub.emit('ready');
       expect(store.compiledNow('ready')).toBeUndefined();
       expect((await store.getCompiled('ready'))?.definition.endpoint.path).toBe('/a');
+    } finally {
+      sub.disconnect();
+    }
+  });
+
+  it('subscribes after the connection handshake: asked to watch during it, the connection is kept, not restarted', async () => {
+    const warnings: unknown[] = [];
+    const store = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: (detail: unknown) => void warnings.push(detail) } });
+    await store.put({ ...definition('/h1'), id: 'handshake' });
+    const sub = new Redis(config.REDIS_URL);
+    let closes = 0;
+    sub.on('close', () => closes++);
+    try {
+      // Inside 'connect', before ioredis has sent its handshake: a SUBSCRIBE sent now would reach
+      // Redis before the ready check's INFO, which a subscribed connection refuses.
+      const watching = new Promise<void>((resolve, reject) => sub.once('connect', () => store.watch(sub).then(resolve, reject)));
+      await watching;
+      expect(sub.status).toBe('ready');
+      expect((await store.getCompiled('handshake'))?.definition.endpoint.path).toBe('/h1');
+      // Subscribed: a change saved through another instance (which publishes) reaches this cache.
+      const other = createActionStore({ redis, keys, userAgent: 'test', logger: { warn: () => undefined } });
+      await other.put({ ...definition('/h2'), id: 'handshake' });
+      await waitFor(async () => (await store.getCompiled('handshake'))?.definition.endpoint.path === '/h2', 10_000, 'the published change');
+      expect(closes).toBe(0);
+      expect(warnings).toEqual([]);
     } finally {
       sub.disconnect();
     }
