@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { createProducer, ValidationError, type RelayProducer } from '../../src/producer.js';
 import { startTestWorker, trackRuns, setupRun, waitFor } from '../support/harness.js';
+import { packagesLoadedBy } from '../support/loaded-packages.js';
 
 const run = promisify(execFile);
 const root = join(import.meta.dirname, '..', '..');
@@ -19,24 +21,6 @@ function newestSource(dir: string): number {
   return newest;
 }
 
-/**
- * Imports the built entry in a fresh node process and lists every package it loaded. A resolve
- * hook (module.registerHooks) sees each import and require, of ESM and CommonJS packages alike.
- */
-const LIST_PACKAGES = `
-import { registerHooks } from 'node:module';
-const urls = new Set();
-registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); urls.add(r.url); return r; } });
-const entry = await import(process.argv[1]);
-if (typeof entry.createProducer !== 'function') throw new Error('no createProducer export');
-const packages = new Set();
-for (const url of urls) {
-  const m = /\\/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//.exec(url);
-  if (m) packages.add(m[1]);
-}
-process.stdout.write(JSON.stringify([...packages].sort()));
-`;
-
 describe('action-relay/producer', () => {
   const { cleanups } = trackRuns();
 
@@ -47,8 +31,7 @@ describe('action-relay/producer', () => {
         cwd: root,
       });
     }
-    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', LIST_PACKAGES, builtEntry], { cwd: root });
-    const loaded = JSON.parse(stdout) as string[];
+    const loaded = await packagesLoadedBy(pathToFileURL(builtEntry), 'createProducer', { cwd: root });
     // The hook works: what enqueueing needs is there.
     expect(loaded).toEqual(expect.arrayContaining(['bullmq', 'ioredis', 'zod']));
     const heavy = [
