@@ -87,6 +87,31 @@ function coreTable(core: CoreResult): string {
   return lines.join('\n');
 }
 
+/**
+ * CPU per job at the offered rate, beside the saturation figure: there a worker shares each fetch,
+ * finish and log write among the jobs of a turn; at 1,000 jobs/s most jobs have theirs alone.
+ */
+export function offeredCpuTable(core: CoreResult): string {
+  const base = core.latency[BASELINE];
+  const lines = [
+    '| variant | worker CPU µs per delivery at 1,000/s | at saturation | Redis CPU µs per delivery at 1,000/s (enqueue included) |',
+    '| --- | ---: | ---: | ---: |',
+  ];
+  for (const key of CORE_TARGETS) {
+    const l = core.latency[key];
+    if (!l || (l.workerCpuUs == null && l.redisCpuUs == null)) continue;
+    const saturated = core.saturation[key]?.median.workerCpuUs;
+    const cells = [
+      TARGET_LABELS[key],
+      `${orNa(l.workerCpuUs, 0)}${ratio(l.workerCpuUs, base?.workerCpuUs)}`,
+      orNa(saturated, 0),
+      `${orNa(l.redisCpuUs, 0)}${ratio(l.redisCpuUs, base?.redisCpuUs)}`,
+    ];
+    lines.push(`| ${cells.join(' | ')} |`);
+  }
+  return lines.length > 2 ? lines.join('\n') : '';
+}
+
 /** Redis commands per delivery of each variant (its last run), costliest first. */
 function commandsTable(core: CoreResult): string {
   const lines = [
@@ -243,6 +268,7 @@ export function formatReport(r: BenchResults): string {
       '',
       ...(spreadLine(r.core) ? [spreadLine(r.core), ''] : []),
       ...(commandsTable(r.core) ? [commandsTable(r.core), ''] : []),
+      ...(offeredCpuTable(r.core) ? [offeredCpuTable(r.core), ''] : []),
       '\\* bare BullMQ sends no request: its latency is enqueue to the end of the empty processor (job finishedOn - timestamp). Raw undici has no queue, hence no latency at an offered rate.',
       '',
     );

@@ -192,6 +192,8 @@ export async function coreSection(
           p50Ms: median(list.map((l) => l.p50Ms)),
           p99Ms: median(list.map((l) => l.p99Ms)),
           maxMs: Math.max(...list.map((l) => l.maxMs ?? 0)),
+          workerCpuUs: median(list.map((l) => l.workerCpuUs)),
+          redisCpuUs: median(list.map((l) => l.redisCpuUs)),
           runs: list.map((l) => ({ p50Ms: l.p50Ms, p99Ms: l.p99Ms, maxMs: l.maxMs })),
         };
       }

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { createRelayContext, loadConfig, type Config, type RelayContext } from '../src/index.js';
 import { scriptArgs, type Lab } from './lab.js';
 import { benchAction, buildContext, buildParams, benchClock, type JobContext, type JobParams } from './payload.js';
+import { processCpuSeconds, redisCpuSeconds } from './proc-stats.js';
 import { percentile } from './stats.js';
 
 export type TargetKey = 'bare' | 'undici' | 'pool' | 'global' | 'relay' | 'relayRateLimited' | 'relayTraced';
@@ -20,6 +21,13 @@ export interface LatencyFigures {
   maxMs: number | null;
   /** How the latency was taken. */
   source: 'sink' | 'finishedOn';
+  /**
+   * CPU per job of the worker processes and of Redis, from the first job offered until the last
+   * ended (Redis's includes the enqueues). At an offered rate a job rarely shares a fetch, a finish
+   * or a write with another, so this is several times the saturation figure.
+   */
+  workerCpuUs: number | null;
+  redisCpuUs: number | null;
   /** Each run's figures, when these are medians over several. */
   runs?: { p50Ms: number | null; p99Ms: number | null; maxMs: number | null }[];
 }
@@ -225,6 +233,10 @@ async function startQueueTarget(
     async offer(ratePerSec, seconds, bytes) {
       const base = await ended();
       await lab.sink.reset();
+      const pids = children.map((c) => c.pid as number);
+      const workerCpu = () => pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
+      const cpu0 = workerCpu();
+      const redis0 = await redisCpuSeconds(lab.admin);
       await queue.resume();
       const template = buildParams(0, bytes);
       const start = performance.now();
@@ -243,10 +255,13 @@ async function startQueueTarget(
         await sleep(2);
       }
       await waitUntil(`${label}: ${sent} offered jobs done`, 60_000, async () => (await ended()) - base >= sent, 20);
+      const workerCpuUs = sent > 0 ? ((workerCpu() - cpu0) / sent) * 1e6 : null;
+      const redisCpuUs = sent > 0 ? (((await redisCpuSeconds(lab.admin)) - redis0) / sent) * 1e6 : null;
       await queue.pause();
       if (http) {
         const s = await lab.sink.summary();
-        return { offeredPerSec: ratePerSec, jobs: sent, p50Ms: s.latency.p50, p99Ms: s.latency.p99, maxMs: s.latency.max, source: 'sink' };
+        const { p50, p99, max } = s.latency;
+        return { offeredPerSec: ratePerSec, jobs: sent, p50Ms: p50, p99Ms: p99, maxMs: max, source: 'sink', workerCpuUs, redisCpuUs };
       }
       // No request to time: enqueue to the end of the (empty) processor, as BullMQ records them.
       const jobs = await queue.getJobs(['completed'], 0, sent - 1);
@@ -258,6 +273,8 @@ async function startQueueTarget(
         p99Ms: percentile(lat, 0.99),
         maxMs: lat[lat.length - 1] ?? null,
         source: 'finishedOn',
+        workerCpuUs,
+        redisCpuUs,
       };
     },
     async stopWorkers() {

@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { compareProfiles, packageOf, summarize, type CpuProfile } from '../../bench/profile-summary.js';
 import { benchClock, buildParams } from '../../bench/payload.js';
-import { latencyRounds } from '../../bench/report.js';
+import { latencyRounds, offeredCpuTable } from '../../bench/report.js';
+import type { CoreResult } from '../../bench/sections.js';
 import { maxInWindow, median, percentile } from '../../bench/stats.js';
 import type { LatencyFigures } from '../../bench/targets.js';
 
@@ -87,6 +88,8 @@ describe('bench latency rounds', () => {
     p99Ms: median(p99s),
     maxMs: null,
     source: 'sink',
+    workerCpuUs: null,
+    redisCpuUs: null,
     runs: p99s.map((p99Ms) => ({ p50Ms: 1, p99Ms, maxMs: null })),
   });
 
@@ -114,6 +117,37 @@ describe('bench latency rounds', () => {
   it('says nothing for a single round, or for figures without rounds', () => {
     expect(latencyRounds(figures([5]), figures([4]))).toBe('');
     expect(latencyRounds({ ...figures([5, 6]), runs: undefined }, figures([4, 5]))).toBe('');
+  });
+});
+
+describe('bench CPU per delivery at the offered rate', () => {
+  const latency = (workerCpuUs: number | null, redisCpuUs: number | null): LatencyFigures => ({
+    offeredPerSec: 1000,
+    jobs: 10_000,
+    p50Ms: 1,
+    p99Ms: 5,
+    maxMs: 9,
+    source: 'sink',
+    workerCpuUs,
+    redisCpuUs,
+  });
+
+  it('lists each variant measured, with its ratio to the Pool loop and its saturation figure beside it', () => {
+    const core: CoreResult = {
+      saturation: {
+        pool: { runs: [], median: { deliveriesPerSec: 6000, workerCpuUs: 144, redisCpuUs: 100, peakRssMiB: 270 } },
+      },
+      latency: { pool: latency(400, 320), relayRateLimited: latency(480, 384), relay: latency(null, null) },
+    };
+    expect(offeredCpuTable(core).split('\n').slice(2)).toEqual([
+      '| baseline: BullMQ + undici Pool (30 lines) | 400 (1.00x) | 144 | 320 (1.00x) |',
+      '| action-relay, every feature on (non-binding rate limit, response capture) | 480 (1.20x) | n/a | 384 (1.20x) |',
+    ]);
+  });
+
+  it('is empty without latency figures that carry CPU', () => {
+    expect(offeredCpuTable({ saturation: {}, latency: {} })).toBe('');
+    expect(offeredCpuTable({ saturation: {}, latency: { pool: latency(null, null) } })).toBe('');
   });
 });
 
