@@ -119,13 +119,16 @@ describe('at save', () => {
   });
 
   it('without SECRETS_DIR a file reference is refused', async () => {
-    const bare = await testContext(testConfig());
+    const bareConfig = testConfig();
+    const bare = await testContext(bareConfig);
     try {
       await expect(bare.store.put(action('no_dir', { auth: { type: 'bearer', token: { file: 'bearer' } } }))).rejects.toThrow(
         /auth.token: file references need SECRETS_DIR/,
       );
     } finally {
       await bare.close();
+      // Its queues wrote their meta keys under a prefix of their own.
+      await removePrefixKeys(bareConfig);
     }
   });
 });
