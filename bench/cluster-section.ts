@@ -9,7 +9,7 @@ import { createLogger } from '../src/logger.js';
 import { relayKeys } from '../src/redis/redis-connection.js';
 import { startLocalCluster } from '../test/support/local-cluster.js';
 import { scriptArgs, type Lab } from './lab.js';
-import { processCpuSeconds, redisCommandsProcessed, redisCpuSeconds } from './proc-stats.js';
+import { processesCpuSeconds, redisCommandsProcessed, redisCpuSeconds } from './proc-stats.js';
 
 export interface ClusterRun {
   partitions: number;
@@ -125,7 +125,7 @@ async function measure(lab: Lab, masters: Masters, partitions: number, workers: 
         const n = await done();
         if (!t0 && n >= from) {
           t0 = performance.now();
-          cpu0 = children.reduce((s, c) => s + processCpuSeconds(c.pid as number), 0);
+          cpu0 = processesCpuSeconds(children.map((c) => c.pid as number));
           redis0 = await perMaster(masters);
         }
         if (t0 && n >= to) break;
@@ -133,7 +133,7 @@ async function measure(lab: Lab, masters: Masters, partitions: number, workers: 
         await new Promise((r) => setTimeout(r, 20));
       }
       const seconds = (performance.now() - t0) / 1000;
-      const workerCpu = children.reduce((s, c) => s + processCpuSeconds(c.pid as number), 0) - cpu0;
+      const workerCpu = processesCpuSeconds(children.map((c) => c.pid as number)) - cpu0;
       const redis1 = await perMaster(masters);
       const delivered = to - from;
       return {

@@ -2,8 +2,8 @@
 // with the CPU of the worker processes and of Redis read before and after.
 import type { Lab } from './lab.js';
 import {
-  mainThreadCpuSeconds,
-  processCpuSeconds,
+  mainThreadsCpuSeconds,
+  processesCpuSeconds,
   processPeakRss,
   redisCommandStats,
   redisCpuSeconds,
@@ -65,16 +65,16 @@ export async function measureDrain(lab: Lab, target: Target, n: number, bytes: n
   await lab.sink.reset();
   await opts.beforeRelease?.();
   const pids = target.pids();
-  const cpu0 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
-  const main0 = pids.reduce((s, p) => s + mainThreadCpuSeconds(p), 0);
+  const cpu0 = processesCpuSeconds(pids);
+  const main0 = mainThreadsCpuSeconds(pids);
   const redis0 = await redisCpuSeconds(lab.admin);
   const commands0 = await redisCommandStats(lab.admin);
   const t0 = performance.now();
   // Generous: a loaded 2-core machine may be ten times slower than the figures expected.
   await target.release(n, opts.timeoutMs ?? Math.max(60_000, n * 2));
   const seconds = (performance.now() - t0) / 1000;
-  const cpu1 = pids.reduce((s, p) => s + processCpuSeconds(p), 0);
-  const main1 = pids.reduce((s, p) => s + mainThreadCpuSeconds(p), 0);
+  const cpu1 = processesCpuSeconds(pids);
+  const main1 = mainThreadsCpuSeconds(pids);
   const redis1 = await redisCpuSeconds(lab.admin);
   const commands1 = await redisCommandStats(lab.admin);
   await opts.afterRelease?.();

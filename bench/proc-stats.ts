@@ -30,6 +30,16 @@ export function mainThreadCpuSeconds(pid: number): number {
   return statCpuSeconds(readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8'));
 }
 
+/** User + system CPU seconds of several processes together (processCpuSeconds, summed). */
+export function processesCpuSeconds(pids: readonly number[]): number {
+  return pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
+}
+
+/** Main-thread CPU seconds of several processes together (mainThreadCpuSeconds, summed). */
+export function mainThreadsCpuSeconds(pids: readonly number[]): number {
+  return pids.reduce((sum, pid) => sum + mainThreadCpuSeconds(pid), 0);
+}
+
 /** Peak resident set size of a process (VmHWM), in bytes. */
 export function processPeakRss(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

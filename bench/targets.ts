@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { createRelayContext, loadConfig, type Config, type RelayContext } from '../src/index.js';
 import { scriptArgs, type Lab } from './lab.js';
 import { benchAction, buildContext, buildParams, benchClock, type JobContext, type JobParams } from './payload.js';
-import { processCpuSeconds, redisCpuSeconds } from './proc-stats.js';
+import { processesCpuSeconds, redisCpuSeconds } from './proc-stats.js';
 import { percentile } from './stats.js';
 
 export type TargetKey = 'bare' | 'undici' | 'pool' | 'global' | 'relay' | 'relayRateLimited' | 'relayTraced';
@@ -233,9 +233,8 @@ async function startQueueTarget(
     async offer(ratePerSec, seconds, bytes) {
       const base = await ended();
       await lab.sink.reset();
-      const pids = children.map((c) => c.pid as number);
-      const workerCpu = () => pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
-      const cpu0 = workerCpu();
+      const pids = target.pids();
+      const cpu0 = processesCpuSeconds(pids);
       const redis0 = await redisCpuSeconds(lab.admin);
       await queue.resume();
       const template = buildParams(0, bytes);
@@ -255,7 +254,7 @@ async function startQueueTarget(
         await sleep(2);
       }
       await waitUntil(`${label}: ${sent} offered jobs done`, 60_000, async () => (await ended()) - base >= sent, 20);
-      const workerCpuUs = sent > 0 ? ((workerCpu() - cpu0) / sent) * 1e6 : null;
+      const workerCpuUs = sent > 0 ? ((processesCpuSeconds(pids) - cpu0) / sent) * 1e6 : null;
       const redisCpuUs = sent > 0 ? (((await redisCpuSeconds(lab.admin)) - redis0) / sent) * 1e6 : null;
       await queue.pause();
       if (http) {
