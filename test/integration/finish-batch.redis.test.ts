@@ -8,6 +8,7 @@ import { relayKeys } from '../../src/redis/redis-connection.js';
 import { redisRefusal } from '../../src/redis/redis-refusal.js';
 import { setupRun, waitFor } from '../support/harness.js';
 import { startOwnedRedis } from '../support/recovery.js';
+import { monitorCommands } from '../support/redis-monitor.js';
 
 // The delivered jobs that end in one event-loop turn leave as one finish command. Each job must
 // still end exactly once and get its own answer, whatever the others of its command got.
@@ -36,10 +37,8 @@ async function watchScripts(
   url: string,
   keyPart: string,
 ): Promise<{ calls: string[][]; seen(n: number): Promise<void>; stop(): Promise<void> }> {
-  const client = new Redis(url);
-  const monitor = await client.monitor();
   const calls: string[][] = [];
-  monitor.on('monitor', (_time: string, args: string[]) => {
+  const monitor = await monitorCommands(url, (args) => {
     const name = String(args[0]).toLowerCase();
     if ((name === 'evalsha' || name === 'eval') && args.some((a) => a.includes(keyPart))) calls.push(args);
   });
@@ -51,8 +50,7 @@ async function watchScripts(
       await new Promise((r) => setTimeout(r, 50));
     },
     async stop() {
-      monitor.disconnect();
-      client.disconnect();
+      monitor.stop();
     },
   };
 }
