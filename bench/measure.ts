@@ -2,12 +2,13 @@
 // with the CPU of the worker processes and of Redis read before and after.
 import type { Lab } from './lab.js';
 import {
+  commandsPerDelivery,
   mainThreadsCpuSeconds,
   processesCpuSeconds,
   processPeakRss,
   redisCommandStats,
   redisCpuSeconds,
-  type CommandStat,
+  type CommandCost,
 } from './proc-stats.js';
 import type { Target } from './targets.js';
 
@@ -30,19 +31,7 @@ export interface DrainFigures {
   /** Redis server CPU per job during the fill, in microseconds. */
   fillRedisCpuUs: number;
   /** Redis commands per delivery by name (calls and server microseconds), the busiest first. */
-  redisCommands: { name: string; calls: number; usec: number }[];
-}
-
-/** Per-delivery difference of two INFO commandstats snapshots, the costliest commands first. */
-function commandsPerDelivery(before: Map<string, CommandStat>, after: Map<string, CommandStat>, n: number) {
-  const out: { name: string; calls: number; usec: number }[] = [];
-  for (const [name, a] of after) {
-    const b = before.get(name) ?? { calls: 0, usec: 0 };
-    const calls = (a.calls - b.calls) / n;
-    // Less than one call per 100 deliveries is the bench's own polling or a timer: left out.
-    if (calls >= 0.01) out.push({ name, calls: Math.round(calls * 100) / 100, usec: Math.round(((a.usec - b.usec) / n) * 10) / 10 });
-  }
-  return out.sort((x, y) => y.usec - x.usec);
+  redisCommands: CommandCost[];
 }
 
 export interface DrainOptions {

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
+import { median } from './stats.js';
 
 /** Kernel clock ticks per second, the unit of utime and stime in /proc/<pid>/stat. */
 const TICKS_PER_SECOND = (() => {
@@ -90,6 +91,32 @@ export async function redisCommandStats(redis: Redis): Promise<Map<string, Comma
     out.set(m[1] as string, { calls: Number(m[2]), usec: Number(m[3]) });
   }
   return out;
+}
+
+/** One Redis command's calls and server microseconds per delivery. */
+export interface CommandCost {
+  name: string;
+  calls: number;
+  usec: number;
+}
+
+/** Per-delivery difference of two INFO commandstats snapshots, the costliest commands first. */
+export function commandsPerDelivery(before: Map<string, CommandStat>, after: Map<string, CommandStat>, n: number): CommandCost[] {
+  const out: CommandCost[] = [];
+  for (const [name, a] of after) {
+    const b = before.get(name) ?? { calls: 0, usec: 0 };
+    const calls = (a.calls - b.calls) / n;
+    // Less than one call per 100 deliveries is the bench's own polling or a timer: left out.
+    if (calls >= 0.01) out.push({ name, calls: Math.round(calls * 100) / 100, usec: Math.round(((a.usec - b.usec) / n) * 10) / 10 });
+  }
+  return out.sort((x, y) => y.usec - x.usec);
+}
+
+/** Per command, the median over runs of its calls and server time (a run without it counts 0), costliest first. */
+export function medianCommands(runs: readonly CommandCost[][]): CommandCost[] {
+  const names = new Set(runs.flatMap((run) => run.map((c) => c.name)));
+  const of = (name: string, field: 'calls' | 'usec') => median(runs.map((run) => run.find((c) => c.name === name)?.[field] ?? 0)) ?? 0;
+  return [...names].map((name) => ({ name, calls: of(name, 'calls'), usec: of(name, 'usec') })).sort((x, y) => y.usec - x.usec);
 }
 
 export async function redisVersion(redis: Redis): Promise<string> {

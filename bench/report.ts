@@ -5,6 +5,7 @@ import { CORE_TARGETS } from './sections.js';
 import { median } from './stats.js';
 import { TARGET_LABELS, type LatencyFigures, type TargetKey } from './targets.js';
 import { formatCluster, type ClusterResult } from './cluster-section.js';
+import type { CommandCost } from './proc-stats.js';
 
 export interface BenchResults {
   meta: {
@@ -112,20 +113,28 @@ export function offeredCpuTable(core: CoreResult): string {
   return lines.length > 2 ? lines.join('\n') : '';
 }
 
-/** Redis commands per delivery of each variant (its last run), costliest first. */
-function commandsTable(core: CoreResult): string {
-  const lines = [
-    '| variant | Redis commands per delivery: calls (server us), costliest first; commands run by scripts are listed too |',
-    '| --- | --- |',
-  ];
+/** Redis commands per delivery of each variant, costliest first, as `pick` gives them. */
+function commandsTable(title: string, pick: (key: TargetKey) => CommandCost[] | undefined): string {
+  const lines = [`| variant | ${title}: calls (server us), costliest first; commands run by scripts are listed too |`, '| --- | --- |'];
   for (const key of CORE_TARGETS) {
-    const last = core.saturation[key]?.runs.at(-1);
-    if (!last || last.redisCommands.length === 0) continue;
-    const cells = last.redisCommands.slice(0, 8).map((c) => `${c.name} ${c.calls.toFixed(2)} (${c.usec.toFixed(1)})`);
+    const list = pick(key);
+    if (!list || list.length === 0) continue;
+    const cells = list.slice(0, 8).map((c) => `${c.name} ${c.calls.toFixed(2)} (${c.usec.toFixed(1)})`);
     lines.push(`| ${TARGET_LABELS[key]} | ${cells.join(', ')} |`);
   }
   return lines.length > 2 ? lines.join('\n') : '';
 }
+
+/** At saturation, from each variant's last run. */
+const saturationCommandsTable = (core: CoreResult) =>
+  commandsTable('Redis commands per delivery', (key) => core.saturation[key]?.runs.at(-1)?.redisCommands);
+
+/**
+ * At the offered rate (medians over the rounds, enqueues included): how many round trips a job
+ * costs when it rarely shares a fetch or a finish, and how long Redis spends in each.
+ */
+export const offeredCommandsTable = (core: CoreResult) =>
+  commandsTable('Redis commands per delivery at 1,000/s', (key) => core.latency[key]?.redisCommands);
 
 /** How far apart the runs of each variant were: a large spread means a busy machine. */
 function spreadLine(core: CoreResult): string {
@@ -267,8 +276,9 @@ export function formatReport(r: BenchResults): string {
       coreTable(r.core),
       '',
       ...(spreadLine(r.core) ? [spreadLine(r.core), ''] : []),
-      ...(commandsTable(r.core) ? [commandsTable(r.core), ''] : []),
+      ...(saturationCommandsTable(r.core) ? [saturationCommandsTable(r.core), ''] : []),
       ...(offeredCpuTable(r.core) ? [offeredCpuTable(r.core), ''] : []),
+      ...(offeredCommandsTable(r.core) ? [offeredCommandsTable(r.core), ''] : []),
       '\\* bare BullMQ sends no request: its latency is enqueue to the end of the empty processor (job finishedOn - timestamp). Raw undici has no queue, hence no latency at an offered rate.',
       '',
     );

@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { createRelayContext } from '../src/index.js';
 import type { Lab } from './lab.js';
 import { measureDrain, type DrainFigures } from './measure.js';
-import { redisUsedMemory } from './proc-stats.js';
+import { medianCommands, redisUsedMemory } from './proc-stats.js';
 import { benchAction, benchClock } from './payload.js';
 import { maxInWindow, median } from './stats.js';
 import {
@@ -194,6 +194,7 @@ export async function coreSection(
           maxMs: Math.max(...list.map((l) => l.maxMs ?? 0)),
           workerCpuUs: median(list.map((l) => l.workerCpuUs)),
           redisCpuUs: median(list.map((l) => l.redisCpuUs)),
+          redisCommands: medianCommands(list.map((l) => l.redisCommands)),
           runs: list.map((l) => ({ p50Ms: l.p50Ms, p99Ms: l.p99Ms, maxMs: l.maxMs })),
         };
       }

@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { createRelayContext, loadConfig, type Config, type RelayContext } from '../src/index.js';
 import { scriptArgs, type Lab } from './lab.js';
 import { benchAction, buildContext, buildParams, benchClock, type JobContext, type JobParams } from './payload.js';
-import { processesCpuSeconds, redisCpuSeconds } from './proc-stats.js';
+import { commandsPerDelivery, processesCpuSeconds, redisCommandStats, redisCpuSeconds, type CommandCost } from './proc-stats.js';
 import { percentile } from './stats.js';
 
 export type TargetKey = 'bare' | 'undici' | 'pool' | 'global' | 'relay' | 'relayRateLimited' | 'relayTraced';
@@ -28,6 +28,11 @@ export interface LatencyFigures {
    */
   workerCpuUs: number | null;
   redisCpuUs: number | null;
+  /**
+   * Redis commands per job over the same span, the enqueues included: how many round trips each job
+   * costs at this rate (a fetch or a finish shared by two jobs counts half) and their server time.
+   */
+  redisCommands: CommandCost[];
   /** Each run's figures, when these are medians over several. */
   runs?: { p50Ms: number | null; p99Ms: number | null; maxMs: number | null }[];
 }
@@ -236,6 +241,7 @@ async function startQueueTarget(
       const pids = target.pids();
       const cpu0 = processesCpuSeconds(pids);
       const redis0 = await redisCpuSeconds(lab.admin);
+      const commands0 = await redisCommandStats(lab.admin);
       await queue.resume();
       const template = buildParams(0, bytes);
       const start = performance.now();
@@ -256,11 +262,22 @@ async function startQueueTarget(
       await waitUntil(`${label}: ${sent} offered jobs done`, 60_000, async () => (await ended()) - base >= sent, 20);
       const workerCpuUs = sent > 0 ? ((processesCpuSeconds(pids) - cpu0) / sent) * 1e6 : null;
       const redisCpuUs = sent > 0 ? (((await redisCpuSeconds(lab.admin)) - redis0) / sent) * 1e6 : null;
+      const redisCommands = sent > 0 ? commandsPerDelivery(commands0, await redisCommandStats(lab.admin), sent) : [];
       await queue.pause();
       if (http) {
         const s = await lab.sink.summary();
         const { p50, p99, max } = s.latency;
-        return { offeredPerSec: ratePerSec, jobs: sent, p50Ms: p50, p99Ms: p99, maxMs: max, source: 'sink', workerCpuUs, redisCpuUs };
+        return {
+          offeredPerSec: ratePerSec,
+          jobs: sent,
+          p50Ms: p50,
+          p99Ms: p99,
+          maxMs: max,
+          source: 'sink',
+          workerCpuUs,
+          redisCpuUs,
+          redisCommands,
+        };
       }
       // No request to time: enqueue to the end of the (empty) processor, as BullMQ records them.
       const jobs = await queue.getJobs(['completed'], 0, sent - 1);
@@ -274,6 +291,7 @@ async function startQueueTarget(
         source: 'finishedOn',
         workerCpuUs,
         redisCpuUs,
+        redisCommands,
       };
     },
     async stopWorkers() {

@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { compareProfiles, packageOf, summarize, type CpuProfile } from '../../bench/profile-summary.js';
 import { benchClock, buildParams } from '../../bench/payload.js';
-import { latencyRounds, offeredCpuTable } from '../../bench/report.js';
+import { commandsPerDelivery, medianCommands, type CommandCost } from '../../bench/proc-stats.js';
+import { latencyRounds, offeredCommandsTable, offeredCpuTable } from '../../bench/report.js';
 import type { CoreResult } from '../../bench/sections.js';
 import { maxInWindow, median, percentile } from '../../bench/stats.js';
 import type { LatencyFigures } from '../../bench/targets.js';
@@ -90,6 +91,7 @@ describe('bench latency rounds', () => {
     source: 'sink',
     workerCpuUs: null,
     redisCpuUs: null,
+    redisCommands: [],
     runs: p99s.map((p99Ms) => ({ p50Ms: 1, p99Ms, maxMs: null })),
   });
 
@@ -121,7 +123,7 @@ describe('bench latency rounds', () => {
 });
 
 describe('bench CPU per delivery at the offered rate', () => {
-  const latency = (workerCpuUs: number | null, redisCpuUs: number | null): LatencyFigures => ({
+  const latency = (workerCpuUs: number | null, redisCpuUs: number | null, redisCommands: CommandCost[] = []): LatencyFigures => ({
     offeredPerSec: 1000,
     jobs: 10_000,
     p50Ms: 1,
@@ -130,6 +132,7 @@ describe('bench CPU per delivery at the offered rate', () => {
     source: 'sink',
     workerCpuUs,
     redisCpuUs,
+    redisCommands,
   });
 
   it('lists each variant measured, with its ratio to the Pool loop and its saturation figure beside it', () => {
@@ -148,6 +151,56 @@ describe('bench CPU per delivery at the offered rate', () => {
   it('is empty without latency figures that carry CPU', () => {
     expect(offeredCpuTable({ saturation: {}, latency: {} })).toBe('');
     expect(offeredCpuTable({ saturation: {}, latency: { pool: latency(null, null) } })).toBe('');
+  });
+
+  it('lists the Redis commands per delivery of each variant, costliest first', () => {
+    const pool = [
+      { name: 'evalsha', calls: 3.2, usec: 301 },
+      { name: 'bzpopmin', calls: 0.5, usec: 6.3 },
+    ];
+    const core: CoreResult = { saturation: {}, latency: { pool: latency(400, 320, pool), relay: latency(480, 384) } };
+    expect(offeredCommandsTable(core).split('\n').slice(2)).toEqual([
+      '| baseline: BullMQ + undici Pool (30 lines) | evalsha 3.20 (301.0), bzpopmin 0.50 (6.3) |',
+    ]);
+    expect(offeredCommandsTable({ saturation: {}, latency: { relay: latency(480, 384) } })).toBe('');
+  });
+});
+
+describe('bench Redis commands per delivery', () => {
+  const stats = (entries: [string, number, number][]) => new Map(entries.map(([name, calls, usec]) => [name, { calls, usec }]));
+
+  it('divides what each command did between two snapshots by the deliveries, and leaves out the rare ones', () => {
+    const before = stats([
+      ['evalsha', 100, 10_000],
+      ['info', 5, 50],
+    ]);
+    const after = stats([
+      ['evalsha', 3300, 310_000],
+      ['info', 6, 60],
+      ['bzpopmin', 500, 6000],
+    ]);
+    expect(commandsPerDelivery(before, after, 1000)).toEqual([
+      { name: 'evalsha', calls: 3.2, usec: 300 },
+      { name: 'bzpopmin', calls: 0.5, usec: 6 },
+    ]);
+  });
+
+  it('takes the median of each command over the runs, a run without it counting as none', () => {
+    const runs = [
+      [{ name: 'evalsha', calls: 3.2, usec: 300 }],
+      [
+        { name: 'evalsha', calls: 3.4, usec: 320 },
+        { name: 'get', calls: 0.3, usec: 1 },
+      ],
+      [
+        { name: 'evalsha', calls: 3.3, usec: 310 },
+        { name: 'get', calls: 0.2, usec: 2 },
+      ],
+    ];
+    expect(medianCommands(runs)).toEqual([
+      { name: 'evalsha', calls: 3.3, usec: 310 },
+      { name: 'get', calls: 0.2, usec: 1 },
+    ]);
   });
 });
 
