@@ -136,6 +136,9 @@ const saturationCommandsTable = (core: CoreResult) =>
 export const offeredCommandsTable = (core: CoreResult) =>
   commandsTable('Redis commands per delivery at 1,000/s', (key) => core.latency[key]?.redisCommands);
 
+/** A block of the report and the blank line after it; nothing when the block is empty. */
+const paragraph = (text: string): string[] => (text ? [text, ''] : []);
+
 /** How far apart the runs of each variant were: a large spread means a busy machine. */
 function spreadLine(core: CoreResult): string {
   const parts: string[] = [];
@@ -275,10 +278,10 @@ export function formatReport(r: BenchResults): string {
       '',
       coreTable(r.core),
       '',
-      ...(spreadLine(r.core) ? [spreadLine(r.core), ''] : []),
-      ...(saturationCommandsTable(r.core) ? [saturationCommandsTable(r.core), ''] : []),
-      ...(offeredCpuTable(r.core) ? [offeredCpuTable(r.core), ''] : []),
-      ...(offeredCommandsTable(r.core) ? [offeredCommandsTable(r.core), ''] : []),
+      ...paragraph(spreadLine(r.core)),
+      ...paragraph(saturationCommandsTable(r.core)),
+      ...paragraph(offeredCpuTable(r.core)),
+      ...paragraph(offeredCommandsTable(r.core)),
       '\\* bare BullMQ sends no request: its latency is enqueue to the end of the empty processor (job finishedOn - timestamp). Raw undici has no queue, hence no latency at an offered rate.',
       '',
     );
