@@ -260,38 +260,28 @@ async function startQueueTarget(
         await sleep(2);
       }
       await waitUntil(`${label}: ${sent} offered jobs done`, 60_000, async () => (await ended()) - base >= sent, 20);
-      const workerCpuUs = sent > 0 ? ((processesCpuSeconds(pids) - cpu0) / sent) * 1e6 : null;
-      const redisCpuUs = sent > 0 ? (((await redisCpuSeconds(lab.admin)) - redis0) / sent) * 1e6 : null;
-      const redisCommands = sent > 0 ? commandsPerDelivery(commands0, await redisCommandStats(lab.admin), sent) : [];
+      // What both sources of latency share: the load offered and its cost per job.
+      const cost = {
+        offeredPerSec: ratePerSec,
+        jobs: sent,
+        workerCpuUs: sent > 0 ? ((processesCpuSeconds(pids) - cpu0) / sent) * 1e6 : null,
+        redisCpuUs: sent > 0 ? (((await redisCpuSeconds(lab.admin)) - redis0) / sent) * 1e6 : null,
+        redisCommands: sent > 0 ? commandsPerDelivery(commands0, await redisCommandStats(lab.admin), sent) : [],
+      };
       await queue.pause();
       if (http) {
-        const s = await lab.sink.summary();
-        const { p50, p99, max } = s.latency;
-        return {
-          offeredPerSec: ratePerSec,
-          jobs: sent,
-          p50Ms: p50,
-          p99Ms: p99,
-          maxMs: max,
-          source: 'sink',
-          workerCpuUs,
-          redisCpuUs,
-          redisCommands,
-        };
+        const { p50, p99, max } = (await lab.sink.summary()).latency;
+        return { ...cost, p50Ms: p50, p99Ms: p99, maxMs: max, source: 'sink' };
       }
       // No request to time: enqueue to the end of the (empty) processor, as BullMQ records them.
       const jobs = await queue.getJobs(['completed'], 0, sent - 1);
       const lat = jobs.map((j) => (j.finishedOn ?? 0) - j.timestamp).sort((a, b) => a - b);
       return {
-        offeredPerSec: ratePerSec,
-        jobs: sent,
+        ...cost,
         p50Ms: percentile(lat, 0.5),
         p99Ms: percentile(lat, 0.99),
         maxMs: lat[lat.length - 1] ?? null,
         source: 'finishedOn',
-        workerCpuUs,
-        redisCpuUs,
-        redisCommands,
       };
     },
     async stopWorkers() {
