@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { tuneV8ForDelivery } from '../src/cli/v8-tuning.js';
+import { REDUCER_FAVORS_MEMORY_FLAG, tuneV8ForDelivery, turnOffUnlessNamed } from '../src/cli/v8-tuning.js';
 import { startLab } from './lab.js';
 import { redisVersion } from './proc-stats.js';
 import { formatReport, type BenchResults } from './report.js';
@@ -99,6 +99,10 @@ async function main(argv: string[]): Promise<void> {
   // old generation directly, and its scavenges took 10-33 ms every 2-3 s at 1,000 jobs/s (1.8-5.4 ms
   // with the flag off). Off here as in action-relay's workers, unless the command line names it.
   tuneV8ForDelivery();
+  // Node 24's memory reducer also ran a compacting collection here about every 100 s, busy or not:
+  // 60-85 ms pauses that landed on whichever target's round was running. Off in this process only
+  // (the bench's memory at rest does not matter); workers keep V8's default (docs/operations.md).
+  turnOffUnlessNamed(REDUCER_FAVORS_MEMORY_FLAG);
   const lab = await startLab();
   const stopOnSignal = () => {
     process.stderr.write('interrupted: stopping the bench processes and its private Redis\n');

@@ -23,7 +23,19 @@ export function tuneV8ForDelivery(
   execArgv: readonly string[] = process.execArgv,
   set: (flags: string) => void = setFlagsFromString,
 ): boolean {
-  if (execArgv.some((arg) => arg === `--${PRETENURING_FLAG}` || arg === `--no-${PRETENURING_FLAG}`)) return false;
-  set(`--no-${PRETENURING_FLAG}`);
+  return turnOffUnlessNamed(PRETENURING_FLAG, execArgv, set);
+}
+
+/** V8's flag, as node's command line takes it: see docs/operations.md. */
+export const REDUCER_FAVORS_MEMORY_FLAG = 'memory-reducer-favors-memory';
+
+/** Turns V8's boolean `flag` off unless node's command line names it, either way; returns whether it did. */
+export function turnOffUnlessNamed(
+  flag: string,
+  execArgv: readonly string[] = process.execArgv,
+  set: (flags: string) => void = setFlagsFromString,
+): boolean {
+  if (execArgv.some((arg) => arg === `--${flag}` || arg === `--no-${flag}`)) return false;
+  set(`--no-${flag}`);
   return true;
 }

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { PRETENURING_FLAG, tuneV8ForDelivery } from '../../src/cli/v8-tuning.js';
+import { PRETENURING_FLAG, REDUCER_FAVORS_MEMORY_FLAG, tuneV8ForDelivery, turnOffUnlessNamed } from '../../src/cli/v8-tuning.js';
 
 describe('tuneV8ForDelivery', () => {
   const run = (execArgv: string[]) => {
@@ -19,8 +19,16 @@ describe('tuneV8ForDelivery', () => {
     expect(run(['--enable-source-maps', `--no-${PRETENURING_FLAG}`])).toEqual({ applied: false, set: [] });
   });
 
-  it('names a flag that this V8 has (an unknown one would change nothing)', () => {
+  it("turns any other flag off the same way (the bench turns the memory reducer's compaction off)", () => {
+    const set: string[] = [];
+    expect(turnOffUnlessNamed(REDUCER_FAVORS_MEMORY_FLAG, ['--enable-source-maps'], (f) => set.push(f))).toBe(true);
+    expect(turnOffUnlessNamed(REDUCER_FAVORS_MEMORY_FLAG, [`--${REDUCER_FAVORS_MEMORY_FLAG}`], (f) => set.push(f))).toBe(false);
+    expect(set).toEqual(['--no-memory-reducer-favors-memory']);
+  });
+
+  it('names flags that this V8 has (an unknown one would change nothing)', () => {
     const options = execFileSync(process.execPath, ['--v8-options'], { encoding: 'utf8' });
     expect(options).toContain(`--${PRETENURING_FLAG} (`);
+    expect(options).toContain(`--${REDUCER_FAVORS_MEMORY_FLAG} (`);
   });
 });
