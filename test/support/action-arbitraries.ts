@@ -118,6 +118,8 @@ export interface GeneratedAction {
   definition: Record<string, unknown>;
   /** Parameter names referenced from a header. */
   inHeaders: string[];
+  /** Parameter names that alone make a path segment: "." or ".." there is refused at enqueue. */
+  wholeSegments: string[];
 }
 
 export const actionArb: fc.Arbitrary<GeneratedAction> = parametersArb.chain((parameters) => {
@@ -164,6 +166,16 @@ export const actionArb: fc.Arbitrary<GeneratedAction> = parametersArb.chain((par
         ...(hasBody ? { body: g.body } : {}),
       };
       const inHeaders = names.filter((n) => g.headers.some(([, t]) => t.includes(`{{params.${n}}}`)));
-      return { definition, inHeaders };
+      const wholeSegments = names.filter((n) => g.path.includes(`{{params.${n}}}`));
+      return { definition, inHeaders, wholeSegments };
     });
 });
+
+/**
+ * Valid params for a generated action: values of its specs, except that a parameter making a whole
+ * path segment is never "." or "..", which the action refuses at enqueue (test/unit/path-values.test.ts).
+ */
+export function actionParamsArb(action: GeneratedAction, headerSafe: boolean): fc.Arbitrary<Record<string, unknown>> {
+  const specs = action.definition.parameters as Record<string, ParamSpec>;
+  return valuesArb(specs, headerSafe).filter((params) => action.wholeSegments.every((n) => params[n] !== '.' && params[n] !== '..'));
+}

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { propertyRuns } from '../support/property-runs.js';
 import { compileAction, parseActionDefinition } from '../../src/actions/compile-action.js';
 import { InvalidParamsError } from '../../src/errors/errors.js';
-import { actionArb, valuesArb } from '../support/action-arbitraries.js';
+import { actionArb, actionParamsArb } from '../support/action-arbitraries.js';
 
 /** What undici sends: an RFC 9110 token as a name, tab / visible ASCII / Latin-1 as a value. */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -21,7 +21,7 @@ const renderCase = (headerSafe: boolean) =>
   actionArb.chain((action) =>
     fc.record({
       action: fc.constant(action),
-      params: valuesArb(action.definition.parameters as never, headerSafe),
+      params: actionParamsArb(action, headerSafe),
       context: contextArb,
       job: jobArb,
     }),
