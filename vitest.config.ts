@@ -10,6 +10,9 @@ export default defineConfig({
     exclude: ['dist/**', 'node_modules/**'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
+    // expect.poll gives up after 1 s by default: too short for a browser and a server round trip on
+    // a busy 2-core machine. A condition that holds returns at once, so only a failure waits longer.
+    expect: { poll: { timeout: 10_000 } },
     // 2 cores, and the end-to-end tests run worker processes of their own and count rates: one
     // file at a time, across the tiers too, keeps them from skewing each other.
     fileParallelism: false,
