@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
 import {
+  WORKER_START_MS,
   readResults,
   setupRun,
   spawnWorker,
@@ -66,7 +67,7 @@ describe('oauth2 client credentials', () => {
     spawnWorker(config, children, env);
     spawnWorker(config, children, env);
     await ctx.producer.enqueueMany(Array.from({ length: 500 }, () => ({ actionId: 'crm', params: {} })));
-    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 500, 30_000, '500 outcomes');
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 500, WORKER_START_MS + 30_000, '500 outcomes');
     const results = await readResults(ctx);
     expect(results.filter((r) => r.outcome === 'delivered')).toHaveLength(500);
     // One token request for both processes and 128 concurrent jobs.
@@ -87,7 +88,7 @@ describe('oauth2 client credentials', () => {
       audience: 'https://crm.example/api',
     });
     expect(receiver.requests.every((r) => r.headers.authorization === 'Bearer tok-1')).toBe(true);
-  }, 60_000);
+  }, 120_000);
 
   it('answers a 401 with one fresh token and a delivered retry in the same attempt', async () => {
     const { receiver, config, ctx } = await setupRun(cleanups);

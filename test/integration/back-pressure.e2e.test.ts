@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readResults, setupRun, spawnWorker, waitFor, trackRuns } from '../support/harness.js';
+import { WORKER_START_MS, readResults, setupRun, spawnWorker, waitFor, trackRuns } from '../support/harness.js';
 
 const { children, cleanups } = trackRuns();
 
@@ -27,7 +27,7 @@ describe('back-pressure without a rateLimit', () => {
     spawnWorker(config, children);
     spawnWorker(config, children);
     await ctx.producer.enqueue({ actionId: 'bp_a', params: {} });
-    await waitFor(() => receiver.requests.length >= 1, 10_000, 'the 429');
+    await waitFor(() => receiver.requests.length >= 1, WORKER_START_MS, 'the 429');
     const pausedAt = receiver.requests[0]!.at;
     // Past the 250 ms for which a worker trusts its last look at the pause.
     await new Promise((r) => setTimeout(r, 400));
@@ -41,7 +41,7 @@ describe('back-pressure without a rateLimit', () => {
     expect(results.every((r) => r.outcome === 'delivered')).toBe(true);
     // Only the job that got the 429 used a second attempt; waiting used none.
     expect(results.map((r) => Number(r.attempts)).sort()).toEqual([...Array(20).fill(1), 2]);
-  }, 40_000);
+  }, 100_000);
   it("caps a day-long Retry-After at the action's maxDelayMs, for the key's pause as for the retry", async () => {
     const { receiver, config, ctx } = await setupRun(cleanups);
     let first = true;
@@ -61,9 +61,9 @@ describe('back-pressure without a rateLimit', () => {
     });
     spawnWorker(config, children);
     await ctx.producer.enqueue({ actionId: 'quota', params: {} });
-    await waitFor(() => receiver.requests.length >= 1, 10_000, 'the 429');
+    await waitFor(() => receiver.requests.length >= 1, WORKER_START_MS, 'the 429');
     await ctx.producer.enqueueMany(Array.from({ length: 5 }, () => ({ actionId: 'quota', params: {} })));
     await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 6, 10_000, 'six outcomes within seconds, not a day');
     expect((await readResults(ctx)).every((r) => r.outcome === 'delivered')).toBe(true);
-  }, 30_000);
+  }, 90_000);
 });

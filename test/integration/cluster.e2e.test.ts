@@ -7,7 +7,17 @@ import { hashTaggedPrefix, type Config } from '../../src/config/config.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import type { QueueStats } from '../../src/queue/stats.js';
 import { relayKeys } from '../../src/redis/redis-connection.js';
-import { kill, removePrefixKeys, spawnWorker, startReceiver, testConfig, testContext, waitFor, type Receiver } from '../support/harness.js';
+import {
+  WORKER_START_MS,
+  kill,
+  removePrefixKeys,
+  spawnWorker,
+  startReceiver,
+  testConfig,
+  testContext,
+  waitFor,
+  type Receiver,
+} from '../support/harness.js';
 import { startLocalCluster, type LocalCluster } from '../support/local-cluster.js';
 
 const PARTITIONS = 3;
@@ -123,7 +133,7 @@ describe(`a 3-master Redis Cluster with QUEUE_PARTITIONS=${PARTITIONS} and two w
         const all = await resultsByJob();
         return ids.every((id) => all.has(id)) && all;
       },
-      20_000,
+      WORKER_START_MS,
       'a result for every job',
     );
     jobs.forEach((job, i) => {
@@ -149,7 +159,7 @@ describe(`a 3-master Redis Cluster with QUEUE_PARTITIONS=${PARTITIONS} and two w
       [1, 5],
       [1, 5],
     ]);
-  });
+  }, 90_000);
 
   it('replays the dead letters through the cluster', async () => {
     gone.clear();

@@ -4,7 +4,7 @@ import { loadConfig, type Config } from '../../src/config/config.js';
 import { runApi } from '../../src/cli/run-api.js';
 import { runWorker } from '../../src/cli/run-worker.js';
 import { freePort, startPrivateRedis, type EmbeddedRedis } from '../../src/redis/embedded-redis.js';
-import { LOOPBACK_ALLOWED, kill, startReceiver, waitFor } from '../support/harness.js';
+import { LOOPBACK_ALLOWED, WORKER_START_MS, kill, startReceiver, waitFor } from '../support/harness.js';
 import { createRelayContext } from '../../src/context/relay-context.js';
 import { createLogger } from '../../src/logger.js';
 
@@ -136,7 +136,7 @@ describe('SIGTERM with Redis stopped', () => {
       EGRESS_ALLOW_HOSTS: LOOPBACK_ALLOWED,
       SHUTDOWN_GRACE_MS: String(graceMs),
     });
-    await waitFor(() => receiver.requests.length > 0, 20_000, 'the request in flight');
+    await waitFor(() => receiver.requests.length > 0, WORKER_START_MS, 'the request in flight');
     redis.process?.kill('SIGKILL');
     await waitFor(() => redis.process?.exitCode !== null || redis.process?.signalCode !== null, 5000, 'redis gone');
 
@@ -149,7 +149,7 @@ describe('SIGTERM with Redis stopped', () => {
     expect(tookMs).toBeLessThan(graceMs + 5000);
     const last = JSON.parse(lines.at(-1) ?? '{}') as Record<string, unknown>;
     expect(last).toMatchObject({ event: 'stopped', leftForTakeover: 1, jobIds: [jobId] });
-  });
+  }, 90_000);
 
   it('the api exits within SHUTDOWN_GRACE_MS plus a few seconds with Redis gone, with a final JSON line', async () => {
     const redis = await startPrivateRedis();
@@ -162,7 +162,7 @@ describe('SIGTERM with Redis stopped', () => {
       LOG_LEVEL: 'info',
       SHUTDOWN_GRACE_MS: '2000',
     });
-    await waitFor(() => lines.some((l) => l.includes('api listening')), 20_000, 'the api listening');
+    await waitFor(() => lines.some((l) => l.includes('api listening')), WORKER_START_MS, 'the api listening');
     redis.process?.kill('SIGKILL');
     await waitFor(async () => (await get(`http://127.0.0.1:${port}/readyz`, 2500)).status === 503, 5000, 'readyz 503');
     const sent = Date.now();
@@ -170,5 +170,5 @@ describe('SIGTERM with Redis stopped', () => {
     const tookMs = Date.now() - sent;
     expect(tookMs).toBeLessThan(2000 + 5000);
     expect(JSON.parse(lines.at(-1) ?? '{}')).toMatchObject({ event: 'stopped' });
-  });
+  }, 90_000);
 });

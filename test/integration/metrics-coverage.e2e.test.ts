@@ -7,7 +7,7 @@ import { createHttpSender } from '../../src/delivery/http-sender.js';
 import { freePort } from '../../src/redis/embedded-redis.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import type { Config } from '../../src/config/config.js';
-import { kill, readResults, setupRun, spawnWorker, waitFor, type Receiver } from '../support/harness.js';
+import { WORKER_START_MS, kill, readResults, setupRun, spawnWorker, waitFor, type Receiver } from '../support/harness.js';
 import { PROMETHEUS_SYNTHETIC, alertRules, dashboardPanels, exportedMetricNames, readYaml } from '../support/ops-files.js';
 
 // A real worker process and an API run a few deliveries that succeed, retry, die, get
@@ -114,7 +114,7 @@ beforeAll(async () => {
       fetch(`${workerUrl}/healthz`)
         .then((r) => r.ok)
         .catch(() => false),
-    20_000,
+    WORKER_START_MS,
     'worker /healthz',
   );
 
@@ -129,7 +129,7 @@ beforeAll(async () => {
   ];
   const enqueued = await ctx.producer.enqueueMany(jobs);
   expect(enqueued.every((j) => 'jobId' in j)).toBe(true);
-}, 60_000);
+}, 120_000);
 
 afterAll(async () => {
   await Promise.all(children.splice(0).map((c) => kill(c, 'SIGTERM')));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readResults, setupRun, spawnWorker, startReceiver, waitFor, trackRuns } from '../support/harness.js';
+import { WORKER_START_MS, readResults, setupRun, spawnWorker, startReceiver, waitFor, trackRuns } from '../support/harness.js';
 
 const { children, cleanups } = trackRuns();
 
@@ -74,12 +74,12 @@ describe('rate limits across worker processes', () => {
     });
     const first = await ctx.producer.enqueue({ actionId: 'horizon', params: {} });
     spawnWorker(config, children);
-    await waitFor(async () => (await readResults(ctx)).some((r) => r.jobId === first.jobId), 20_000, 'first delivery');
+    await waitFor(async () => (await readResults(ctx)).some((r) => r.jobId === first.jobId), WORKER_START_MS, 'first delivery');
     const second = await ctx.producer.enqueue({ actionId: 'horizon', params: {} });
     const r = await waitFor(async () => (await readResults(ctx)).find((x) => x.jobId === second.jobId), 20_000, 'second outcome');
     expect(r).toMatchObject({ outcome: 'dead', reason: 'capped', attempts: '1' });
     expect(receiver.requests).toHaveLength(1);
-  }, 60_000);
+  }, 120_000);
 });
 
 describe('back-pressure from the third party', () => {
@@ -105,7 +105,7 @@ describe('back-pressure from the third party', () => {
     const jobs = await ctx.producer.enqueueMany(Array.from({ length: 10 }, () => ({ actionId: 'pushed', params: {} })));
     expect(jobs.every((j) => 'jobId' in j)).toBe(true);
     spawnWorker(config, children);
-    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 10, 30_000, '10 outcomes');
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 10, WORKER_START_MS + 30_000, '10 outcomes');
     const results = await readResults(ctx);
     expect(results.every((r) => r.outcome === 'delivered')).toBe(true);
     // Spacing is 50 ms: without the push-back, the other nine would have gone within half a second.
@@ -113,7 +113,7 @@ describe('back-pressure from the third party', () => {
     const tooSoon = after.filter((r) => r.at - answered429 < 1900);
     expect(tooSoon).toEqual([]);
     expect(after.length).toBe(10);
-  }, 60_000);
+  }, 120_000);
 });
 
 describe('budgets per key', () => {
@@ -135,7 +135,7 @@ describe('budgets per key', () => {
     await ctx.producer.enqueueMany(batch);
     spawnWorker(config, children);
     spawnWorker(config, children);
-    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 90, 30_000, '90 outcomes');
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 90, WORKER_START_MS + 30_000, '90 outcomes');
     const shared = receiver.requests.map((r) => r.at);
     const alone = other.requests.map((r) => r.at);
     const span = (t: number[]) => (Math.max(...t) - Math.min(...t)) / 1000;
@@ -143,13 +143,16 @@ describe('budgets per key', () => {
       `shared host: 60 requests over ${span(shared).toFixed(2)} s, peak ${maxInWindow(shared, 1000).peak}/s; other host: 30 over ${span(alone).toFixed(2)} s`,
     );
     // 60 requests at 20/s on the shared key take at least 3 s; both hosts together go faster than one budget.
-    expect(maxInWindow(shared, 1000).peak).toBeLessThanOrEqual(21);
+    // The receivers stamp each request in this test process, which a busy machine can stall: requests
+    // stamped late sit beside later ones. Any 800 ms of stamps holds only requests sent within 1,000 ms
+    // as long as no stamp is more than 200 ms late, so the budget is checked over 800 ms windows.
+    expect(maxInWindow(shared, 800).peak).toBeLessThanOrEqual(21);
     expect(span(shared)).toBeGreaterThanOrEqual(2.8);
-    expect(maxInWindow(alone, 1000).peak).toBeLessThanOrEqual(21);
+    expect(maxInWindow(alone, 800).peak).toBeLessThanOrEqual(21);
     // Independent budgets: both hosts together went faster than one budget allows (one shared
     // budget would hold them to the 21 asserted above; a loaded machine may not reach 40).
     expect(maxInWindow([...shared, ...alone], 1000).peak).toBeGreaterThan(21);
-  }, 60_000);
+  }, 120_000);
 
   it('does not hold up an unlimited endpoint behind a backlog for a limited one', async () => {
     const { receiver, config, ctx } = await setup();
@@ -204,11 +207,11 @@ describe('maxConcurrent', () => {
     await ctx.producer.enqueueMany(Array.from({ length: 60 }, () => ({ actionId: 'capped_conc', params: {} })));
     spawnWorker(config, children);
     spawnWorker(config, children);
-    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 60, 30_000, '60 outcomes');
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 60, WORKER_START_MS + 30_000, '60 outcomes');
     const results = await readResults(ctx);
     console.log(`maxConcurrent test: 60 jobs of 200 ms, at most ${maxOpen} open at once`);
     expect(results.every((r) => r.outcome === 'delivered' && r.attempts === '1')).toBe(true);
     expect(maxOpen).toBeLessThanOrEqual(5);
     expect(maxOpen).toBe(5);
-  }, 60_000);
+  }, 120_000);
 });

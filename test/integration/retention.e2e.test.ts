@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { getJobStatus } from '../../src/queue/job-status.js';
-import { kill, setupRun, spawnWorker, startTestWorker, testConfig, trackRuns, waitFor } from '../support/harness.js';
+import { WORKER_START_MS, kill, setupRun, spawnWorker, startTestWorker, testConfig, trackRuns, waitFor } from '../support/harness.js';
 
 /*
  * The retention settings do what the docs say: the results stream is trimmed to about
@@ -67,11 +67,12 @@ describe('retention', () => {
 
   it('deduplicates an idempotency key for IDEMPOTENCY_TTL_SECONDS, then takes it as a new job', async () => {
     const { ctx } = await setup({ IDEMPOTENCY_TTL_SECONDS: '1' });
+    // The TTL runs from the first enqueue: a slow second round trip must not eat into the bound below.
+    const startedAt = Date.now();
     const first = await ctx.producer.enqueue({ actionId: 'kept', params: { n: 1 }, idempotencyKey: 'order-1' });
     expect(first.deduplicated).toBe(false);
     const again = await ctx.producer.enqueue({ actionId: 'kept', params: { n: 1 }, idempotencyKey: 'order-1' });
     expect(again).toEqual({ jobId: first.jobId, deduplicated: true });
-    const startedAt = Date.now();
     const fresh = await waitFor(
       async () => {
         const r = await ctx.producer.enqueue({ actionId: 'kept', params: { n: 1 }, idempotencyKey: 'order-1' });
@@ -97,11 +98,11 @@ describe('retention', () => {
     const byAge = await ctx.redis.zrange(ctx.keys.dlq, 0, -1);
     await first.stop();
     const worker = spawnWorker(config, children, { DLQ_MAX_COUNT: '3' });
-    await waitFor(async () => (await ctx.redis.zcard(ctx.keys.dlq)) === 3, 20_000, 'the DLQ trimmed to 3');
+    await waitFor(async () => (await ctx.redis.zcard(ctx.keys.dlq)) === 3, WORKER_START_MS, 'the DLQ trimmed to 3');
     const kept = await ctx.redis.zrange(ctx.keys.dlq, 0, -1);
     expect(kept).toEqual(byAge.slice(5));
     await kill(worker, 'SIGTERM');
-  });
+  }, 90_000);
 
   it('REQUEST_TIMEOUT_CAP_MS clamps an action whose timeoutMs is longer', async () => {
     const { receiver, config, ctx } = await setup({ REQUEST_TIMEOUT_CAP_MS: '300' });
@@ -115,10 +116,10 @@ describe('retention', () => {
     });
     const worker = spawnWorker(config, children, { REQUEST_TIMEOUT_CAP_MS: '300' });
     const { jobId } = await ctx.producer.enqueue({ actionId: 'slow', params: {} });
-    const record = await waitFor(() => ctx.deadLetters.get(jobId), 20_000, 'the job dead');
+    const record = await waitFor(() => ctx.deadLetters.get(jobId), WORKER_START_MS, 'the job dead');
     expect(record.reason).toBe('timeout');
     // Far below the action's 60 s: the cap applied (generous bound for a loaded machine).
     expect(record.attempts[0]?.durationMs).toBeLessThan(10_000);
     await kill(worker, 'SIGTERM');
-  });
+  }, 90_000);
 });

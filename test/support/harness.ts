@@ -167,6 +167,14 @@ export async function startTestWorker(config: Config, env: NodeJS.ProcessEnv = p
   };
 }
 
+/**
+ * How long to allow for a spawned worker's start, in a wait whose clock starts at the spawn: a cold
+ * start (tsx compiles the worker) takes about 2 s here, and over 30 s was seen on a loaded machine.
+ * Only a failing wait lasts that long; the behaviour a test checks keeps its own, shorter bound. A
+ * test that waits so gets 60 s more than it would otherwise (its timeout, e.g. 90_000 for 30_000).
+ */
+export const WORKER_START_MS = 60_000;
+
 /** Starts `action-relay worker` as a real process on this test's prefix; it is added to `children`. */
 export function spawnWorker(config: Config, children: ChildProcess[], extraEnv: Record<string, string> = {}): ChildProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'worker'], {
