@@ -143,12 +143,9 @@ describe('budgets per key', () => {
       `shared host: 60 requests over ${span(shared).toFixed(2)} s, peak ${maxInWindow(shared, 1000).peak}/s; other host: 30 over ${span(alone).toFixed(2)} s`,
     );
     // 60 requests at 20/s on the shared key take at least 3 s; both hosts together go faster than one budget.
-    // The receivers stamp each request in this test process, which a busy machine can stall: requests
-    // stamped late sit beside later ones. Any 800 ms of stamps holds only requests sent within 1,000 ms
-    // as long as no stamp is more than 200 ms late, so the budget is checked over 800 ms windows.
-    expect(maxInWindow(shared, 800).peak).toBeLessThanOrEqual(21);
+    expect(maxInWindow(shared, 1000).peak).toBeLessThanOrEqual(21);
     expect(span(shared)).toBeGreaterThanOrEqual(2.8);
-    expect(maxInWindow(alone, 800).peak).toBeLessThanOrEqual(21);
+    expect(maxInWindow(alone, 1000).peak).toBeLessThanOrEqual(21);
     // Independent budgets: both hosts together went faster than one budget allows (one shared
     // budget would hold them to the 21 asserted above; a loaded machine may not reach 40).
     expect(maxInWindow([...shared, ...alone], 1000).peak).toBeGreaterThan(21);
