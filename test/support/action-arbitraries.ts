@@ -171,11 +171,11 @@ export const actionArb: fc.Arbitrary<GeneratedAction> = parametersArb.chain((par
     });
 });
 
-/**
- * Valid params for a generated action: values of its specs, except that a parameter making a whole
- * path segment is never "." or "..", which the action refuses at enqueue (test/unit/path-values.test.ts).
- */
+/** A value that alone in a path segment is refused at enqueue (test/unit/path-values.test.ts). */
+export const isDotSegment = (value: unknown) => value === '.' || value === '..';
+
+/** Valid params for a generated action: values of its specs, none of them a dot segment where it fills one. */
 export function actionParamsArb(action: GeneratedAction, headerSafe: boolean): fc.Arbitrary<Record<string, unknown>> {
   const specs = action.definition.parameters as Record<string, ParamSpec>;
-  return valuesArb(specs, headerSafe).filter((params) => action.wholeSegments.every((n) => params[n] !== '.' && params[n] !== '..'));
+  return valuesArb(specs, headerSafe).filter((params) => !action.wholeSegments.some((n) => isDotSegment(params[n])));
 }
