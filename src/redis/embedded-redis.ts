@@ -13,7 +13,7 @@ export interface EmbeddedRedis {
 }
 
 /** The process id of the Redis answering at `url`, or null when none answers within a short time. */
-async function answeringPid(url: string, timeoutMs: number): Promise<number | null> {
+export async function answeringPid(url: string, timeoutMs: number): Promise<number | null> {
   const client = new Redis(url, {
     lazyConnect: true,
     maxRetriesPerRequest: 0,

@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { freePort, redisAnswers, redisServerOnPath, startPrivateRedis, type EmbeddedRedis } from '../../src/redis/embedded-redis.js';
+import { startOwnedRedis } from '../support/recovery.js';
 
 // The private Redis that `npm run demo` and the tests start when none answers. Its port is picked
 // free and then handed to redis-server, so another process can take it in between: these tests
@@ -85,5 +86,18 @@ describe.runIf(redisServerOnPath())('private Redis', () => {
     await expect(startPrivateRedis([], { pickPort: ports.pickPort })).rejects.toThrow(/did not start after 3 attempts: .*127\.0\.0\.1:\d+/);
     expect(ports.picked).toEqual([otherPort, otherPort, otherPort]);
     expect(await pidAt(other.url)).toBe(other.process?.pid);
+  });
+
+  it("the recovery tests' own redis-server is never somebody else's either", async () => {
+    const other = await start();
+    const otherPort = Number(new URL(other.url).port);
+    await expect(startOwnedRedis([], { port: otherPort })).rejects.toThrow(/another server \(pid \d+\) answers on \d+/);
+    expect(await pidAt(other.url)).toBe(other.process?.pid);
+    const owned = await startOwnedRedis([]);
+    try {
+      expect(await pidAt(owned.url)).toBe(owned.process.pid);
+    } finally {
+      await owned.remove();
+    }
   });
 });

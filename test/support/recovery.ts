@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { RelayContext } from '../../src/context/relay-context.js';
-import { freePort, redisAnswers } from '../../src/redis/embedded-redis.js';
+import { answeringPid, freePort } from '../../src/redis/embedded-redis.js';
 import { waitFor } from './harness.js';
 
 export interface EndedJob {
@@ -50,21 +50,53 @@ export interface OwnedRedis {
 /**
  * Starts `redis-server` on a free loopback port with `args` (e.g. AOF settings) in a dir of its own;
  * `command` replaces the usual arguments (a sentinel's config file and `--sentinel`).
+ *
+ * Only the child's own answer counts (INFO's process id): a port taken by another process between
+ * `freePort` and the bind must never hand the test somebody else's server. A port the helper chose
+ * itself is then chosen again, up to three times.
  */
 export async function startOwnedRedis(args: string[], opts: { port?: number; dir?: string; command?: string[] } = {}): Promise<OwnedRedis> {
-  const port = opts.port ?? (await freePort());
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'ar-redis-'));
+  for (let attempt = 1; ; attempt++) {
+    const port = opts.port ?? (await freePort());
+    const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'ar-redis-'));
+    const argv = opts.command ?? ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...args];
+    const owned = ownedRedis(port, dir, () => spawn('redis-server', argv, { stdio: 'ignore' }));
+    try {
+      await owned.answered;
+      return owned;
+    } catch (err) {
+      await owned.remove();
+      if (opts.port !== undefined || attempt >= 3) throw err;
+    }
+  }
+}
+
+const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
+
+function ownedRedis(port: number, dir: string, launch: () => ChildProcess): OwnedRedis & { answered: Promise<void> } {
   const url = `redis://127.0.0.1:${port}`;
-  const argv = opts.command ?? ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...args];
-  const launch = () => spawn('redis-server', argv, { stdio: 'ignore' });
-  const owned: OwnedRedis = {
+  const ownAnswer = async (child: ChildProcess) => {
+    const what = `redis-server (pid ${child.pid}) on ${port} to answer`;
+    await waitFor(
+      async () => {
+        if (exited(child)) throw new Error(`redis-server exited before answering on ${port}`);
+        const pid = await answeringPid(url, 200);
+        if (pid !== null && pid !== child.pid) throw new Error(`another server (pid ${pid}) answers on ${port}`);
+        return pid !== null;
+      },
+      20_000,
+      what,
+    );
+  };
+  const owned = {
     url,
     port,
     dir,
     process: launch(),
-    async kill(signal = 'SIGKILL') {
+    answered: Promise.resolve(),
+    async kill(signal: NodeJS.Signals = 'SIGKILL') {
       const child = owned.process;
-      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (exited(child)) return;
       await new Promise<void>((resolve) => {
         child.once('exit', () => resolve());
         child.kill(signal);
@@ -72,14 +104,15 @@ export async function startOwnedRedis(args: string[], opts: { port?: number; dir
     },
     async restart() {
       owned.process = launch();
-      await waitFor(() => redisAnswers(url, 200), 20_000, `redis-server on ${port} to answer`);
+      await ownAnswer(owned.process);
     },
     async remove() {
       await owned.kill();
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  await waitFor(() => redisAnswers(url, 200), 20_000, `redis-server on ${port} to answer`);
+  owned.answered = ownAnswer(owned.process);
+  owned.answered.catch(() => undefined); // awaited by the caller; never an unhandled rejection
   return owned;
 }
 
