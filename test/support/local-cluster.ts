@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { freePort, redisAnswers, redisServerOnPath } from '../../src/redis/embedded-redis.js';
+import { answeringPid, freePort, redisServerOnPath } from '../../src/redis/embedded-redis.js';
 
 const run = promisify(execFile);
 
@@ -73,10 +73,15 @@ export async function startLocalCluster(masters = 3): Promise<LocalCluster> {
       children.push(child);
       nodes.push(`127.0.0.1:${port}`);
     }
-    for (const node of nodes) {
+    for (const [i, node] of nodes.entries()) {
+      // Only the child's own answer counts: a port lost between freePort and the bind may hold
+      // somebody else's server, which must never join this cluster.
+      const child = children[i] as ChildProcess;
       let up = false;
-      for (let i = 0; i < 100 && !up; i++) {
-        up = await redisAnswers(`redis://${node}`, 200);
+      for (let tries = 0; tries < 100 && !up && child.exitCode === null; tries++) {
+        const pid = await answeringPid(`redis://${node}`, 200);
+        if (pid !== null && pid !== child.pid) throw new Error(`another server (pid ${pid}) answers on ${node}`);
+        up = pid !== null;
         if (!up) await new Promise((r) => setTimeout(r, 50));
       }
       if (!up) throw new Error(`redis-server did not answer on ${node}`);
