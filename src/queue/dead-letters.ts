@@ -95,8 +95,9 @@ export interface DeadLetters {
   /** Every record matching, newest first, page by page. */
   scan(filter: DlqFilter): AsyncGenerator<DeadLetterRecord[]>;
   /**
-   * Enqueues each record again as a new job (fresh attempts, current definition, linked by
-   * `replayOf`), behind live jobs, spread at `ratePerSecond`; then removes the record.
+   * Enqueues each record again as a new job (fresh attempts, current definition, the dead job's
+   * idempotency key or else its id, linked by `replayOf`), behind live jobs, spread at
+   * `ratePerSecond`; then removes the record.
    */
   replay(records: DeadLetterRecord[], opts: { ratePerSecond?: number; startIndex?: number }): Promise<ReplayMapping[]>;
   remove(jobIds: string[]): Promise<number>;
@@ -284,8 +285,10 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
       );
       const byPartition = new Map<QueuePartition, { index: number; job: { name: string; data: JobData; opts: JobsOptions } }[]>();
       recs.forEach((rec, i) => {
-        const data: JobData = { params: rec.job.params, context: rec.job.context, replayOf: rec.jobId };
-        if (rec.job.idempotencyKey !== undefined) data.idempotencyKey = rec.job.idempotencyKey;
+        // The dead job's own key, its id when none was given: the replay's requests and results entry
+        // keep it. Added without BullMQ deduplication, so the original's key cannot swallow the replay.
+        const idempotencyKey = rec.job.idempotencyKey ?? rec.jobId;
+        const data: JobData = { params: rec.job.params, context: rec.job.context, idempotencyKey, replayOf: rec.jobId };
         const delay = Math.round((start + i) * spacing);
         const job = { name: rec.actionId, data, opts: { jobId: randomUUID(), priority: REPLAY_PRIORITY, ...(delay > 0 ? { delay } : {}) } };
         const target = targets[i] as QueuePartition;

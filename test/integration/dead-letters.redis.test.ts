@@ -67,7 +67,7 @@ beforeAll(async () => {
   ctx = await testContext(config, env);
   worker = await startTestWorker(config, env, logLines);
   api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
-  for (const id of ['dl_a', 'dl_b', 'dl_c', 'dl_d']) await ctx.store.put(action(id));
+  for (const id of ['dl_a', 'dl_b', 'dl_c', 'dl_d', 'dl_e']) await ctx.store.put(action(id));
 });
 
 afterAll(async () => {
@@ -122,6 +122,35 @@ describe('dead letters', () => {
     const result = await waitFor(async () => (await deliveredReplays()).find((r) => r.jobId === newId), 10_000, 'replayed delivery');
     expect(result.attempts).toBe('1');
     expect((await ctx.queue.getJob(newId))?.data.replayOf).toBe(id);
+  });
+
+  it("a replay keeps the dead job's idempotency key, its id when none was given, and is not deduplicated away", async () => {
+    const [keyless] = await killJobs('dl_e', 1);
+    const keyed = (await ctx.producer.enqueue({ actionId: 'dl_e', params: { n: 1 }, idempotencyKey: 'order-e1' })).jobId;
+    await waitFor(() => ctx.deadLetters.get(keyed), 10_000, 'keyed dead letter');
+    const before = receiver.requests.length;
+
+    healthy.add('dl_e');
+    const res = await api.inject({ method: 'POST', url: '/v1/dlq/replay', payload: { jobIds: [keyless, keyed] } });
+    expect(res.json()).toMatchObject({ replayed: 2 });
+    const [newKeyless, newKeyed] = res.json().jobIds as string[];
+    const results = await waitFor(
+      async () => {
+        const delivered = await deliveredReplays();
+        const a = delivered.find((r) => r.jobId === newKeyless);
+        const b = delivered.find((r) => r.jobId === newKeyed);
+        return a && b ? { a, b } : undefined;
+      },
+      10_000,
+      'both replays delivered',
+    );
+    expect(results.a).toMatchObject({ replayOf: keyless, idempotencyKey: keyless });
+    expect(results.b).toMatchObject({ replayOf: keyed, idempotencyKey: 'order-e1' });
+    const sent = receiver.requests
+      .slice(before)
+      .filter((r) => r.url === '/dl_e')
+      .map((r) => String(r.headers['idempotency-key']));
+    expect(sent.sort()).toEqual([keyless, 'order-e1'].sort());
   });
 
   it('purge removes only what its filter names; replay --all from the CLI delivers the rest', async () => {
