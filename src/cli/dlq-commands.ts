@@ -1,6 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { RelayContext } from '../context/relay-context.js';
-import type { DlqFilter } from '../queue/dead-letters.js';
+import { isFilterTime, type DlqFilter } from '../queue/dead-letters.js';
 import { purgeDeadLetters, replayDeadLetters, selectRecords } from '../queue/dlq-operations.js';
 import { CliUsageError, printTable, type CliIo } from './cli-io.js';
 import { DEAD_REASONS } from '../errors/errors.js';
@@ -31,7 +31,7 @@ function httpStatus(value: string): number {
 }
 
 function time(value: string): string {
-  if (!/^\d+$/.test(value) && Number.isNaN(Date.parse(value))) throw new InvalidArgumentError('expected an ISO-8601 date-time or epoch ms');
+  if (!isFilterTime(value)) throw new InvalidArgumentError('expected an ISO-8601 date-time or epoch ms');
   return value;
 }
 

@@ -8,14 +8,22 @@ import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
 import type { ReplayPointer } from './job-status.js';
 import { luaScript } from '../redis/lua-script.js';
 
+/** A time the DLQ filters take: epoch ms (a number, or a string of digits) or a date-time Date.parse reads. */
+export function isFilterTime(v: string | number): boolean {
+  return typeof v === 'number' || /^\d+$/.test(v) || !Number.isNaN(Date.parse(v));
+}
+
+/** Refused when the filter is parsed (a 400 naming the field), not when the DLQ is read. */
+const filterTime = z.union([z.string(), z.number()]).refine(isFilterTime, { message: 'expected an ISO-8601 date-time or epoch ms' });
+
 export const dlqFilterSchema = z.strictObject({
   actionId: z.string().optional(),
   reason: z.string().optional(),
   status: z.coerce.number().int().optional(),
   /** ISO date-time or epoch ms: failed at or after. */
-  since: z.union([z.string(), z.number()]).optional(),
+  since: filterTime.optional(),
   /** ISO date-time or epoch ms: failed at or before. */
-  until: z.union([z.string(), z.number()]).optional(),
+  until: filterTime.optional(),
 });
 export type DlqFilter = z.infer<typeof dlqFilterSchema>;
 

@@ -186,6 +186,24 @@ describe('dead letters', () => {
     );
   });
 
+  it('refuses a malformed since or until with a 400 naming the field, before reading anything', async () => {
+    const list = await api.inject({ method: 'GET', url: '/v1/dlq?since=garbage' });
+    expect(list.statusCode).toBe(400);
+    expect(list.json()).toEqual({
+      error: {
+        code: 'validation_failed',
+        message: expect.any(String),
+        details: [{ path: 'since', message: expect.stringContaining('ISO-8601') }],
+      },
+    });
+    const replay = await api.inject({ method: 'POST', url: '/v1/dlq/replay', payload: { filter: { actionId: 'dl_a', until: 'garbage' } } });
+    expect(replay.statusCode).toBe(400);
+    expect(replay.json().error).toMatchObject({ code: 'validation_failed', details: [{ path: 'filter.until' }] });
+    const purge = await api.inject({ method: 'POST', url: '/v1/dlq/purge', payload: { filter: { since: '2024-13-45' } } });
+    expect(purge.statusCode).toBe(400);
+    expect(purge.json().error).toMatchObject({ code: 'validation_failed', details: [{ path: 'filter.since' }] });
+  });
+
   it('filters by time window and trims by age and by count', async () => {
     const ids = await killJobs('dl_c', 3);
     const recs = await Promise.all(ids.map((id) => ctx.deadLetters.get(id)));
