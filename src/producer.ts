@@ -41,6 +41,13 @@ export interface ProducerOptions {
   redisUrl?: string;
   /** host:port of Redis Cluster nodes; selects Cluster instead of `redisUrl`. @defaultValue REDIS_CLUSTER_NODES */
   clusterNodes?: string[];
+  /**
+   * host:port of Redis Sentinels: the master is found through them and followed across failovers
+   * (its credentials and database still come from `redisUrl`). @defaultValue REDIS_SENTINELS
+   */
+  sentinels?: string[];
+  /** The master name the sentinels monitor. @defaultValue REDIS_SENTINEL_MASTER, else `mymaster` */
+  sentinelMaster?: string;
   /** @defaultValue ACTION_RELAY_PREFIX, else `action-relay` */
   prefix?: string;
   /** Must equal the deployment's QUEUE_PARTITIONS. @defaultValue QUEUE_PARTITIONS, else 1 */
@@ -81,6 +88,8 @@ export interface RelayProducer extends Producer {
 const producerEnvSchema = envSchema.pick({
   REDIS_URL: true,
   REDIS_CLUSTER_NODES: true,
+  REDIS_SENTINELS: true,
+  REDIS_SENTINEL_MASTER: true,
   ACTION_RELAY_PREFIX: true,
   QUEUE_PARTITIONS: true,
   IDEMPOTENCY_TTL_SECONDS: true,
@@ -97,6 +106,8 @@ function settings(opts: ProducerOptions) {
   }
   if (opts.redisUrl !== undefined) input.REDIS_URL = opts.redisUrl;
   if (opts.clusterNodes !== undefined) input.REDIS_CLUSTER_NODES = opts.clusterNodes.join(',');
+  if (opts.sentinels !== undefined) input.REDIS_SENTINELS = opts.sentinels.join(',');
+  if (opts.sentinelMaster !== undefined) input.REDIS_SENTINEL_MASTER = opts.sentinelMaster;
   if (opts.prefix !== undefined) input.ACTION_RELAY_PREFIX = opts.prefix;
   if (opts.partitions !== undefined) input.QUEUE_PARTITIONS = String(opts.partitions);
   if (opts.maxJobBytes !== undefined) input.JOB_MAX_BYTES = String(opts.maxJobBytes);
@@ -105,6 +116,9 @@ function settings(opts: ProducerOptions) {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     throw new RangeError(`invalid producer settings: ${lines.join('; ')}`);
+  }
+  if (parsed.data.REDIS_SENTINELS?.length && parsed.data.REDIS_CLUSTER_NODES?.length) {
+    throw new RangeError('invalid producer settings: REDIS_SENTINELS and REDIS_CLUSTER_NODES exclude each other: set one');
   }
   return parsed.data;
 }
