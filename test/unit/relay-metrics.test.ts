@@ -1,6 +1,8 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { createDeliveryEvents, type DeliveryEventMap } from '../../src/delivery/delivery-events.js';
 import { ValidationError } from '../../src/errors/errors.js';
+import { observeDeliveryMetrics } from '../../src/metrics/delivery-observer.js';
 import { instrumentProducer } from '../../src/metrics/instrumented-producer.js';
 import { DEAD_REASONS, RETRY_REASONS, STATUS_CLASSES, createRelayMetrics } from '../../src/metrics/relay-metrics.js';
 import { circuitOf, groupLag, type ScrapeSnapshot } from '../../src/metrics/scrape-reader.js';
@@ -36,6 +38,21 @@ describe('counters from zero', () => {
     expect(await lines(m.registry, 'action_relay_build_info')).toEqual([
       `action_relay_build_info{version="9.9.9",node="${process.version}"} 1`,
     ]);
+  });
+});
+
+describe('deferrals', () => {
+  it('count as rate limited only when the job waits for a rate-limit slot', async () => {
+    const m = createRelayMetrics(new Registry(), { defaults: false });
+    const events = createDeliveryEvents();
+    const off = observeDeliveryMetrics(events, m);
+    const defer = (cause: DeliveryEventMap['deferred']['cause']) =>
+      events.emit('deferred', { actionId: 'acme_sms', jobId: `j-${cause}`, cause, until: 0, waitMs: 500 });
+    for (const cause of ['circuit', 'pause', 'permit'] as const) defer(cause);
+    expect(await lines(m.registry, 'action_relay_rate_limited_total')).toEqual([]);
+    defer('rate_limit');
+    expect(await lines(m.registry, 'action_relay_rate_limited_total')).toEqual(['action_relay_rate_limited_total{action="acme_sms"} 1']);
+    off();
   });
 });
 
