@@ -61,7 +61,8 @@ export function observeDeliveryMetrics(events: DeliveryEvents, metrics: RelayMet
     }),
     events.on('deferred', (e) => {
       // Jobs also wait for an in-flight permit, a pause or an open circuit: only a rate-limit slot counts here.
-      if (e.cause === 'rate_limit') metrics.rateLimited.inc({ action: e.actionId });
+      if (e.cause !== 'rate_limit') return;
+      metrics.rateLimited.inc({ action: e.actionId });
       if (e.waitMs !== undefined) metrics.rateLimitWait.observe({ action: e.actionId }, Math.max(0, e.waitMs) / 1000);
     }),
   ];

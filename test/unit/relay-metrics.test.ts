@@ -42,7 +42,7 @@ describe('counters from zero', () => {
 });
 
 describe('deferrals', () => {
-  it('count as rate limited only when the job waits for a rate-limit slot', async () => {
+  it('count as rate limited, and their wait as a rate-limit wait, only when the job waits for a rate-limit slot', async () => {
     const m = createRelayMetrics(new Registry(), { defaults: false });
     const events = createDeliveryEvents();
     const off = observeDeliveryMetrics(events, m);
@@ -50,8 +50,12 @@ describe('deferrals', () => {
       events.emit('deferred', { actionId: 'acme_sms', jobId: `j-${cause}`, cause, until: 0, waitMs: 500 });
     for (const cause of ['circuit', 'pause', 'permit'] as const) defer(cause);
     expect(await lines(m.registry, 'action_relay_rate_limited_total')).toEqual([]);
+    expect(await lines(m.registry, 'action_relay_rate_limit_wait_seconds_count')).toEqual([]);
     defer('rate_limit');
     expect(await lines(m.registry, 'action_relay_rate_limited_total')).toEqual(['action_relay_rate_limited_total{action="acme_sms"} 1']);
+    expect(await lines(m.registry, 'action_relay_rate_limit_wait_seconds_count')).toEqual([
+      'action_relay_rate_limit_wait_seconds_count{action="acme_sms"} 1',
+    ]);
     off();
   });
 });
