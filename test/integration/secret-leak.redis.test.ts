@@ -64,6 +64,14 @@ const apiLog: string[] = [];
 const answers: string[] = [];
 const env = { ...process.env, ...SECRETS, RELAY_OWN_SECRET: OWN_SECRET };
 
+/** What the echoing receiver's answer holds of the credentials, captured from a 2xx and from an error alike. */
+const ECHOED_FIELDS = {
+  authorization: { type: 'string', path: 'headers.authorization' },
+  apiKey: { type: 'string', path: 'headers.x-api-key' },
+  url: { type: 'string' },
+  sent: { type: 'string', path: 'body' },
+};
+
 /** Each auth type, on paths that decide the receiver's answer. */
 function definitions(url: string, tokenUrl: string) {
   const base = (id: string, auth: unknown, extra: Record<string, unknown> = {}) => ({
@@ -74,6 +82,8 @@ function definitions(url: string, tokenUrl: string) {
     parameters: { mode: { type: 'string', required: true } },
     body: { mode: '{{params.mode}}' },
     retry: { maxAttempts: 2, backoff: { type: 'fixed', delayMs: 10, maxDelayMs: 10 } },
+    response: { fields: ECHOED_FIELDS },
+    errorResponse: { fields: ECHOED_FIELDS },
     ...extra,
   });
   return [
@@ -212,8 +222,12 @@ describe('secrets never leak', () => {
       'dead-letter records': JSON.stringify(records),
       'api answers': answers.join('\n'),
     };
-    // The search can find things: the echoing receiver's answers were recorded (masked).
+    // The search can find things: the echoing receiver's answers were recorded (masked), and the
+    // credentials it echoed were captured as response fields, masked too.
     expect(haystacks['dead-letter records']).toContain('x-echo');
+    const captured = results.flatMap((r) => [r.response, r.errorResponse]).join('\n');
+    expect(captured).toContain('"authorization":"Basic ***"');
+    expect(captured).toContain('"apiKey":"***"');
     expect(workerLog.join('\n').length).toBeGreaterThan(1000);
     const found: string[] = [];
     for (const [where, text] of Object.entries(haystacks)) {

@@ -39,3 +39,32 @@ export function captureErrorResponse(action: CompiledAction | null, res: SentRes
   }
   return action.captureErrorResponse(body);
 }
+
+/**
+ * Captured fields as they may be kept (results stream, job status, dead-letter record): every
+ * string in them with the secrets the process has seen masked, since a third party may echo a
+ * credential back ("invalid API key: ..."). The same object when nothing was masked.
+ */
+export function redactCaptured(fields: Record<string, unknown>, redact: (s: string) => string): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const key in fields) {
+    const value = fields[key];
+    const masked = redactValue(value, redact);
+    if (masked !== value) (out ??= { ...fields })[key] = masked;
+  }
+  return out ?? fields;
+}
+
+function redactValue(value: unknown, redact: (s: string) => string): unknown {
+  if (typeof value === 'string') return redact(value);
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    value.forEach((item, i) => {
+      const masked = redactValue(item, redact);
+      if (masked !== item) (out ??= [...value])[i] = masked;
+    });
+    return out ?? value;
+  }
+  if (value !== null && typeof value === 'object') return redactCaptured(value as Record<string, unknown>, redact);
+  return value;
+}

@@ -8,7 +8,7 @@ import type { Attempt, LoadedAttempt, PipelineContext } from './attempt.js';
 import { decideOutcome } from './decide-outcome.js';
 import { rememberPause } from './gates.js';
 import { RECORD_BODY_BYTES } from './send.js';
-import { captureErrorResponse } from './classify.js';
+import { captureErrorResponse, redactCaptured } from './classify.js';
 
 /** Thrown to BullMQ when an attempt failed and another is due after `delayMs`. */
 export class RetryScheduled extends Error {
@@ -25,11 +25,12 @@ export async function finishDelivered(
   ctx: PipelineContext,
   attempt: LoadedAttempt,
   status: number,
-  response: Record<string, unknown>,
+  captured: Record<string, unknown>,
 ): Promise<JobOutcome> {
   const { job, jobId } = attempt;
   const end = ctx.now();
   const durationMs = end - job.timestamp;
+  const response = redactCaptured(captured, ctx.redact);
   // Awaited before BullMQ completes the job: should Redis refuse the write (out of memory, a
   // failover), the processor throws, the job is not completed and runs again, so every job ends
   // on the results stream. (Sent without waiting, a refused write left a completed job with no
@@ -119,7 +120,7 @@ async function finishDead(
   record: AttemptRecord,
 ): Promise<Record<string, unknown>> {
   const { job, jobId, data } = attempt;
-  const errorResponse = captureErrorResponse(attempt.action, attempt.res);
+  const errorResponse = redactCaptured(captureErrorResponse(attempt.action, attempt.res), ctx.redact);
   const ordering = data?.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {};
   const history = [...(await ctx.outcomes.attemptsOf(attempt.partition, jobId, attempt.number - 1)), record];
   const context = data?.context ?? {};
