@@ -29,7 +29,9 @@ export async function finishDelivered(
 ): Promise<JobOutcome> {
   const { job, jobId } = attempt;
   const end = ctx.now();
-  const durationMs = end - job.timestamp;
+  // job.timestamp is the enqueuing host's clock: one running ahead of this one must not give a
+  // negative duration (the results reader refuses it, and the journey would never see the outcome).
+  const durationMs = Math.max(0, end - job.timestamp);
   const response = redactCaptured(captured, ctx.redact);
   // Awaited before BullMQ completes the job: should Redis refuse the write (out of memory, a
   // failover), the processor throws, the job is not completed and runs again, so every job ends
@@ -59,7 +61,7 @@ export async function finishDelivered(
   );
   batchWrites(ctx.connection);
   // From when the job became ready: a delay the caller asked for is not latency.
-  const latencyMs = end - job.timestamp - (job.opts.delay ?? 0);
+  const latencyMs = Math.max(0, end - job.timestamp - (job.opts.delay ?? 0));
   ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs });
   ctx
     .actionLogger(job.name)
@@ -149,7 +151,7 @@ async function finishDead(
     status,
     reason: err.reason,
     attempts: attempt.number,
-    durationMs: ctx.now() - job.timestamp,
+    durationMs: Math.max(0, ctx.now() - job.timestamp),
     context,
     response: {},
     errorResponse,
