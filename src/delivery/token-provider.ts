@@ -13,6 +13,11 @@ export type TokenAuth = Extract<AuthConfig, { type: 'oauth2ClientCredentials' | 
 
 /** Lifetime of a token whose answer gives none (no expires_in, no expiresInPath, no cacheTtlMs). */
 export const DEFAULT_TOKEN_TTL_MS = 300_000;
+/**
+ * The longest a token is kept before it is fetched again, whatever lifetime its endpoint gives:
+ * some answer a "never expires" expires_in (2^63 - 1), which no cache entry can hold.
+ */
+export const MAX_TOKEN_LIFETIME_MS = 86_400_000;
 /** Longest a token request may take. */
 export const TOKEN_TIMEOUT_MS = 10_000;
 /** Bytes of a token answer read. */
@@ -152,7 +157,7 @@ function readTokenAnswer(auth: TokenAuth, text: string): { token: unknown; lifet
   }
   const lifetime = (path: string) => {
     const expiresIn = Number(readPath(doc, path));
-    return Number.isFinite(expiresIn) && expiresIn > 0 ? expiresIn * 1000 : undefined;
+    return Number.isFinite(expiresIn) && expiresIn > 0 ? Math.min(expiresIn * 1000, MAX_TOKEN_LIFETIME_MS) : undefined;
   };
   if (auth.type === 'oauth2ClientCredentials') return { token: readPath(doc, 'access_token'), lifetimeMs: lifetime('expires_in') };
   const token = auth.tokenPath === '$response' ? (typeof doc === 'string' ? doc : text.trim()) : readPath(doc, auth.tokenPath);
