@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import { Agent, type Dispatcher } from 'undici';
 import type { BuiltRequest } from '../actions/compile-action.js';
 import { classifyTransportError } from './retry-policy.js';
-import { TimeoutError } from '../errors/errors.js';
+import { AuthError, TimeoutError } from '../errors/errors.js';
 import { createEgressGuard, type EgressGuard } from './egress-guard.js';
 import { createDeadlines } from './deadlines.js';
 
@@ -97,6 +98,29 @@ function deadlineError(answered: boolean, timeoutMs: number): TimeoutError {
     : new TimeoutError('UND_ERR_HEADERS_TIMEOUT', `no answer within ${timeoutMs} ms (timeoutMs)`);
 }
 
+/**
+ * Refuses TLS material that cannot be used, naming the part: not PEM, a key that does not open, a
+ * certificate that is not the key's. Without this the TLS layer throws at connect time, which
+ * reads as a network fault of the third party: retried, and counted by its circuit.
+ */
+function checkTlsMaterial(tls: TlsMaterial): void {
+  const parts = (['cert', 'key', 'ca'] as const).filter((part) => tls[part] !== undefined);
+  for (const part of parts) {
+    try {
+      createSecureContext(part === 'cert' ? { cert: tls.cert } : part === 'key' ? { key: tls.key } : { ca: tls.ca });
+    } catch (err: unknown) {
+      throw new AuthError(`tls.${part} cannot be used: ${(err as Error).message}`);
+    }
+  }
+  if (tls.cert !== undefined && tls.key !== undefined) {
+    try {
+      createSecureContext({ cert: tls.cert, key: tls.key });
+    } catch (err: unknown) {
+      throw new AuthError(`tls.cert and tls.key do not go together: ${(err as Error).message}`);
+    }
+  }
+}
+
 /** Pools per distinct TLS material kept at once; the least recently used is closed beyond it. */
 const MAX_TLS_POOLS = 64;
 
@@ -115,6 +139,7 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
     if (pool) {
       tlsPools.delete(id);
     } else {
+      checkTlsMaterial(tls); // once per material: a pool is made only for material that works
       pool = makeTls(tls);
       if (tlsPools.size >= MAX_TLS_POOLS) {
         const [oldest, old] = tlsPools.entries().next().value as [string, Dispatcher];

@@ -371,14 +371,26 @@ describe('mTLS', () => {
       body: {},
       retry: { maxAttempts: 1 },
     });
+    // A key file that is not PEM: the relay's own misconfiguration, named, not a retried network fault.
+    writeFileSync(join(dir, 'garbage.key'), 'not a key\n');
+    await ctx.store.put({
+      id: 'garbage_key',
+      name: 'garbage key',
+      endpoint: { url: `https://127.0.0.1:${port}`, path: '/secure', method: 'POST' },
+      tls: { cert: { file: 'client.crt' }, key: { file: 'garbage.key' }, ca: { file: file('ca.crt') } },
+      body: {},
+    });
     const worker = await startTestWorker(config);
     cleanups.push(() => worker.stop());
+    const garbage = (await ctx.producer.enqueue({ actionId: 'garbage_key', params: {} })).jobId;
     await ctx.producer.enqueue({ actionId: 'mtls', params: {} });
     await ctx.producer.enqueue({ actionId: 'no_client_cert', params: {} });
-    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 2, 15_000, 'two outcomes');
+    await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 3, 15_000, 'three outcomes');
     const results = await readResults(ctx);
     expect(results.find((r) => r.actionId === 'mtls')).toMatchObject({ outcome: 'delivered', status: '200' });
     expect(results.find((r) => r.actionId === 'no_client_cert')).toMatchObject({ outcome: 'dead', reason: 'network' });
+    expect(results.find((r) => r.actionId === 'garbage_key')).toMatchObject({ outcome: 'dead', reason: 'auth', attempts: '1' });
+    expect((await ctx.deadLetters.get(garbage))?.attempts[0]?.error?.message).toMatch(/^tls\.key cannot be used: /);
     expect(seen).toEqual(['relay-client']);
   });
 });
