@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { RelayContext } from '../context/relay-context.js';
 import { ValidationError } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
-import { dlqFilterSchema } from '../queue/dead-letters.js';
+import { dlqCursorSchema, dlqFilterSchema } from '../queue/dead-letters.js';
 import { hasExplicitSelection, purgeDeadLetters, replayDeadLetters, replayRequestSchema } from '../queue/dlq-operations.js';
 import { isJobId } from '../queue/job-id.js';
 import { sendError } from './api-errors.js';
@@ -11,7 +11,7 @@ import { sendError } from './api-errors.js';
 /** Query of GET /v1/dlq. */
 export const listQuerySchema = dlqFilterSchema.extend({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
-  cursor: z.string().optional(),
+  cursor: dlqCursorSchema.optional(),
 });
 
 /** Body of POST /v1/dlq/purge. */

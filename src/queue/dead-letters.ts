@@ -7,6 +7,7 @@ import type { JobData } from './job-schema.js';
 import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
 import type { ReplayPointer } from './job-status.js';
 import { luaScript } from '../redis/lua-script.js';
+import { ValidationError } from '../errors/errors.js';
 
 /** A time the DLQ filters take: epoch ms (a number, or a string of digits) or a date-time Date.parse reads. */
 export function isFilterTime(v: string | number): boolean {
@@ -26,6 +27,24 @@ export const dlqFilterSchema = z.strictObject({
   until: filterTime.optional(),
 });
 export type DlqFilter = z.infer<typeof dlqFilterSchema>;
+
+/** Where a DLQ page ends: the `nextCursor` "<score>:<job id>" of the page before. */
+interface PageCursor {
+  score: number;
+  id: string;
+}
+
+/** A cursor as `list` hands it out, or null: anything else would reach Redis as a score it refuses. */
+function parseCursor(cursor: string): PageCursor | null {
+  const m = /^(\d+(?:\.\d+)?):(.+)$/s.exec(cursor);
+  const score = Number(m?.[1]);
+  return m && Number.isFinite(score) ? { score, id: m[2] as string } : null;
+}
+
+const CURSOR_PROBLEM = 'expected the nextCursor of an earlier page';
+
+/** The `cursor` of a DLQ list query (empty: the first page); refused when parsed (a 400 naming the field), not when the DLQ is read. */
+export const dlqCursorSchema = z.string().refine((c) => c === '' || parseCursor(c) !== null, { message: CURSOR_PROBLEM });
 
 export interface DlqSummary {
   jobId: string;
@@ -152,7 +171,7 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
   }
 
   /** One partition's pages of matching records, newest first, over a fixed score range (stable while nothing is removed). */
-  async function* pages(keys: PartitionKeys, filter: DlqFilter, startAfter?: { score: number; id: string }): AsyncGenerator<Scored[]> {
+  async function* pages(keys: PartitionKeys, filter: DlqFilter, startAfter?: PageCursor): AsyncGenerator<Scored[]> {
     const min = toMs(filter.since, 0);
     const max = startAfter?.score ?? toMs(filter.until, Number.MAX_SAFE_INTEGER);
     for (let offset = 0; ; offset += PAGE) {
@@ -172,7 +191,7 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
   }
 
   /** Up to `limit` matching records of one partition after the cursor. */
-  async function firstOf(keys: PartitionKeys, filter: DlqFilter, limit: number, startAfter?: { score: number; id: string }) {
+  async function firstOf(keys: PartitionKeys, filter: DlqFilter, limit: number, startAfter?: PageCursor) {
     const items: Scored[] = [];
     for await (const page of pages(keys, filter, startAfter)) {
       items.push(...page);
@@ -228,11 +247,8 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
     },
     getMany: records,
     async list(filter, limit, cursor) {
-      let startAfter: { score: number; id: string } | undefined;
-      if (cursor) {
-        const i = cursor.indexOf(':');
-        startAfter = { score: Number(cursor.slice(0, i)), id: cursor.slice(i + 1) };
-      }
+      const startAfter = cursor ? parseCursor(cursor) : undefined;
+      if (startAfter === null) throw new ValidationError('invalid request', [{ path: 'cursor', message: CURSOR_PROBLEM }]);
       // limit + 1 from each partition, merged: the first limit + 1 overall are among them.
       const perPartition = await Promise.all(partitions.map((keys) => firstOf(keys, filter, limit + 1, startAfter)));
       const items = perPartition

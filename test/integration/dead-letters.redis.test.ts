@@ -204,6 +204,34 @@ describe('dead letters', () => {
     expect(purge.json().error).toMatchObject({ code: 'validation_failed', details: [{ path: 'filter.since' }] });
   });
 
+  it('refuses a malformed cursor with a 400 naming it, and still pages with the cursors it hands out', async () => {
+    for (const cursor of ['garbage', ':dl_x', 'abc:dl_x', '12:']) {
+      const list = await api.inject({ method: 'GET', url: `/v1/dlq?cursor=${encodeURIComponent(cursor)}` });
+      expect(list.statusCode, cursor).toBe(400);
+      expect(list.json(), cursor).toEqual({
+        error: {
+          code: 'validation_failed',
+          message: expect.any(String),
+          details: [{ path: 'cursor', message: expect.stringContaining('nextCursor') }],
+        },
+      });
+    }
+    await expect(ctx.deadLetters.list({}, 1, 'garbage')).rejects.toMatchObject({ code: 'validation_failed' });
+
+    await ctx.store.put(action('dl_cursor'));
+    const ids = await killJobs('dl_cursor', 3);
+    const seen: string[] = [];
+    let cursor = '';
+    do {
+      const page = await api.inject({ method: 'GET', url: `/v1/dlq?actionId=dl_cursor&limit=1&cursor=${encodeURIComponent(cursor)}` });
+      expect(page.statusCode).toBe(200);
+      seen.push(...page.json().items.map((i: { jobId: string }) => i.jobId));
+      cursor = page.json().nextCursor ?? '';
+    } while (cursor);
+    expect(seen.sort()).toEqual([...ids].sort());
+    await ctx.deadLetters.remove(ids);
+  });
+
   it('filters by time window and trims by age and by count', async () => {
     const ids = await killJobs('dl_c', 3);
     const recs = await Promise.all(ids.map((id) => ctx.deadLetters.get(id)));
