@@ -2,7 +2,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join, sep } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ValidationError } from '../errors/errors.js';
-import type { ActionStore } from './action-store.js';
+import { CYCLE_PROBLEM, findCycle, type ActionStore } from './action-store.js';
 
 export interface ActionFile {
   path: string;
@@ -13,7 +13,7 @@ export interface ActionFile {
 const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
 /** The action files of a target: itself, or every .yaml/.yml/.json file of a folder (sorted by name). */
-async function actionFilePaths(target: string): Promise<string[]> {
+export async function actionFilePaths(target: string): Promise<string[]> {
   const info = await stat(target);
   return info.isDirectory()
     ? (await readdir(target))
@@ -23,8 +23,11 @@ async function actionFilePaths(target: string): Promise<string[]> {
     : [target];
 }
 
-/** The documents of one action file (a YAML or JSON list holds several). */
-async function readActionFile(path: string): Promise<ActionFile[]> {
+/**
+ * The documents of one action file (a YAML or JSON list holds several); a ValidationError when it
+ * cannot be parsed, or holds itself through a YAML alias to a parent (which no JSON can hold).
+ */
+export async function readActionFile(path: string): Promise<ActionFile[]> {
   const text = await readFile(path, 'utf8');
   let doc: unknown;
   try {
@@ -32,6 +35,9 @@ async function readActionFile(path: string): Promise<ActionFile[]> {
   } catch (err: unknown) {
     throw new ValidationError(`cannot parse ${path}`, [{ path: '', message: (err as Error).message }]);
   }
+  // Aliases to other nodes are fine (yaml's maxAliasCount bounds their expansion); a cycle is refused here, naming the field.
+  const cycle = findCycle(doc);
+  if (cycle !== null) throw new ValidationError(`invalid action definition in ${path}`, [{ path: cycle, message: CYCLE_PROBLEM }]);
   return (Array.isArray(doc) ? doc : [doc]).map((d) => ({ path, definition: d as unknown }));
 }
 

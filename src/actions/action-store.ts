@@ -117,9 +117,53 @@ export interface ActionStoreDeps {
   now?: () => number;
 }
 
+/** The problem of a definition that holds itself, where it does. */
+export const CYCLE_PROBLEM = 'refers back to one of its own parents (a YAML alias inside its anchor): a definition cannot hold a cycle';
+
+/**
+ * The field path of the first value that holds one of its own parents (e.g. a YAML `&b {self: *b}`),
+ * or null. A value used twice elsewhere (an alias to a sibling) is no cycle. Walks with a stack of
+ * its own, so that a deep value cannot overflow the call stack.
+ */
+export function findCycle(root: unknown): string | null {
+  if (root === null || typeof root !== 'object') return null;
+  const parents = new Set<object>([root]);
+  const frame = (value: object, path: string) => ({ value, path, entries: Object.entries(value), next: 0 });
+  const stack = [frame(root, '')];
+  for (let top = stack.at(-1); top; top = stack.at(-1)) {
+    const entry = top.entries[top.next++];
+    if (!entry) {
+      parents.delete(top.value);
+      stack.pop();
+      continue;
+    }
+    const [key, child] = entry;
+    if (child === null || typeof child !== 'object') continue;
+    const path = Array.isArray(top.value) ? `${top.path}[${key}]` : top.path ? `${top.path}.${key}` : key;
+    if (parents.has(child)) return path;
+    parents.add(child);
+    stack.push(frame(child, path));
+  }
+  return null;
+}
+
+/** The definition as JSON; one that cannot be (a cycle, a nesting too deep) is refused, naming the field where it can. */
+function serialized(input: unknown): string {
+  try {
+    return JSON.stringify(input) ?? '';
+  } catch (err: unknown) {
+    const cycle = findCycle(input);
+    throw new ValidationError('invalid action definition', [
+      cycle === null
+        ? { path: '', message: `cannot be written as JSON: ${coerceError(err).message}` }
+        : { path: cycle, message: CYCLE_PROBLEM },
+    ]);
+  }
+}
+
 /** Refuses a definition too large to keep, naming its largest top-level field. */
 function checkSize(input: unknown): void {
-  const size = Buffer.byteLength(JSON.stringify(input) ?? '');
+  const size = Buffer.byteLength(serialized(input));
   if (size <= MAX_DEFINITION_BYTES) return;
   let path = '';
   let largest = 0;

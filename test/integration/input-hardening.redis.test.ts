@@ -175,6 +175,22 @@ describe('a huge job or definition is refused with a clear error', () => {
     expect(await ctx.store.get('huge')).toBeNull();
   });
 
+  it('a definition that holds itself or nests too deep for JSON is a validation error, by any route, not a TypeError', async () => {
+    const body: Record<string, unknown> = { note: '{{params.note}}' };
+    body.self = body;
+    await expect(ctx.store.put({ ...small, id: 'loop', body })).rejects.toMatchObject({
+      code: 'validation_failed',
+      problems: [{ path: 'body.self', message: expect.stringContaining('refers back to one of its own parents') }],
+    });
+    expect(await ctx.store.get('loop')).toBeNull();
+    let deep: unknown = 'x';
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    await expect(ctx.store.validate({ ...small, id: 'deep', body: deep })).rejects.toMatchObject({
+      code: 'validation_failed',
+      problems: [{ path: '', message: expect.stringContaining('cannot be written as JSON') }],
+    });
+  });
+
   it('enqueue refuses a param that would inject a header, naming it; so does a bad idempotency key', async () => {
     await ctx.store.put({
       id: 'hdr',

@@ -1,7 +1,8 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/cli.js';
 import { runApi } from '../../src/cli/run-api.js';
@@ -42,6 +43,8 @@ async function cli(args: string[], opts: { env?: NodeJS.ProcessEnv; tty?: boolea
   return { code, out: out.join('\n'), err: err.join('\n'), raw: raw.join('') };
 }
 
+const run = promisify(execFile);
+
 const versions = async () => Object.fromEntries((await ctx.store.list()).map((a) => [a.definition.id, a.version]));
 
 function actionYaml(id: string, header: string): string {
@@ -55,6 +58,30 @@ function actionYaml(id: string, header: string): string {
     '',
   ].join('\n');
 }
+
+/** An action whose body holds itself: a YAML alias inside its own anchor. */
+function cyclicYaml(id: string): string {
+  return [`id: ${id}`, `name: ${id}`, 'endpoint:', `  url: ${receiver.url}/${id}`, '  method: POST', 'body: &b { self: *b }', ''].join(
+    '\n',
+  );
+}
+
+/** An action whose body uses one anchor twice: an alias, but no cycle. */
+function aliasYaml(id: string): string {
+  return [
+    `id: ${id}`,
+    `name: ${id}`,
+    'endpoint:',
+    `  url: ${receiver.url}/${id}`,
+    '  method: POST',
+    'body:',
+    '  billing: &address { city: Lyon }',
+    '  shipping: *address',
+    '',
+  ].join('\n');
+}
+
+const CYCLE = /refers back to one of its own parents/;
 
 beforeAll(async () => {
   receiver = await startReceiver();
@@ -153,6 +180,71 @@ describe('ACTIONS_DIR: managed by files, never re-imposed', () => {
       200,
     );
     await api.stop();
+  });
+});
+
+describe('an action file holding itself (a YAML alias to its own parent)', () => {
+  it('ACTIONS_DIR at start: the api stops with exit code 2, naming the file and the field', async () => {
+    const dir = join(tmp, 'cyclic-start');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'a-loop.yaml'), cyclicYaml('loop_start'));
+    writeFileSync(join(dir, 'b-alias.yaml'), aliasYaml('alias_start'));
+    const failed = await run(process.execPath, ['--import', 'tsx', 'workers/action-relay.ts', 'api'], {
+      env: { ...process.env, ...env, ACTIONS_DIR: dir },
+      timeout: 20_000,
+    }).then(
+      () => null,
+      (err: { code: number | null; stderr: string }) => err,
+    );
+    expect(failed?.code).toBe(2);
+    expect(failed?.stderr).toContain(join(dir, 'a-loop.yaml'));
+    expect(failed?.stderr).toMatch(/body\.self: refers back to one of its own parents/);
+    expect(await ctx.store.get('loop_start')).toBeNull();
+  });
+
+  it('ACTIONS_DIR on SIGHUP: the file is refused and logged, the files after it applied, an alias without a cycle kept', async () => {
+    const dir = join(tmp, 'cyclic-reload');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'a-alias.yaml'), aliasYaml('alias_reload'));
+    const api = await runApi({ ...config, ACTIONS_DIR: dir });
+    try {
+      await api.actionsApplied;
+      expect((await ctx.store.get('alias_reload'))?.definition.body).toEqual({ billing: { city: 'Lyon' }, shipping: { city: 'Lyon' } });
+
+      writeFileSync(join(dir, 'b-loop.yaml'), cyclicYaml('loop_reload'));
+      writeFileSync(join(dir, 'c-after.yaml'), actionYaml('after_loop', 'one'));
+      // Before the fix, this retried every second for ever: a bounded wait makes that a failure.
+      const report = await Promise.race([api.reloadActions(), new Promise<'stuck'>((r) => setTimeout(() => r('stuck'), 5000))]);
+      expect(report).not.toBe('stuck');
+      expect(report).toMatchObject({
+        refused: [{ file: join(dir, 'b-loop.yaml'), error: { problems: [{ path: 'body.self', message: expect.stringMatching(CYCLE) }] } }],
+        applied: [{ id: 'after_loop', version: 1, file: join(dir, 'c-after.yaml') }],
+        unchanged: ['alias_reload'],
+      });
+      expect(await ctx.store.get('loop_reload')).toBeNull();
+    } finally {
+      await api.stop();
+    }
+  });
+
+  it('actions apply exits 2 naming the file and the field, and applies the other files', async () => {
+    const dir = join(tmp, 'cyclic-cli');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'a-alias.yaml'), aliasYaml('alias_cli'));
+    writeFileSync(join(dir, 'b-loop.yaml'), cyclicYaml('loop_cli'));
+    writeFileSync(join(dir, 'c-after.yaml'), actionYaml('after_cli', 'one'));
+    const applied = await cli(['actions', 'apply', dir]);
+    expect(applied.code).toBe(2);
+    expect(applied.err.split('\n')).toEqual([
+      expect.stringContaining(join(dir, 'b-loop.yaml')),
+      expect.stringMatching(/^ {2}body\.self: refers back/),
+    ]);
+    expect(applied.out.split('\n')).toEqual([
+      `created alias_cli v1 (${join(dir, 'a-alias.yaml')})`,
+      `created after_cli v1 (${join(dir, 'c-after.yaml')})`,
+    ]);
+    expect((await ctx.store.get('alias_cli'))?.definition.body).toEqual({ billing: { city: 'Lyon' }, shipping: { city: 'Lyon' } });
+    expect(await ctx.store.get('loop_cli')).toBeNull();
   });
 });
 
