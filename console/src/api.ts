@@ -92,7 +92,7 @@ export interface DescribedRequest {
 
 export interface TestResult {
   request: DescribedRequest;
-  response: { status: number; headers: Record<string, string | string[]>; body: unknown; truncated: boolean };
+  response: { status: number; headers: Record<string, string | string[]>; body: unknown; truncated: boolean; note?: string };
   durationMs: number;
 }
 

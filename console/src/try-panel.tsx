@@ -142,6 +142,7 @@ export function TryPanel({
             <Headers headers={outcome.result.response.headers} caption="Response headers" />
             <pre aria-label="Response body">{fmtJson(outcome.result.response.body)}</pre>
             {outcome.result.response.truncated && <p class="hint">The body was cut at RESPONSE_MAX_BYTES.</p>}
+            {outcome.result.response.note && <p class="hint">{outcome.result.response.note}</p>}
             <RequestView request={outcome.result.request} title="Request sent (credentials masked)" />
           </div>
         )}

@@ -7,6 +7,7 @@ import { describeRequest, prepareRequest } from '../delivery/prepare-request.js'
 import { BlockedDestinationError, ValidationError, RelayError } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
 import { sendError } from './api-errors.js';
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from './json-body.js';
 
 /** Body of POST /v1/actions/:id/preview and /test. */
 export const tryBodySchema = z.strictObject({
@@ -20,17 +21,24 @@ function parseTryBody(body: unknown) {
   return parsed.data;
 }
 
-function decodeBody(buf: Buffer, headers: Record<string, string | string[]>, redact: (s: string) => string): unknown {
+/** A third party's answer as /test shows it: parsed when JSON, else text, with a note when JSON is shown as text. */
+function decodeBody(
+  buf: Buffer,
+  headers: Record<string, string | string[]>,
+  redact: (s: string) => string,
+): { body: unknown; note?: string } {
   const text = redact(buf.toString('utf8'));
   const type = String(headers['content-type'] ?? '');
-  if (type.includes('json')) {
-    try {
-      return JSON.parse(text) as unknown;
-    } catch {
-      return text;
-    }
+  if (!type.includes('json')) return { body: text };
+  // Parsed, a body as deep as 100 000 "[" would overflow the stack when the answer is serialized: a 500.
+  if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) {
+    return { body: text, note: `the JSON body is nested deeper than ${MAX_JSON_DEPTH} levels: shown as text` };
   }
-  return text;
+  try {
+    return { body: JSON.parse(text) as unknown };
+  } catch {
+    return { body: text };
+  }
 }
 
 export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, sender: HttpSender, tokens?: TokenProvider): void {
@@ -107,6 +115,7 @@ export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, se
         readLimit: ctx.config.RESPONSE_MAX_BYTES,
         ...(r.prepared.tls ? { tls: r.prepared.tls } : {}),
       });
+      const { body, note } = decodeBody(res.body, res.headers, ctx.secrets.redact);
       return {
         request,
         response: {
@@ -115,8 +124,9 @@ export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, se
           headers: Object.fromEntries(
             Object.entries(res.headers).map(([k, v]) => [k, Array.isArray(v) ? v.map(ctx.secrets.redact) : ctx.secrets.redact(v)]),
           ),
-          body: decodeBody(res.body, res.headers, ctx.secrets.redact),
+          body,
           truncated: res.truncated,
+          ...(note ? { note } : {}),
         },
         durationMs: Date.now() - started,
       };

@@ -57,6 +57,8 @@ export const testResultSchema = z.object({
     body: z.unknown(),
     /** The body was longer than RESPONSE_MAX_BYTES and was cut. */
     truncated: z.boolean(),
+    /** Why a JSON body is shown as text: nested deeper than a request body may be. */
+    note: z.string().optional(),
   }),
   durationMs: z.number(),
 });

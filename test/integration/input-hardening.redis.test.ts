@@ -11,7 +11,8 @@ import { createHttpSender } from '../../src/delivery/http-sender.js';
 import { MAX_DEFINITION_BYTES } from '../../src/actions/action-store.js';
 import type { Config } from '../../src/config/config.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
-import { readResults, removePrefixKeys, startTestWorker, testConfig, testContext, waitFor } from '../support/harness.js';
+import { MAX_JSON_DEPTH } from '../../src/api/json-body.js';
+import { readResults, removePrefixKeys, startReceiver, startTestWorker, testConfig, testContext, waitFor } from '../support/harness.js';
 
 const run = promisify(execFile);
 const FIFTY_MB = 50 * 1024 * 1024;
@@ -137,6 +138,36 @@ describe('response bodies are read up to a limit and the rest discarded', () => 
     expect(Buffer.byteLength(answer.response.body)).toBeLessThanOrEqual(256 * 1024);
     await new Promise((r) => setTimeout(r, 300));
     expect(chunked.written[before]).toBeLessThan(FIFTY_MB / 4);
+  });
+
+  it('POST /v1/actions/:id/test shows a JSON answer nested too deep to answer as text, with a note, not a 500', async () => {
+    const nested = (depth: number) => `${'['.repeat(depth)}${']'.repeat(depth)}`;
+    // 200 KB, under RESPONSE_MAX_BYTES: read whole, so it is the nesting that matters, not a cut.
+    const deep = nested(100_000);
+    const third = await startReceiver();
+    third.handler = (r, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end(r.url === '/deep' ? deep : nested(MAX_JSON_DEPTH));
+    try {
+      for (const path of ['/deep', '/shallow']) {
+        await ctx.store.put({ id: `nested${path.slice(1)}`, name: 'nested', endpoint: { url: third.url, path, method: 'POST' }, body: {} });
+      }
+      const res = await api.inject({ method: 'POST', url: '/v1/actions/nesteddeep/test', payload: {} });
+      expect(res.statusCode).toBe(200);
+      expect(res.json().response).toEqual({
+        status: 200,
+        headers: expect.any(Object),
+        body: deep,
+        truncated: false,
+        note: `the JSON body is nested deeper than ${MAX_JSON_DEPTH} levels: shown as text`,
+      });
+      // As deep as a request body may be: parsed, as before.
+      const shallow = await api.inject({ method: 'POST', url: '/v1/actions/nestedshallow/test', payload: {} });
+      expect(shallow.statusCode).toBe(200);
+      expect(shallow.json().response.body).toEqual(JSON.parse(nested(MAX_JSON_DEPTH)));
+      expect(shallow.json().response.note).toBeUndefined();
+    } finally {
+      await third.close();
+    }
   });
 });
 
