@@ -13,7 +13,7 @@ export interface ActionFile {
 const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
 /** The action files of a target: itself, or every .yaml/.yml/.json file of a folder (sorted by name). */
-export async function actionFilePaths(target: string): Promise<string[]> {
+async function actionFilePaths(target: string): Promise<string[]> {
   const info = await stat(target);
   return info.isDirectory()
     ? (await readdir(target))
@@ -27,7 +27,7 @@ export async function actionFilePaths(target: string): Promise<string[]> {
  * The documents of one action file (a YAML or JSON list holds several); a ValidationError when it
  * cannot be parsed, or holds itself through a YAML alias to a parent (which no JSON can hold).
  */
-export async function readActionFile(path: string): Promise<ActionFile[]> {
+async function readActionFile(path: string): Promise<ActionFile[]> {
   const text = await readFile(path, 'utf8');
   let doc: unknown;
   try {
@@ -39,6 +39,27 @@ export async function readActionFile(path: string): Promise<ActionFile[]> {
   const cycle = findCycle(doc);
   if (cycle !== null) throw new ValidationError(`invalid action definition in ${path}`, [{ path: cycle, message: CYCLE_PROBLEM }]);
   return (Array.isArray(doc) ? doc : [doc]).map((d) => ({ path, definition: d as unknown }));
+}
+
+/** A file that cannot be read as actions (it does not parse, or holds itself), with its problems. */
+export interface RefusedFile {
+  file: string;
+  error: ValidationError;
+}
+
+/** The documents of one action file or of every .yaml/.yml/.json file of a folder; a file that cannot be read as actions is set aside. */
+export async function readActionFiles(target: string): Promise<{ files: ActionFile[]; refused: RefusedFile[] }> {
+  const files: ActionFile[] = [];
+  const refused: RefusedFile[] = [];
+  for (const path of await actionFilePaths(target)) {
+    try {
+      files.push(...(await readActionFile(path)));
+    } catch (err: unknown) {
+      if (!(err instanceof ValidationError)) throw err;
+      refused.push({ file: path, error: err });
+    }
+  }
+  return { files, refused };
 }
 
 /** Reads one action file, or every .yaml/.yml/.json file of a folder (sorted by name). */
@@ -57,7 +78,7 @@ export interface ActionsDirReport {
   /** Were managed by a file of the folder that no longer defines them: editable through the API again. */
   released: string[];
   /** Refused files, each with its problems. */
-  refused: { file: string; error: ValidationError }[];
+  refused: RefusedFile[];
 }
 
 /**
@@ -67,16 +88,8 @@ export interface ActionsDirReport {
  * reported, never half applied; the other files are applied.
  */
 export async function applyActionsDir(store: ActionStore, dir: string): Promise<ActionsDirReport> {
-  const report: ActionsDirReport = { applied: [], unchanged: [], released: [], refused: [] };
-  const files: ActionFile[] = [];
-  for (const path of await actionFilePaths(dir)) {
-    try {
-      files.push(...(await readActionFile(path)));
-    } catch (err: unknown) {
-      if (!(err instanceof ValidationError)) throw err;
-      report.refused.push({ file: path, error: err });
-    }
-  }
+  const { files, refused } = await readActionFiles(dir);
+  const report: ActionsDirReport = { applied: [], unchanged: [], released: [], refused };
   const defined = new Set<string>();
   for (const f of files) {
     try {

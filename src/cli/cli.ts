@@ -1,7 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { loadConfig, type Config } from '../config/config.js';
 import { createRelayContext, type RelayContext } from '../context/relay-context.js';
-import { actionFilePaths, readActionFile, type ActionFile } from '../actions/action-files.js';
+import { readActionFiles } from '../actions/action-files.js';
 import { ManagedByFilesError, ValidationError, coerceError } from '../errors/errors.js';
 import { getStats, type QueueCounts } from '../queue/stats.js';
 import { tuneV8ForDelivery } from './v8-tuning.js';
@@ -180,18 +180,12 @@ export function buildCli(io: CliIo = defaultIo): Command {
     .description('create or replace the actions of a YAML/JSON file or of every such file in a folder')
     .action((target: string) =>
       withContext(async (ctx) => {
-        let failed = 0;
-        const files: ActionFile[] = [];
         // A file that cannot be read as actions is refused like an invalid definition: the other files are applied.
-        for (const path of await actionFilePaths(target)) {
-          try {
-            files.push(...(await readActionFile(path)));
-          } catch (err: unknown) {
-            if (!(err instanceof ValidationError)) throw err;
-            failed++;
-            io.err(err.message.split(': ')[0] ?? err.message);
-            for (const p of err.problems) io.err(`  ${p.path || '(root)'}: ${p.message}`);
-          }
+        const { files, refused } = await readActionFiles(target);
+        let failed = refused.length;
+        for (const { error } of refused) {
+          io.err(error.message.split(': ')[0] ?? error.message);
+          for (const p of error.problems) io.err(`  ${p.path || '(root)'}: ${p.message}`);
         }
         for (const f of files) {
           try {
