@@ -3,6 +3,7 @@ import type { DeadReason } from '../errors/errors.js';
 import { luaScript, type LuaScript } from '../redis/lua-script.js';
 import { RELEASE_LUA, decodeEntry, type LineEntry, type Ordering } from './ordering.js';
 import { JOB_FIELDS } from './bullmq-internals.js';
+import type { JobOutcome } from './job-schema.js';
 
 /** One attempt as the dead-letter record keeps it (secrets already redacted). */
 export interface AttemptRecord {
@@ -316,6 +317,12 @@ export interface OutcomeWriter {
   recordAttempt(keys: PartitionKeys, jobId: string, record: AttemptRecord): Promise<void>;
   /** The failed attempts recorded so far, in order. */
   attemptsOf(keys: PartitionKeys, jobId: string, count: number): Promise<AttemptRecord[]>;
+  /**
+   * How a job that already ended ended, null when it has not: its dead letter's reason, status and
+   * fields for a dead job; for a delivered one only that it was (the answer's status and captured
+   * fields are on the results stream, which has no index by job).
+   */
+  endedAs(keys: PartitionKeys, jobId: string): Promise<JobOutcome | null>;
 }
 
 export interface OutcomeWriterOptions {
@@ -403,6 +410,21 @@ export function createOutcomeWriter(redis: RedisClient, maxLen: number, opts: Ou
       const fields = Array.from({ length: count }, (_, i) => attemptField(i + 1));
       const raw = await redis.hmget(keys.jobKey(jobId), ...fields);
       return raw.flatMap((r) => (r === null ? [] : [JSON.parse(r) as AttemptRecord]));
+    },
+    async endedAs(keys, jobId) {
+      const outcome = await redis.hget(keys.jobKey(jobId), JOB_FIELDS.outcome);
+      if (outcome === 'delivered') return { outcome, status: null, reason: null, attempts: 0, response: {} };
+      if (outcome !== 'dead') return null;
+      const raw = await redis.hget(keys.dlqRecords, jobId);
+      const rec = raw === null ? null : (JSON.parse(raw) as DeadLetterRecord);
+      return {
+        outcome,
+        status: rec?.status ?? null,
+        reason: rec?.reason ?? 'unknown',
+        attempts: rec?.attempts.length ?? 0,
+        errorResponse: rec?.errorResponse ?? {},
+        error: rec?.attempts.at(-1)?.error?.message ?? (rec?.status != null ? `HTTP ${rec.status}` : ''),
+      };
     },
   };
 }

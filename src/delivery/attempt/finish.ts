@@ -39,7 +39,7 @@ export async function finishDelivered(
   // results entry: the full-Redis test caught it.) This write joins the other jobs' that end in
   // this event-loop turn, as one command; BullMQ's completions, sent when the processors return,
   // leave together too (batchWrites).
-  await ctx.outcomes.finish(
+  const first = await ctx.outcomes.finish(
     attempt.partition,
     {
       jobId,
@@ -60,6 +60,7 @@ export async function finishDelivered(
     ctx.connection,
   );
   batchWrites(ctx.connection);
+  if (!first) return endedMeanwhile(ctx, attempt);
   // From when the job became ready: a delay the caller asked for is not latency.
   const latencyMs = Math.max(0, end - job.timestamp - (job.opts.delay ?? 0));
   ctx.events.emit('delivered', { actionId: attempt.action.id, jobId, status, attempt: attempt.number, latencyMs });
@@ -89,6 +90,7 @@ export async function finishFailed(ctx: PipelineContext, attempt: Attempt, caugh
     throw new RetryScheduled(err, decision.delayMs);
   }
   const errorResponse = await finishDead(ctx, attempt, err, status, record);
+  if (errorResponse === null) return endedMeanwhile(ctx, attempt);
   ctx.events.emit('dead', { actionId, jobId: attempt.jobId, reason: err.reason, status, attempt: attempt.number });
   attempt.log().info({ ...logged, outcome: 'dead' }, `attempt ${attempt.number} of ${decision.maxAttempts} failed, dead-lettered`);
   return {
@@ -111,8 +113,26 @@ async function pauseKey(ctx: PipelineContext, attempt: Attempt, key: string, unt
 }
 
 /**
+ * A job found ended when it was taken again (another run wrote its end and lost its lock before
+ * BullMQ completed it): its recorded end, so that BullMQ's completion and the job's status say
+ * what the results stream says. Nothing is counted or logged as a new outcome.
+ */
+export function alreadyEnded(attempt: Attempt, ended: JobOutcome): JobOutcome {
+  attempt.log().info({ outcome: ended.outcome }, 'job had already ended: completed as it ended, nothing sent');
+  return ended;
+}
+
+/** This run's end came second (the other run wrote it first): the recorded end stands. */
+async function endedMeanwhile(ctx: PipelineContext, attempt: Attempt): Promise<JobOutcome> {
+  const ended = await ctx.outcomes.endedAs(attempt.partition, attempt.jobId);
+  // Ended, yet read as not ended: its hash is gone (retention); nothing more is known of it.
+  return alreadyEnded(attempt, ended ?? { outcome: 'delivered', status: null, reason: null, attempts: attempt.number, response: {} });
+}
+
+/**
  * Writes the dead-letter record (every attempt's record, the job as enqueued) with the terminal
- * outcome; returns the errorResponse fields captured from the last answer.
+ * outcome; returns the errorResponse fields captured from the last answer, null when the job had
+ * already ended (its record and entry stand as written then).
  */
 async function finishDead(
   ctx: PipelineContext,
@@ -120,7 +140,7 @@ async function finishDead(
   err: RelayError,
   status: number | null,
   record: AttemptRecord,
-): Promise<Record<string, unknown>> {
+): Promise<Record<string, unknown> | null> {
   const { job, jobId, data } = attempt;
   const errorResponse = redactCaptured(captureErrorResponse(attempt.action, attempt.res), ctx.redact);
   const ordering = data?.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {};
@@ -144,7 +164,7 @@ async function finishDead(
     errorResponse,
     attempts: history,
   };
-  await ctx.outcomes.finish(attempt.partition, {
+  const first = await ctx.outcomes.finish(attempt.partition, {
     jobId,
     actionId: job.name,
     outcome: 'dead',
@@ -160,7 +180,7 @@ async function finishDead(
     ...(data ? { idempotencyKey: data.idempotencyKey ?? jobId } : {}),
     ...(data?.replayOf !== undefined ? { replayOf: data.replayOf } : {}),
   });
-  return errorResponse;
+  return first ? errorResponse : null;
 }
 
 function toRelayError(ctx: PipelineContext, attempt: Attempt, caught: unknown): RelayError {

@@ -3,7 +3,7 @@ import type { JobOutcome } from '../../queue/job-schema.js';
 import type { PartitionKeys } from '../../redis/redis-connection.js';
 import { startAttempt, type PipelineContext } from './attempt.js';
 import { classify } from './classify.js';
-import { finishDelivered, finishFailed } from './finish.js';
+import { alreadyEnded, finishDelivered, finishFailed } from './finish.js';
 import { passGates } from './gates.js';
 import { load } from './load.js';
 import { prepare } from './prepare.js';
@@ -17,6 +17,13 @@ export async function runAttempt(ctx: PipelineContext, job: Job, partition: Part
   const attempt = startAttempt(ctx, job, partition, token);
   ctx.events.emit('started', { jobId: attempt.jobId });
   try {
+    // Taken before (a retry, a deferral, or a run whose lock lapsed): it may have ended meanwhile,
+    // its end written by the run that lost the lock. Then nothing is sent again and BullMQ completes
+    // it with that end. A first run cannot have ended: it costs no read.
+    if (job.attemptsStarted > 1) {
+      const ended = await ctx.outcomes.endedAs(partition, attempt.jobId);
+      if (ended) return alreadyEnded(attempt, ended);
+    }
     // Steps with nothing to wait for return no promise: awaited only when they do.
     const pending = load(ctx, attempt);
     const loaded = pending instanceof Promise ? await pending : pending;
