@@ -16,7 +16,9 @@ export const QUEUE_BOARD_PATH = '/admin/queues';
  * (the UI only hides buttons; this is what holds):
  * - adding a job or editing its data skips parameter validation and idempotency: use POST /v1/jobs;
  * - retrying a completed job delivers it twice (delivered) or bypasses replay (dead: its dead letter
- *   stays, and replay is what takes the action's current definition). Failed jobs may be retried;
+ *   stays, and replay is what takes the action's current definition). Failed jobs (stalled too often)
+ *   may be retried: one the stalled sweeper has dead-lettered already completes as dead, sending
+ *   nothing (the worker finds its end), so its dead letter is what to replay;
  * - emptying, obliterating or cleaning jobs that have not ended loses them without an outcome.
  */
 const FINISHED = new Set(['completed', 'failed']);
