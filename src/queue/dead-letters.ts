@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { JobsOptions } from 'bullmq';
 import { z } from 'zod';
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
@@ -45,6 +45,18 @@ const CURSOR_PROBLEM = 'expected the nextCursor of an earlier page';
 
 /** The `cursor` of a DLQ list query (empty: the first page); refused when parsed (a 400 naming the field), not when the DLQ is read. */
 export const dlqCursorSchema = z.string().refine((c) => c === '' || parseCursor(c) !== null, { message: CURSOR_PROBLEM });
+
+/**
+ * The id of a dead letter's replay: the same for every replay of the same record, so that two
+ * replays at once (a double click, a client retrying its request, two operators) or a replay run
+ * again after a crash add one job, not two (BullMQ adds nothing for an id it holds). A UUID, as
+ * every job id is, made from the dead job's id and when it died.
+ */
+export function replayJobId(rec: Pick<DeadLetterRecord, 'jobId' | 'failedAt'>): string {
+  const h = createHash('sha256').update(`replay\0${rec.jobId}\0${rec.failedAt}`).digest('hex');
+  const variant = ((parseInt(h[16] as string, 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
 
 export interface DlqSummary {
   jobId: string;
@@ -314,7 +326,11 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
         const idempotencyKey = rec.job.idempotencyKey ?? rec.jobId;
         const data: JobData = { params: rec.job.params, context: rec.job.context, idempotencyKey, replayOf: rec.jobId };
         const delay = Math.round((start + i) * spacing);
-        const job = { name: rec.actionId, data, opts: { jobId: randomUUID(), priority: REPLAY_PRIORITY, ...(delay > 0 ? { delay } : {}) } };
+        const job = {
+          name: rec.actionId,
+          data,
+          opts: { jobId: replayJobId(rec), priority: REPLAY_PRIORITY, ...(delay > 0 ? { delay } : {}) },
+        };
         const target = targets[i] as QueuePartition;
         const list = byPartition.get(target);
         if (list) list.push({ index: i, job });
@@ -327,7 +343,8 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
           added.forEach((a, k) => (ids[jobs[k]?.index as number] = a.id as string));
         }),
       );
-      // Removed only once the new jobs exist: a crash in between leaves a record to replay again, never none.
+      // Removed only once the new jobs exist: a crash in between leaves a record to replay again, never
+      // none, and replaying it again adds no second job (replayJobId).
       const mapping = recs.map((rec, i) => ({ from: rec.jobId, jobId: ids[i] as string }));
       await Promise.all(partitions.map((keys) => removeReplayed(keys, recs, mapping)));
       return mapping;

@@ -67,7 +67,7 @@ beforeAll(async () => {
   ctx = await testContext(config, env);
   worker = await startTestWorker(config, env, logLines);
   api = await createApiServer({ ctx, sender: createHttpSender({ guard: ctx.egress }) });
-  for (const id of ['dl_a', 'dl_b', 'dl_c', 'dl_d', 'dl_e']) await ctx.store.put(action(id));
+  for (const id of ['dl_a', 'dl_b', 'dl_c', 'dl_d', 'dl_e', 'dl_f']) await ctx.store.put(action(id));
 });
 
 afterAll(async () => {
@@ -151,6 +151,20 @@ describe('dead letters', () => {
       .filter((r) => r.url === '/dl_e')
       .map((r) => String(r.headers['idempotency-key']));
     expect(sent.sort()).toEqual([keyless, 'order-e1'].sort());
+  });
+
+  it('two replays of one dead letter at once add one job, delivered once', async () => {
+    const [dead] = await killJobs('dl_f', 1);
+    healthy.add('dl_f');
+    const replay = () => api.inject({ method: 'POST', url: '/v1/dlq/replay', payload: { jobIds: [dead] } });
+    const answers = (await Promise.all([replay(), replay()])).map((r) => r.json() as { replayed: number; jobIds: string[] });
+    // Both found the record (they ran together) or the second found it gone: one new job either way.
+    const ids = answers.flatMap((a) => a.jobIds);
+    expect(new Set(ids).size).toBe(1);
+    await waitFor(async () => (await deliveredReplays()).some((r) => r.replayOf === dead), 10_000, 'the replay delivered');
+    await new Promise((r) => setTimeout(r, 500)); // a second job, were there one, would be delivered by now
+    expect((await deliveredReplays()).filter((r) => r.replayOf === dead).map((r) => r.jobId)).toEqual([ids[0]]);
+    expect(receiver.requests.filter((r) => r.url === '/dl_f')).toHaveLength(2); // the dead attempt, then the replay
   });
 
   it('purge removes only what its filter names; replay --all from the CLI delivers the rest', async () => {
