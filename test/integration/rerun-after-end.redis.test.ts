@@ -66,7 +66,7 @@ describe('a job whose end was written by a run that lost its lock', () => {
     // Every run the stalled checks could start has had its answer by now.
     await new Promise((r) => setTimeout(r, 4000));
     expect(ended.state).toBe('delivered');
-    expect((await getJobStatus(ctx.queues, ctx.redis, jobId))?.state).toBe('delivered');
+    expect(await getJobStatus(ctx.queues, ctx.redis, jobId)).toMatchObject({ state: 'delivered', attempts: 1 });
     const entries = (await readResults(ctx)).filter((e) => e.jobId === jobId);
     expect(entries.map((e) => `${e.outcome} ${e.status}`)).toEqual(['delivered 200']);
     expect(await ctx.deadLetters.get(jobId)).toBeNull();

@@ -119,7 +119,8 @@ async function pauseKey(ctx: PipelineContext, attempt: Attempt, key: string, unt
  */
 export function alreadyEnded(attempt: Attempt, ended: JobOutcome): JobOutcome {
   attempt.log().info({ outcome: ended.outcome }, 'job had already ended: completed as it ended, nothing sent');
-  return ended;
+  // A delivered job's marker does not say on which attempt: the run that delivered it had this number.
+  return ended.attempts > 0 ? ended : { ...ended, attempts: attempt.number };
 }
 
 /** This run's end came second (the other run wrote it first): the recorded end stands. */
