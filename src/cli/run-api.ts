@@ -27,6 +27,10 @@ export interface RunningApi {
 /** Margin past SHUTDOWN_GRACE_MS for closing connections before giving up on them. */
 const CLOSE_MARGIN_MS = 3000;
 
+/** Errors no Redis state explains: a bug, not a reason to wait and retry. */
+const isOwnFault = (err: unknown) =>
+  err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError || err instanceof ReferenceError;
+
 /**
  * Starts the HTTP API of `action-relay api`. The listener opens first, Redis or not (`/readyz`
  * says whether Redis answers); ACTIONS_DIR is applied once Redis answers, and again on SIGHUP.
@@ -60,8 +64,9 @@ export async function runApi(config: Config, ctx?: RelayContext): Promise<Runnin
         }
         return report;
       } catch (err: unknown) {
-        // A folder that cannot be read is a configuration error, not a wait for Redis.
-        if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err;
+        // A folder that cannot be read is a configuration error, and a TypeError or the like a fault
+        // of ours: neither is a wait for Redis, and retrying would hide it behind a Redis warning.
+        if ((err as NodeJS.ErrnoException).syscall !== undefined || isOwnFault(err)) throw err;
         // Redis lost half way: apply again once it is back (saving an unchanged file makes no version).
         logger.warn({ err: coerceError(err).message, dir: actionsDir }, 'ACTIONS_DIR not applied yet, retrying when Redis answers');
         await new Promise((r) => setTimeout(r, 1000));
@@ -79,7 +84,8 @@ export async function runApi(config: Config, ctx?: RelayContext): Promise<Runnin
 
   const onHangup = () => {
     logger.info({ dir: actionsDir ?? null }, 'SIGHUP: applying ACTIONS_DIR again');
-    void apply();
+    // The api keeps serving with the actions it has: the failure is logged, never an unhandled rejection.
+    apply().catch((err: unknown) => logger.error({ err: coerceError(err).message, dir: actionsDir }, 'SIGHUP: ACTIONS_DIR not applied'));
   };
   process.on('SIGHUP', onHangup);
 

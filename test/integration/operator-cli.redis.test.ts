@@ -248,6 +248,50 @@ describe('an action file holding itself (a YAML alias to its own parent)', () =>
   });
 });
 
+describe('ACTIONS_DIR when applying fails for a reason that is not Redis', () => {
+  it('a fault of our own ends the apply with its error, instead of a retry every second for ever', async () => {
+    const dir = join(tmp, 'own-fault');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'a.yaml'), actionYaml('own_fault', 'one'));
+    const own = await testContext(config);
+    own.store.put = () => Promise.reject(new TypeError('a bug of ours'));
+    const api = await runApi({ ...config, ACTIONS_DIR: dir }, own);
+    try {
+      const outcome = await Promise.race([
+        api.actionsApplied.then(
+          () => 'applied',
+          (err: unknown) => err,
+        ),
+        new Promise<'stuck'>((r) => setTimeout(() => r('stuck'), 5000)),
+      ]);
+      expect(outcome).toBeInstanceOf(TypeError);
+      expect((outcome as Error).message).toBe('a bug of ours');
+    } finally {
+      await api.stop();
+      await own.close();
+    }
+  });
+
+  it('on SIGHUP, a folder gone since the start is logged and the api keeps serving (no unhandled rejection)', async () => {
+    const dir = join(tmp, 'gone-on-hangup');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'a.yaml'), actionYaml('gone_later', 'one'));
+    const lines: string[] = [];
+    const own = await testContext(config, process.env, lines);
+    const api = await runApi({ ...config, ACTIONS_DIR: dir }, own);
+    try {
+      await api.actionsApplied;
+      rmSync(dir, { recursive: true, force: true });
+      process.emit('SIGHUP', 'SIGHUP');
+      await waitFor(() => lines.some((l) => l.includes('SIGHUP: ACTIONS_DIR not applied')), 5000, 'the failure logged');
+      expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+    } finally {
+      await api.stop();
+      await own.close();
+    }
+  });
+});
+
 describe('a CLI for scripts', () => {
   let deadId: string;
 
