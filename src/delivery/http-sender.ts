@@ -107,7 +107,7 @@ function checkTlsMaterial(tls: TlsMaterial): void {
   const parts = (['cert', 'key', 'ca'] as const).filter((part) => tls[part] !== undefined);
   for (const part of parts) {
     try {
-      createSecureContext(part === 'cert' ? { cert: tls.cert } : part === 'key' ? { key: tls.key } : { ca: tls.ca });
+      createSecureContext({ [part]: tls[part] });
     } catch (err: unknown) {
       throw new AuthError(`tls.${part} cannot be used: ${(err as Error).message}`);
     }
