@@ -20,8 +20,9 @@ export interface RateLimitSpec {
 /*
  * GCRA with reservations, exact across every worker.
  * KEYS[1] the key's theoretical arrival time (TAT, ms), KEYS[2] the key's reserved slots (zset
- * member jobId, score slot ms), KEYS[3] the key's pause: all under the rate-limit key's hash tag,
- * so the script stays in one slot of a Redis Cluster whatever partition the job is in.
+ * member jobId, score slot ms), KEYS[3] the key's pause, KEYS[4] the spacing each slot was reserved
+ * at (hash field jobId): all under the rate-limit key's hash tag, so the script stays in one slot
+ * of a Redis Cluster whatever partition the job is in.
  * ARGV[1] now ms, ARGV[2] emission interval T = perMs / max, ARGV[3] burst tolerance in ms,
  * ARGV[4] maxWaitMs, ARGV[5] how late (ms) a job may use its reserved slot,
  * ARGV[6] waits up to this long are spent in the worker (no slot is kept for the job), ARGV[7] jobId,
@@ -31,19 +32,30 @@ export interface RateLimitSpec {
  * { 3, n, first }: the n slots from `first` (a decimal string, under ARGV[9] ms away) are the caller's,
  * { 4 }: no block could be had and, as asked, nothing was taken.
  * A job that comes back for its reserved slot goes without taking another, so a deferred job is
- * picked twice at most. A reservation more than ARGV[5] in the past would be refused anyway (the
- * job queues again like a new request), so those are pruned on every call: the set holds only
- * slots still to come, and expires with the last of them.
+ * picked twice at most; unless its limit was lowered since (its slot was spaced for the old one),
+ * or the third party paused the key: then it queues again like a new request. A reservation more
+ * than ARGV[5] in the past would be refused anyway, so those are pruned on every call (a hundred at
+ * a time): the set holds only slots still to come, and expires with the last of them.
+ * maxWaitMs counts the wait for the limit's own slots: a pause the third party asked for does not.
  */
 const GCRA_SCRIPT = luaScript(`
 local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[5])))
+local t = tonumber(ARGV[2])
+local past = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[5])), 'LIMIT', 0, 100)
+if #past > 0 then
+  redis.call('ZREM', KEYS[2], unpack(past))
+  redis.call('HDEL', KEYS[4], unpack(past))
+end
 local slot = redis.call('ZSCORE', KEYS[2], ARGV[7])
 local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
 if slot then
   redis.call('ZREM', KEYS[2], ARGV[7])
+  local spacing = tonumber(redis.call('HGET', KEYS[4], ARGV[7]) or '0')
+  redis.call('HDEL', KEYS[4], ARGV[7])
   -- The third party asked the key to back off since this slot was reserved: queue again.
   if paused > now then slot = nil end
+  -- The limit was lowered since: slots spaced for the old one would exceed it.
+  if spacing > 0 and spacing < t * 0.999 then slot = nil end
 end
 if slot then
   local late = now - tonumber(slot)
@@ -53,7 +65,6 @@ if slot then
   -- later slots, so it queues again like a new request.
   if late <= tonumber(ARGV[5]) then return { 0 } end
 end
-local t = tonumber(ARGV[2])
 local tau = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
@@ -78,12 +89,16 @@ if allowAt < now + 1 then
   return { 0 }
 end
 local wait = math.ceil(allowAt - now)
-if wait > tonumber(ARGV[4]) then return { 2, wait } end
+local pausedFor = 0
+if paused > now then pausedFor = paused - now end
+if wait - pausedFor > tonumber(ARGV[4]) then return { 2, wait } end
 redis.call('SET', KEYS[1], string.format('%.3f', newTat), 'PX', ttl)
 if wait > tonumber(ARGV[6]) then
   redis.call('ZADD', KEYS[2], math.ceil(allowAt), ARGV[7])
+  redis.call('HSET', KEYS[4], ARGV[7], ARGV[2])
   -- Slots only move forward, so this one is the last: the set lives until it is past.
   redis.call('PEXPIRE', KEYS[2], wait + 60000)
+  redis.call('PEXPIRE', KEYS[4], wait + 60000)
 end
 return { 1, math.ceil(allowAt) }
 `);
@@ -175,12 +190,15 @@ return 1
  * KEYS[1] the key's leases (zset member jobId, score lease expiry ms)
  * ARGV[1] now, ARGV[2] max permits, ARGV[3] lease expiry, ARGV[4] jobId
  * Returns 1 when the lease is held (again, after a crash rerun), 0 when every permit is taken.
+ * The set lives until its last lease runs out: actions that share the key may lease for different
+ * lengths (their timeoutMs differ), and a short lease must not expire a longer one with the set.
  */
 const LEASE_SCRIPT = luaScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) - tonumber(ARGV[1])))
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(last[2]) - tonumber(ARGV[1])))
   return 1
 end
 return 0
@@ -311,10 +329,11 @@ function gcra(
 ): Promise<[number, number | undefined, string | undefined]> {
   return GCRA_SCRIPT.run(
     redis,
-    3,
+    4,
     keys.rateLimit(spec.key),
     keys.rateLimitSlots(spec.key),
     keys.rateLimitPause(spec.key),
+    keys.rateLimitSpacing(spec.key),
     String(now),
     String(t),
     // No burst: requests are spaced T apart, so no sliding window of perMs sees more than max + 1.

@@ -124,6 +124,8 @@ export interface RelayKeys extends PartitionKeys {
   rateLimit(key: string): string;
   /** Slots reserved by deferred jobs of a rate-limit key (zset member jobId, score slot ms). */
   rateLimitSlots(key: string): string;
+  /** The spacing each reserved slot of a rate-limit key was given at (hash field jobId). */
+  rateLimitSpacing(key: string): string;
   /** Until when back-pressure pauses a rate-limit key. */
   rateLimitPause(key: string): string;
   /** In-flight permits of a rate-limit key (maxConcurrent). */
@@ -198,6 +200,7 @@ export function relayKeys(taggedPrefix: string, partitionCount = 1): RelayKeys {
     actionsChannel: `${taggedPrefix}:actions:changed`,
     rateLimit: limit,
     rateLimitSlots: (key) => `${limit(key)}:slots`,
+    rateLimitSpacing: (key) => `${limit(key)}:spacing`,
     rateLimitPause: (key) => `${limit(key)}:pause`,
     rateLimitLeases: (key) => `${limit(key)}:leases`,
     circuit,
