@@ -74,6 +74,10 @@ export interface Attempt {
   scope: RenderScope | undefined;
   /** gates: this attempt is its circuit's half-open probe. */
   probe: boolean;
+  /** gates: when the request's rate-limit slot was taken (-1: none taken). */
+  slotAt: number;
+  /** send: an in-flight permit is held, given back once the outcome is written. */
+  permit: boolean;
   /** prepare / send: the request as last sent (the refreshed one after a 401). */
   prepared: PreparedRequest | undefined;
   /** send: the third party's answer. */
@@ -97,6 +101,8 @@ export function startAttempt(ctx: PipelineContext, job: Job, partition: Partitio
     data: undefined,
     scope: undefined,
     probe: false,
+    slotAt: -1,
+    permit: false,
     prepared: undefined,
     res: undefined,
     log: () => (child ??= ctx.actionLogger(job.name).child({ jobId, attempt: number })),

@@ -4,7 +4,7 @@ import { FRESH_PRIORITY } from '../../queue/delivery-queue.js';
 import { moveToDelayedWithPriority } from '../../queue/bullmq-internals.js';
 import type { CircuitBreaker } from '../circuit-breaker.js';
 import type { DeliveryEventMap } from '../delivery-events.js';
-import { DELAYED_WAKE_EARLY_MS, IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimiter } from '../rate-limiter.js';
+import { DELAYED_WAKE_EARLY_MS, IN_PROCESS_WAIT_MS, LATE_TOLERANCE_MS, type RateLimitSpec, type RateLimiter } from '../rate-limiter.js';
 import { requestTimeoutMs, type LoadedAttempt, type PauseEntry, type PipelineContext } from './attempt.js';
 
 /** How long a worker trusts what it last read of a key's back-pressure pause (no rateLimit). */
@@ -34,12 +34,41 @@ async function passCircuitThenLimits(ctx: PipelineContext, attempt: LoadedAttemp
 /** The rate slot or pause check; undefined when the job may go at once (no promise, no Redis call). */
 function passLimits(ctx: PipelineContext, attempt: LoadedAttempt): Promise<void> | undefined {
   if (!ctx.rateLimiter) return undefined;
-  if (attempt.action.definition.rateLimit) {
-    // Most jobs under a generous limit take a slot of the process's block: no promise, no Redis call.
-    if (ctx.rateLimiter.takeDue(attempt.action.limitKey, attempt.action.definition.rateLimit, ctx.now())) return undefined;
-    return awaitSlot(ctx, attempt, ctx.rateLimiter);
-  }
+  const limit = attempt.action.definition.rateLimit;
+  if (limit) return takeSlot(ctx, attempt, ctx.rateLimiter, limit);
   return awaitPause(ctx, attempt, ctx.rateLimiter);
+}
+
+/** A rate-limit slot for the next request; notes when it was taken (see `retakeSlot`). */
+function takeSlot(
+  ctx: PipelineContext,
+  attempt: LoadedAttempt,
+  limiter: RateLimiter,
+  limit: Omit<RateLimitSpec, 'key'>,
+): Promise<void> | undefined {
+  const now = ctx.now();
+  // Most jobs under a generous limit take a slot of the process's block: no promise, no Redis call.
+  if (limiter.takeDue(attempt.action.limitKey, limit, now)) {
+    attempt.slotAt = now;
+    return undefined;
+  }
+  return awaitSlot(ctx, attempt, limiter).then(() => {
+    attempt.slotAt = ctx.now();
+  });
+}
+
+/**
+ * A new slot for a request about to leave, when the action has a rateLimit: always (`stale`
+ * false: a second request, after a 401), or when the slot taken at the gates is more than
+ * LATE_TOLERANCE_MS old (a token fetch or a permit wait came between). Without it, every job whose
+ * slot fell within a slow token fetch went the moment the token came, all together. May defer the
+ * job (DelayedError), using no attempt.
+ */
+export function retakeSlot(ctx: PipelineContext, attempt: LoadedAttempt, staleOnly: boolean): Promise<void> | undefined {
+  const limit = attempt.action.definition.rateLimit;
+  if (!ctx.rateLimiter || !limit) return undefined;
+  if (staleOnly && ctx.now() - attempt.slotAt <= LATE_TOLERANCE_MS) return undefined;
+  return takeSlot(ctx, attempt, ctx.rateLimiter, limit);
 }
 
 /**
@@ -144,7 +173,10 @@ function startPauseRead(
 ): Promise<number> {
   const stale = { until: known?.until ?? 0, checkedAt: known?.checkedAt ?? -Infinity };
   const reading = limiter.pausedUntil(key).then(
-    (until) => {
+    (read) => {
+      // A Retry-After this process learned while the read was under way (written to Redis after
+      // it was read) stands: the later of the two.
+      const until = Math.max(read, ctx.pauses.get(key)?.until ?? 0);
       rememberPause(ctx, key, until, t);
       return until;
     },

@@ -7,7 +7,7 @@ import { alreadyEnded, finishDelivered, finishFailed } from './finish.js';
 import { passGates } from './gates.js';
 import { load } from './load.js';
 import { prepare } from './prepare.js';
-import { send } from './send.js';
+import { releasePermit, send } from './send.js';
 
 /**
  * One attempt at delivering a job, as a list of named steps. A deferral (DelayedError) goes back
@@ -38,6 +38,8 @@ export async function runAttempt(ctx: PipelineContext, job: Job, partition: Part
     if (caught instanceof DelayedError) throw caught;
     return await finishFailed(ctx, attempt, caught);
   } finally {
+    // After the outcome, and any pause a Retry-After set, are written.
+    if (attempt.permit) await releasePermit(ctx, attempt);
     ctx.events.emit('settled', { jobId: attempt.jobId });
   }
 }

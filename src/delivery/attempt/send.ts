@@ -2,8 +2,8 @@ import { RelayError, coerceError } from '../../errors/errors.js';
 import type { CircuitBreaker } from '../circuit-breaker.js';
 import type { SentResponse } from '../http-sender.js';
 import { circuitFailure, shouldRefreshToken } from '../retry-policy.js';
-import { requestTimeoutMs, type LoadedAttempt, type PipelineContext } from './attempt.js';
-import { takePermit } from './gates.js';
+import { requestTimeoutMs, type Attempt, type LoadedAttempt, type PipelineContext } from './attempt.js';
+import { retakeSlot, takePermit } from './gates.js';
 import { prepare } from './prepare.js';
 
 /** Bytes of a response body kept in an attempt record. */
@@ -11,13 +11,18 @@ export const RECORD_BODY_BYTES = 4096;
 
 /**
  * Step 4: sends the prepared request under an in-flight permit when the action has one. A 401 on
- * a token-carrying request gets one fresh token and one more request. Whatever happens, the
- * circuit hears of the third party's health and the permit is given back.
+ * a token-carrying request gets one fresh token and one more request, on a slot of its own. The
+ * circuit hears of the third party's health whatever happens. The permit is given back by
+ * `releasePermit` once the outcome is written: a Retry-After's pause is then in place before
+ * another job can take the permit and send.
  */
 export async function send(ctx: PipelineContext, attempt: LoadedAttempt): Promise<SentResponse> {
   // No permit to take (most actions): not awaited, so no turn of the microtask queue.
   const leasing = takePermit(ctx, attempt);
-  const permit = leasing === false ? false : await leasing;
+  if (leasing !== false) attempt.permit = await leasing;
+  // The slot taken at the gates, unless a token fetch or the permit wait made it stale.
+  const slot = retakeSlot(ctx, attempt, true);
+  if (slot) await slot;
   let sendError: unknown;
   try {
     attempt.res = await sendOnce(ctx, attempt);
@@ -25,6 +30,7 @@ export async function send(ctx: PipelineContext, attempt: LoadedAttempt): Promis
       // The token may have been revoked or expired early.
       attempt.log().debug({ status: 401 }, 'access token refused, fetching a new one');
       await prepare(ctx, attempt, attempt.prepared?.applied.token);
+      await retakeSlot(ctx, attempt, false);
       attempt.res = await sendOnce(ctx, attempt);
     }
     return attempt.res;
@@ -32,10 +38,10 @@ export async function send(ctx: PipelineContext, attempt: LoadedAttempt): Promis
     sendError = err;
     throw err;
   } finally {
+    // A deferral for the second request's slot comes after the 401: the circuit hears of that answer.
     if (attempt.action.definition.circuitBreaker && ctx.circuitBreaker) {
       await recordCircuit(ctx, attempt, ctx.circuitBreaker, circuitFailure(attempt.res?.status, sendError));
     }
-    if (permit) await releasePermit(ctx, attempt);
   }
 }
 
@@ -95,7 +101,10 @@ async function recordCircuit(
   }
 }
 
-async function releasePermit(ctx: PipelineContext, attempt: LoadedAttempt): Promise<void> {
+/** Gives back the attempt's in-flight permit, when it holds one. */
+export async function releasePermit(ctx: PipelineContext, attempt: Attempt): Promise<void> {
+  if (!attempt.permit || !attempt.action) return;
+  attempt.permit = false;
   await ctx.rateLimiter
     ?.release(attempt.action.limitKey, attempt.jobId)
     .catch((e: unknown) => attempt.log().warn({ err: coerceError(e).message }, 'permit release failed'));
