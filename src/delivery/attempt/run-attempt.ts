@@ -1,7 +1,9 @@
 import { DelayedError, type Job } from 'bullmq';
 import type { JobOutcome } from '../../queue/job-schema.js';
 import type { PartitionKeys } from '../../redis/redis-connection.js';
-import { startAttempt, type PipelineContext } from './attempt.js';
+import { coerceError } from '../../errors/errors.js';
+import { redisRefusal } from '../../redis/redis-refusal.js';
+import { startAttempt, type Attempt, type PipelineContext } from './attempt.js';
 import { classify } from './classify.js';
 import { alreadyEnded, finishDelivered, finishFailed } from './finish.js';
 import { passGates } from './gates.js';
@@ -11,10 +13,13 @@ import { releasePermit, send } from './send.js';
 
 /**
  * One attempt at delivering a job, as a list of named steps. A deferral (DelayedError) goes back
- * to BullMQ untouched; any other failure becomes a queue outcome in `finishFailed`.
+ * to BullMQ untouched, and so does Redis refusing a delivered job's outcome (see `unwritten`);
+ * any other failure becomes a queue outcome in `finishFailed`.
  */
 export async function runAttempt(ctx: PipelineContext, job: Job, partition: PartitionKeys, token?: string): Promise<JobOutcome> {
   const attempt = startAttempt(ctx, job, partition, token);
+  // Set once the third party has taken the request and its answer is classified as delivered.
+  let delivered = false;
   ctx.events.emit('started', { jobId: attempt.jobId });
   try {
     // Taken before (a retry, a deferral, or a run whose lock lapsed): it may have ended meanwhile,
@@ -33,13 +38,27 @@ export async function runAttempt(ctx: PipelineContext, job: Job, partition: Part
     if (prepared) await prepared;
     const res = await send(ctx, loaded);
     const response = classify(loaded.action, res, ctx.now(), ctx.maxResponseBytes);
+    delivered = true;
     return await finishDelivered(ctx, loaded, res.status, response);
   } catch (caught: unknown) {
     if (caught instanceof DelayedError) throw caught;
+    if (delivered && redisRefusal(caught) !== undefined) throw unwritten(ctx, attempt, caught);
     return await finishFailed(ctx, attempt, caught);
   } finally {
     // After the outcome, and any pause a Retry-After set, are written.
     if (attempt.permit) await releasePermit(ctx, attempt);
     ctx.events.emit('settled', { jobId: attempt.jobId });
   }
+}
+
+/**
+ * Redis refused the write of a delivered outcome (a failover's READONLY, out of memory, or
+ * unreachable). The job must not end dead for a state of Redis, as `finishFailed` would end it on
+ * its last attempt: the error goes to BullMQ as it is, which runs the job again a second later;
+ * that run sends again, under the same Idempotency-Key, and writes the outcome.
+ */
+function unwritten(ctx: PipelineContext, attempt: Attempt, caught: unknown): Error {
+  const err = coerceError(caught);
+  attempt.log().warn({ err: ctx.redact(err.message) }, 'delivered, but Redis refused its outcome: the job runs again');
+  return err;
 }
