@@ -165,9 +165,18 @@ function idList(list: unknown): { ids: string[]; more: number } {
   return { ids: all.slice(0, MAX_AUDIT_IDS), more: Math.max(0, all.length - MAX_AUDIT_IDS) };
 }
 
+/** Ids a route reports it touched beyond its answer (the dead letters a purge removed). */
+const reportedIds = new WeakMap<FastifyRequest, string[]>();
+
+/** Names, for the call's audit line, the ids a route touched that its answer does not list. */
+export function auditTouched(req: FastifyRequest, ids: string[]): void {
+  reportedIds.set(req, ids);
+}
+
 /**
  * What an audited call touched: the ids of its URL and the job ids it named (`ids`), the selection
- * of a replay or purge, and what the answer says was done (`resultIds`: the new jobs of a replay).
+ * of a replay or purge, and what was done: the dead letters a replay or purge took (`deadIds`, by
+ * filter too), the new jobs of a replay (`resultIds`).
  */
 function touched(req: FastifyRequest, payload: unknown): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -177,20 +186,31 @@ function touched(req: FastifyRequest, payload: unknown): Record<string, unknown>
   out.ids = [...params, ...named.ids];
   if (named.more > 0) out.idsNotListed = named.more;
   for (const k of ['filter', 'all', 'dryRun'] as const) if (body[k] !== undefined) out[k] = body[k];
+  const reported = reportedIds.get(req);
+  if (reported) listIds(out, 'deadIds', reported);
   if (typeof payload !== 'string' || !payload.startsWith('{')) return out;
-  let answer: { jobIds?: unknown; purged?: unknown; replayed?: unknown; matched?: unknown };
+  let answer: { jobIds?: unknown; purged?: unknown; replayed?: unknown; matched?: unknown; replays?: unknown };
   try {
     answer = JSON.parse(payload) as typeof answer;
   } catch {
     return out;
   }
   for (const k of ['replayed', 'matched', 'purged'] as const) if (typeof answer[k] === 'number') out[k] = answer[k];
-  if (Array.isArray(answer.jobIds)) {
-    const result = idList(answer.jobIds);
-    out.resultIds = result.ids;
-    if (result.more > 0) out.resultIdsNotListed = result.more;
-  }
+  if (Array.isArray(answer.replays))
+    listIds(
+      out,
+      'deadIds',
+      answer.replays.map((m) => (m as { from?: unknown } | null)?.from),
+    );
+  if (Array.isArray(answer.jobIds)) listIds(out, 'resultIds', answer.jobIds);
   return out;
+}
+
+/** Sets `out[key]` to the first MAX_AUDIT_IDS ids and `out[key + 'NotListed']` to how many more. */
+function listIds(out: Record<string, unknown>, key: string, list: unknown): void {
+  const { ids, more } = idList(list);
+  out[key] = ids;
+  if (more > 0) out[`${key}NotListed`] = more;
 }
 
 /**

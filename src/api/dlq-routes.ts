@@ -6,6 +6,7 @@ import { formatIssues } from '../actions/param-validator.js';
 import { dlqCursorSchema, dlqFilterSchema } from '../queue/dead-letters.js';
 import { hasExplicitSelection, purgeDeadLetters, replayDeadLetters, replayRequestSchema } from '../queue/dlq-operations.js';
 import { isJobId } from '../queue/job-id.js';
+import { auditTouched } from './access-control.js';
 import { sendError } from './api-errors.js';
 
 /** Query of GET /v1/dlq. */
@@ -52,13 +53,19 @@ export function registerDlqRoutes(app: FastifyInstance, ctx: RelayContext): void
     return { replayed: r.replayed, replays: r.replays, jobIds: r.replays.map((m) => m.jobId) };
   });
 
-  app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req) => ({
-    purged: isJobId(req.params.jobId) ? await dl.remove([req.params.jobId]) : 0,
-  }));
+  app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req, reply) => {
+    const purged = isJobId(req.params.jobId) ? await dl.remove([req.params.jobId]) : 0;
+    // A mistyped id must not read as done.
+    if (purged === 0) return sendError(reply, 404, 'not_found', `no dead letter for job "${req.params.jobId}"`);
+    return { purged };
+  });
 
   app.post('/v1/dlq/purge', async (req) => {
     const body = parse(purgeRequestSchema, req.body);
     if (!hasExplicitSelection(body)) throw new ValidationError('invalid request', NO_SELECTION);
-    return { purged: await purgeDeadLetters(dl, body.jobIds, body.filter ?? {}) };
+    const selected: string[] = [];
+    const purged = await purgeDeadLetters(dl, body.jobIds, body.filter ?? {}, undefined, (ids) => selected.push(...ids));
+    auditTouched(req, selected);
+    return { purged };
   });
 }

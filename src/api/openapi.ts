@@ -317,7 +317,7 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
         summary: 'Delete one dead letter',
         tags: ['dead letters'],
         parameters: [jobId],
-        responses: { '200': json(ref('Purged'), 'how many were deleted (0 or 1)') },
+        responses: { '200': json(ref('Purged'), 'deleted ({ purged: 1 })'), '404': errorResponse('no dead letter for this job') },
       }),
     },
     '/v1/dlq/replay': {

@@ -1,4 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import pino from 'pino';
 import { loadConfig, type Config } from '../config/config.js';
 import { createRelayContext, type RelayContext } from '../context/relay-context.js';
 import { readActionFiles } from '../actions/action-files.js';
@@ -9,7 +10,7 @@ import { createLogger } from '../logger.js';
 import { VERSION } from '../version.js';
 import { registerDlqCommands } from './dlq-commands.js';
 import { CliUsageError, printTable, type CliIo } from './cli-io.js';
-import { hasRelayData } from './relay-data.js';
+import { hasRelayData, requireRedis } from './relay-data.js';
 
 export type { CliIo };
 
@@ -88,8 +89,10 @@ export function buildCli(io: CliIo = defaultIo): Command {
   /** Runs a short command with a context that is closed afterwards. */
   const withContext = async (fn: (ctx: RelayContext) => Promise<void>) => {
     const cfg = config();
+    await requireRedis(cfg);
     const ctx = await createRelayContext(cfg, {
-      logger: createLogger('warn'),
+      // On stderr: stdout is the command's answer (JSON with --json), never log lines.
+      logger: createLogger('warn', pino.destination({ dest: 2, sync: true })),
       processMetrics: false,
       env: io.env,
       serviceName: 'action-relay-cli',
@@ -106,6 +109,7 @@ export function buildCli(io: CliIo = defaultIo): Command {
    */
   const reading = async (fn: (ctx: RelayContext) => Promise<void>, empty: () => void) => {
     const cfg = config();
+    await requireRedis(cfg);
     if (!(await hasRelayData(cfg))) {
       io.err(`warning: no action-relay data under prefix ${cfg.ACTION_RELAY_PREFIX} (check ACTION_RELAY_PREFIX and REDIS_URL)`);
       empty();

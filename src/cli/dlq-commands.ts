@@ -1,6 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { RelayContext } from '../context/relay-context.js';
-import { isFilterTime, type DlqFilter } from '../queue/dead-letters.js';
+import { dlqCursorSchema, isFilterTime, type DlqFilter } from '../queue/dead-letters.js';
 import { purgeDeadLetters, replayDeadLetters, selectRecords } from '../queue/dlq-operations.js';
 import { CliUsageError, printTable, type CliIo } from './cli-io.js';
 import { DEAD_REASONS } from '../errors/errors.js';
@@ -39,6 +39,12 @@ function limit(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError('expected an integer from 1 to 1000');
   return n;
+}
+
+function cursor(value: string): string {
+  const parsed = dlqCursorSchema.safeParse(value);
+  if (!parsed.success) throw new InvalidArgumentError(parsed.error.issues[0]?.message ?? 'expected the nextCursor of an earlier page');
+  return value;
 }
 
 function toFilter(o: FilterOpts): DlqFilter {
@@ -93,11 +99,12 @@ export function registerDlqCommands(program: Command, run: CommandRunners, io: C
 
   withFilterOptions(dlq.command('list').description('list dead letters, newest first'))
     .option('--limit <n>', 'at most this many (1-1000)', limit, 50)
+    .option('--cursor <c>', 'the page after an earlier one: its nextCursor', cursor)
     .option('--json', 'print { items, nextCursor } as GET /v1/dlq answers')
-    .action((o: FilterOpts & { limit: number; json?: boolean }) =>
+    .action((o: FilterOpts & { limit: number; cursor?: string; json?: boolean }) =>
       reading(
         async (ctx) => {
-          const page = await ctx.deadLetters.list(toFilter(o), o.limit);
+          const page = await ctx.deadLetters.list(toFilter(o), o.limit, o.cursor);
           if (o.json) {
             io.out(JSON.stringify(page, null, 2));
             return;
@@ -107,7 +114,7 @@ export function registerDlqCommands(program: Command, run: CommandRunners, io: C
             LIST_HEADER,
             page.items.map((i) => [i.jobId, i.actionId, i.reason, i.status ?? '-', i.attempts, i.failedAt]),
           );
-          if (page.nextCursor) io.err(`(more: raise --limit)`);
+          if (page.nextCursor) io.err(`(more: --cursor ${page.nextCursor})`);
         },
         () => (o.json ? io.out(JSON.stringify({ items: [], nextCursor: null }, null, 2)) : printTable(io, LIST_HEADER, [])),
       ),

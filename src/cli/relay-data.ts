@@ -23,3 +23,34 @@ export async function hasRelayData(config: Config): Promise<boolean> {
     await redis.quit().catch(() => redis.disconnect());
   }
 }
+
+/** Where the CLI looks for Redis, for a message: host and port only (REDIS_URL may hold a password). */
+export function redisWhere(config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES' | 'REDIS_SENTINELS'>): string {
+  if (config.REDIS_SENTINELS?.length) return `the Sentinels ${config.REDIS_SENTINELS.join(', ')} (REDIS_SENTINELS)`;
+  if (config.REDIS_CLUSTER_NODES?.length) return `the cluster nodes ${config.REDIS_CLUSTER_NODES.join(', ')} (REDIS_CLUSTER_NODES)`;
+  return `${new URL(config.REDIS_URL).host} (REDIS_URL)`;
+}
+
+/**
+ * Fails at once, with one clear line, when Redis does not answer a PING within `timeoutMs`: a
+ * command run against a Redis that is down would otherwise wait through the client's retries
+ * (about half a minute) and end with the driver's own words.
+ */
+export async function requireRedis(config: Config, timeoutMs = 5000): Promise<void> {
+  const redis = createRedisConnection(config, { name: 'action-relay-cli' });
+  redis.on('error', () => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const answered = await Promise.race([
+      redis.ping().then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    if (!answered) throw new Error(`Redis does not answer at ${redisWhere(config)} within ${timeoutMs / 1000} s: nothing was done`);
+  } finally {
+    clearTimeout(timer);
+    redis.disconnect();
+  }
+}

@@ -114,6 +114,17 @@ function matches(rec: DeadLetterRecord, f: DlqFilter): boolean {
   );
 }
 
+/**
+ * Whether a dead letter fetched by id matches the filter, its time range included (`since` and
+ * `until` inclusive, as the dead-letter index's scores are read): ids and a filter select the
+ * named dead letters that match it.
+ */
+export function matchesFilter(rec: DeadLetterRecord, f: DlqFilter): boolean {
+  if (!matches(rec, f)) return false;
+  const at = Date.parse(rec.failedAt);
+  return at >= toMs(f.since, 0) && at <= toMs(f.until, Number.MAX_SAFE_INTEGER);
+}
+
 export function summarize(rec: DeadLetterRecord): DlqSummary {
   return {
     jobId: rec.jobId,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { DeadLetters, ReplayMapping } from './dead-letters.js';
-import { dlqFilterSchema, type DlqFilter } from './dead-letters.js';
+import { dlqFilterSchema, matchesFilter, type DlqFilter } from './dead-letters.js';
 import type { DeadLetterRecord } from './outcome-writer.js';
 
 export const replayRequestSchema = z.strictObject({
@@ -27,11 +27,15 @@ export function hasExplicitSelection(sel: {
   return Object.values(sel.filter ?? {}).some((v) => v !== undefined);
 }
 
-/** Records named by ids (those that exist) or matched by a filter, page by page. */
+/**
+ * Records named by ids (those that exist, each once, and that match the filter when one is given)
+ * or matched by a filter, page by page.
+ */
 export async function* selectRecords(dl: DeadLetters, jobIds: string[] | undefined, filter: DlqFilter): AsyncGenerator<DeadLetterRecord[]> {
   if (jobIds) {
-    for (let i = 0; i < jobIds.length; i += 500) {
-      const recs = await dl.getMany(jobIds.slice(i, i + 500));
+    const unique = [...new Set(jobIds)];
+    for (let i = 0; i < unique.length; i += 500) {
+      const recs = (await dl.getMany(unique.slice(i, i + 500))).filter((r) => matchesFilter(r, filter));
       if (recs.length > 0) yield recs;
     }
     return;
@@ -72,16 +76,19 @@ export async function replayDeadLetters(
   return { matched, replayed: req.dryRun ? 0 : matched, matchedIds, replays, unknownIds };
 }
 
-/** Removes the selected dead letters; reports progress per page. */
+/** Removes the selected dead letters; reports progress per page, and the ids it selected (for an audit line). */
 export async function purgeDeadLetters(
   dl: DeadLetters,
   jobIds: string[] | undefined,
   filter: DlqFilter,
   onProgress: (done: number) => void = () => undefined,
+  onSelected: (ids: string[]) => void = () => undefined,
 ): Promise<number> {
   let purged = 0;
   for await (const page of selectRecords(dl, jobIds, filter)) {
-    purged += await dl.remove(page.map((r) => r.jobId));
+    const ids = page.map((r) => r.jobId);
+    onSelected(ids);
+    purged += await dl.remove(ids);
     onProgress(purged);
   }
   return purged;
