@@ -72,7 +72,9 @@ export interface ProducerOptions {
 export interface RelayProducer extends Producer {
   /**
    * Reads the results stream (every partition) from a cursor: XREAD. Keep the returned `cursor`
-   * and pass it back as `after`. A blocking read (`blockMs`) holds a connection of its own.
+   * and pass it back as `after`. Every read of this producer (groups too) goes through one
+   * connection of its own, apart from the enqueues': a blocking read (`blockMs`) holds up the
+   * others until it returns, so each concurrent blocking reader wants a producer of its own.
    */
   readResults(opts?: ReadResultsOptions): Promise<ResultsRead>;
   /**

@@ -19,23 +19,29 @@ const intField = z.string().regex(/^\d+$/, 'a whole number').transform(Number);
  * One entry of the results stream as the worker writes it (flat string fields), turned into typed
  * values. Fields this version does not know are ignored, so a newer worker can add some.
  */
-export const resultEntrySchema = z.object({
-  jobId: z.string().min(1),
-  actionId: z.string().min(1),
-  outcome: z.enum(['delivered', 'dead']),
-  /** The HTTP status of the last attempt; null when none came back (timeout, network, never sent). */
-  status: z
-    .string()
-    .regex(/^(\d{3})?$/, 'an HTTP status or empty')
-    .transform((s) => (s === '' ? null : Number(s))),
-  reason: z.string(),
-  attempts: intField,
-  durationMs: intField,
-  context: jsonField,
-  response: jsonField,
-  /** Captured error-response fields of a dead job; `{}` when none (or written by an older worker). */
-  errorResponse: jsonField.default({}),
-});
+export const resultEntrySchema = z
+  .object({
+    jobId: z.string().min(1),
+    actionId: z.string().min(1),
+    outcome: z.enum(['delivered', 'dead']),
+    /** The HTTP status of the last attempt; null when none came back (timeout, network, never sent). */
+    status: z
+      .string()
+      .regex(/^(\d{3})?$/, 'an HTTP status or empty')
+      .transform((s) => (s === '' ? null : Number(s))),
+    reason: z.string(),
+    attempts: intField,
+    durationMs: intField,
+    context: jsonField,
+    response: jsonField,
+    /** Captured error-response fields of a dead job; `{}` when none (or written by an older worker). */
+    errorResponse: jsonField.default({}),
+    /** The job's idempotency key, or its id when none was given (so also for an older worker's entry, which has none). */
+    idempotencyKey: z.string().optional(),
+    /** Only on a replayed job's entry: the id of the dead job it replays. */
+    replayOf: z.string().optional(),
+  })
+  .transform((e) => ({ ...e, idempotencyKey: e.idempotencyKey ?? e.jobId }));
 
 export type ResultEntry = z.infer<typeof resultEntrySchema> & {
   /** The stream entry id (`<ms>-<seq>`). */
