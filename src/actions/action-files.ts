@@ -110,8 +110,14 @@ export async function applyActionsDir(store: ActionStore, dir: string): Promise<
   for (const a of await store.list()) {
     const file = a.managedBy;
     if (file?.startsWith(inside) && !unreadable.has(file) && !defined.has(a.definition.id)) {
-      await store.put(a.definition, { fromFile: '' });
-      report.released.push(a.definition.id);
+      try {
+        await store.put(a.definition, { fromFile: '' });
+        report.released.push(a.definition.id);
+      } catch (err: unknown) {
+        // A stored definition the schema no longer takes: reported under its gone file, not retried.
+        if (!(err instanceof ValidationError)) throw err;
+        report.refused.push({ file, error: err });
+      }
     }
   }
   return report;

@@ -196,7 +196,10 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
   const load = async (id: string): Promise<CompiledAction | null> => {
     const stored = await get(id);
     if (!stored) return null;
-    return compileAction(stored.definition, { version: stored.version, userAgent: deps.userAgent });
+    // Checked again as it is read: a definition stored by an older version (or edited by hand) gets
+    // the defaults of fields added since, and one the schema no longer takes is a ValidationError
+    // naming the field (the producer's 400, the worker's unknown_action), not a crash inside compile.
+    return compileAction(parseActionDefinition(stored.definition), { version: stored.version, userAgent: deps.userAgent });
   };
 
   const validate = async (input: unknown): Promise<ActionDefinition> => {
@@ -210,7 +213,10 @@ export function createActionStore(deps: ActionStoreDeps): ActionStore {
   return {
     validate,
     async put(input, opts = {}) {
-      const def = await validate(input);
+      // Handing an action back to the API changes only who manages it: its definition is the one
+      // stored, vetted when it was saved, and a stricter egress policy since is checked at every
+      // connection anyway. Vetting it again would leave a gone file's action managed for ever.
+      const def = opts.fromFile === '' ? parseActionDefinition(input) : await validate(input);
       const fromFiles = opts.fromFile !== undefined;
       const answer = (await PUT_SCRIPT.run(
         redis,

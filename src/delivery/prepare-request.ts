@@ -81,11 +81,36 @@ export async function prepareRequest(action: CompiledAction, scope: RenderScope,
 
 /** The request as an answer or a record may show it: credentials masked. */
 export function describeRequest(p: PreparedRequest, redact: (s: string) => string) {
-  const body = p.req.body === undefined ? undefined : (JSON.parse(redact(p.req.body)) as unknown);
+  const body = p.req.body === undefined ? undefined : describeBody(p.req.body, redact);
   return {
     method: p.req.method,
     url: redact(p.req.origin + maskPath(p.req.path, p.applied)),
     headers: maskHeaders(p.req.headers, p.applied),
     ...(body !== undefined ? { body } : {}),
   };
+}
+
+/**
+ * The body as JSON with every secret masked, value by value: masking the text first breaks it
+ * where a secret is also an unquoted number (`{"day":***}`). A body that cannot be walked (not
+ * JSON, or nested deeper than the stack) is shown as masked text.
+ */
+function describeBody(body: string, redact: (s: string) => string): unknown {
+  try {
+    return maskValues(JSON.parse(body) as unknown, redact);
+  } catch {
+    return redact(body);
+  }
+}
+
+function maskValues(v: unknown, redact: (s: string) => string): unknown {
+  if (typeof v === 'string') return redact(v);
+  if (typeof v === 'number' || typeof v === 'boolean') {
+    const text = String(v);
+    const masked = redact(text);
+    return masked === text ? v : masked;
+  }
+  if (Array.isArray(v)) return v.map((x) => maskValues(x, redact));
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [redact(k), maskValues(x, redact)]));
+  return v;
 }
