@@ -204,6 +204,18 @@ export function createProducer(deps: ProducerDeps): Producer {
           ),
         ),
       );
+      // The same idempotency key twice in the batch: the first of the list is the job, the later
+      // ones its duplicates, as if sent one after another (ordered jobs take their place in line
+      // before the others are added, so Redis alone would keep an ordered later one).
+      const firstOf = new Map<string, PreparedJob>();
+      const duplicateOf = new Map<PreparedJob, PreparedJob>();
+      for (const p of prepared) {
+        const id = 'job' in p ? p.job.opts.deduplication?.id : undefined;
+        if (!('job' in p) || id === undefined) continue;
+        const first = firstOf.get(id);
+        if (first) duplicateOf.set(p.job, first);
+        else firstOf.set(id, p.job);
+      }
       // Ordered jobs take their place in line in input order (one connection: Redis runs the
       // scripts in the order sent); those first in line are added with the others.
       const lined = new Map<string, EnqueueResult>();
@@ -211,6 +223,7 @@ export function createProducer(deps: ProducerDeps): Producer {
       await Promise.all(
         prepared.map(async (p) => {
           if (!('job' in p)) return;
+          if (duplicateOf.has(p.job)) return void p.job.span.end();
           if (!isOrdered(p.job)) return void toAdd.push(p.job);
           const { result, add } = await line(p.job).catch((err: unknown) => {
             p.job.span.end(err);
@@ -245,12 +258,16 @@ export function createProducer(deps: ProducerDeps): Producer {
           }
         }),
       );
+      const resultOf = (job: PreparedJob): EnqueueResult => {
+        const inLine = lined.get(job.opts.jobId as string);
+        if (inLine) return inLine;
+        const id = addedIds.get(job.opts.jobId as string) as string;
+        return { jobId: id, deduplicated: id !== job.opts.jobId };
+      };
       return prepared.map((p): EnqueueManyItem => {
         if ('job' in p) {
-          const inLine = lined.get(p.job.opts.jobId as string);
-          if (inLine) return inLine;
-          const id = addedIds.get(p.job.opts.jobId as string) as string;
-          return { jobId: id, deduplicated: id !== p.job.opts.jobId };
+          const first = duplicateOf.get(p.job);
+          return first ? { jobId: resultOf(first).jobId, deduplicated: true } : resultOf(p.job);
         }
         const err = p.err;
         if (err instanceof ValidationError) {
