@@ -57,7 +57,7 @@ describe('a slot taken before the token is fetched', () => {
     });
     await new Promise<void>((r) => tokenServer.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise((r) => tokenServer.close(() => r())));
-    const { receiver, ctx, startWorkers } = await setup({ ACTION_SECRET_REVIEW_SLOW_TOKEN: 'slow-token-client-secret' });
+    const { receiver, ctx, startWorkers } = await setup({ ACTION_SECRET_LIMITS_SLOW_TOKEN: 'slow-token-client-secret' });
     await ctx.store.put({
       id: 'slow_token',
       name: 'slow_token',
@@ -66,7 +66,7 @@ describe('a slot taken before the token is fetched', () => {
         type: 'oauth2ClientCredentials',
         tokenUrl: `http://127.0.0.1:${(tokenServer.address() as { port: number }).port}/token`,
         clientId: 'c',
-        clientSecret: { env: 'ACTION_SECRET_REVIEW_SLOW_TOKEN' },
+        clientSecret: { env: 'ACTION_SECRET_LIMITS_SLOW_TOKEN' },
       },
       body: { a: 1 },
       rateLimit: { max: 4, perMs: 1000 },
@@ -80,7 +80,6 @@ describe('a slot taken before the token is fetched', () => {
       receiver.requests.map((r) => r.at),
       1000,
     );
-    console.log(`slow token: ${tokenRequests} token request(s), peak ${peak} requests in a 1000 ms window (max 4)`);
     expect(tokenRequests).toBe(1);
     expect(peak, 'requests in the busiest 1000 ms window at the sink, limit max 4 per 1000 ms').toBeLessThanOrEqual(8);
   }, 90_000);
@@ -115,7 +114,6 @@ describe('back-pressure and in-flight permits', () => {
     await waitFor(async () => (await ctx.redis.xlen(ctx.keys.results)) >= 6, 30_000, '6 outcomes');
     expect((await readResults(ctx)).every((r) => r.outcome === 'delivered')).toBe(true);
     const during = receiver.requests.filter((r) => r.at > answered429 + 5 && r.at < answered429 + 2900).map((r) => r.at - answered429);
-    console.log(`requests during the 3 s pause, ms after the 429: ${during.join(', ')}`);
     expect(during, 'requests received while the key was paused by Retry-After: 3').toEqual([]);
   }, 60_000);
 
@@ -159,7 +157,6 @@ describe('back-pressure and in-flight permits', () => {
     await new Promise((r) => setTimeout(r, 5800));
     await ctx.producer.enqueueMany(Array.from({ length: 3 }, () => ({ actionId: 'long', params: {} })));
     await new Promise((r) => setTimeout(r, 1500));
-    console.log(`shared key, maxConcurrent 2: at most ${maxOpen} requests open at once`);
     expect(maxOpen, 'requests open at once at the receiver, maxConcurrent 2').toBeLessThanOrEqual(2);
   }, 60_000);
 });
@@ -181,7 +178,6 @@ describe('two workers, a burst, a binding limit', () => {
       receiver.requests.map((r) => r.at),
       1000,
     );
-    console.log(`burst: peak ${peak} in 1000 ms (max 10), ${receiver.requests.length} requests`);
     expect(receiver.requests).toHaveLength(60);
     expect(peak).toBeLessThanOrEqual(20);
   }, 60_000);
@@ -218,7 +214,6 @@ describe('a Retry-After pause longer than maxWaitMs', () => {
     const results = await readResults(ctx);
     const ids = new Set([first.jobId, ...during.flatMap((j) => ('jobId' in j ? [j.jobId] : []))]);
     const outcomes = results.filter((r) => ids.has(r.jobId ?? '')).map((r) => `${r.outcome}${r.reason ? `:${r.reason}` : ''}`);
-    console.log(`pause 3 s, maxWaitMs 1 s: ${outcomes.join(', ')}`);
     expect(outcomes, 'outcomes of the jobs of a key paused 3 s by Retry-After').toEqual(Array(6).fill('delivered'));
   }, 60_000);
 });

@@ -65,7 +65,6 @@ describe('a limit lowered while jobs wait for their slots', () => {
     // Docs: an update reaches running workers within a second; 1.5 s allowed, then 4.5 s counted.
     const after = receiver.requests.filter((r) => r.at >= changedAt + 1500).map((r) => r.at);
     const peak = maxInWindow(after, 1000);
-    console.log(`limit lowered 10/s -> 1/s: ${after.length} requests in the 4.5 s counted, peak ${peak} in 1000 ms`);
     expect(peak, 'requests in the busiest 1000 ms window after the limit became max 1 per 1000 ms').toBeLessThanOrEqual(2);
   }, 60_000);
 });
@@ -131,7 +130,7 @@ describe('token endpoints that hang or answer garbage', () => {
   }
 
   it('one request for 20 concurrent callers; a hang is a retryable auth error, garbage a final one, neither naming the secret', async () => {
-    const { ctx } = await setup({ ACTION_SECRET_REVIEW_TOK: secret });
+    const { ctx } = await setup({ ACTION_SECRET_LIMITS_TOK: secret });
     const logLines: string[] = [];
     const tokens = createTokenProvider({
       redis: ctx.redis,
@@ -146,7 +145,7 @@ describe('token endpoints that hang or answer garbage', () => {
       type: 'oauth2ClientCredentials' as const,
       tokenUrl: url,
       clientId: 'c',
-      clientSecret: { env: 'ACTION_SECRET_REVIEW_TOK' },
+      clientSecret: { env: 'ACTION_SECRET_LIMITS_TOK' },
       clientAuth: 'body' as const,
     });
     const hang = await tokenServer(() => undefined);
