@@ -129,6 +129,15 @@ export type JobData = z.infer<typeof jobDataSchema>;
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
+ * The orderingKey of a job's stored data even when the rest of it is malformed: the job ends dead
+ * then (bad input), and its line must still hand over to the next job, or it stays blocked.
+ */
+export function orderingKeyOf(raw: unknown): string | undefined {
+  const key = isRecord(raw) ? raw.orderingKey : undefined;
+  return typeof key === 'string' && key !== '' ? key : undefined;
+}
+
+/**
  * Reads a job's stored data on the worker's hot path: the same check as `jobDataSchema` (a
  * property test holds them equal), by hand, since a zod parse per job was a measurable share of
  * the worker's CPU. The producer wrote the data through `jobInputSchema`; this guards against

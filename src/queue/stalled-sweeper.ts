@@ -4,7 +4,7 @@ import { coerceError } from '../errors/errors.js';
 import { safely, type RelayMetrics } from '../metrics/relay-metrics.js';
 import type { PartitionKeys, RedisClient } from '../redis/redis-connection.js';
 import type { DeliveryQueues, QueuePartition } from './delivery-queue.js';
-import { readJobData } from './job-schema.js';
+import { orderingKeyOf, readJobData } from './job-schema.js';
 import type { AttemptRecord, OutcomeWriter } from './outcome-writer.js';
 
 /**
@@ -52,7 +52,9 @@ export function createStalledSweeper(deps: StalledSweeperDeps): StalledSweeper {
   async function endJob(keys: PartitionKeys, job: Job): Promise<boolean> {
     const jobId = job.id as string;
     const parsed = readJobData(job.data);
-    const data = parsed.ok ? parsed.value : { params: {}, context: {} };
+    const orderingKey = orderingKeyOf(job.data);
+    // Malformed data still names its line, which must move on.
+    const data = parsed.ok ? parsed.value : { params: {}, context: {}, ...(orderingKey !== undefined ? { orderingKey } : {}) };
     const failedAtMs = job.finishedOn ?? now();
     const startedAt = job.processedOn ?? failedAtMs;
     const stall: AttemptRecord = {

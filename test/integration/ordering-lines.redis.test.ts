@@ -77,6 +77,22 @@ describe('ordering lines through a worker', () => {
     expect(await ctx.redis.exists(ctx.keys.orderingLine('dead_head', 'p'))).toBe(0);
   });
 
+  it('a head whose stored data is malformed ends dead and its line still moves on', { timeout: 60_000 }, async () => {
+    const { receiver, config, ctx } = await setupRun(cleanups);
+    await put(ctx, receiver, 'bad_head');
+    const seen = logReceiver(receiver, () => ({ status: 200 }));
+    const r = await ctx.producer.enqueueMany([0, 1].map((seq) => ({ actionId: 'bad_head', params: { seq }, orderingKey: 'q' })));
+    const [head] = r.map((x) => ('jobId' in x ? x.jobId : ''));
+    // Written by something else than the producer: params is not an object.
+    await ctx.redis.hset(ctx.keys.jobKey(head as string), 'data', JSON.stringify({ params: 'seq=0', context: {}, orderingKey: 'q' }));
+    const worker = await startTestWorker(config);
+    cleanups.push(() => worker.stop());
+    const all = await ended(ctx, 2);
+    expect(all.map((e) => `${e.outcome} ${e.reason}`)).toEqual(['dead invalid_params', 'delivered ']);
+    expect(seen.map((e) => e.seq)).toEqual([1]);
+    expect(await ctx.redis.exists(ctx.keys.orderingLine('bad_head', 'q'))).toBe(0);
+  });
+
   it('a head paused by a 429 Retry-After holds its line until it is delivered', { timeout: 60_000 }, async () => {
     const { receiver, config, ctx } = await setupRun(cleanups);
     await put(ctx, receiver, 'paused_head');

@@ -1,6 +1,6 @@
 import { HttpStatusError, NetworkError, RelayError, ResponseInvalidError, coerceError } from '../../errors/errors.js';
 import { batchWrites } from '../../redis/batch-writes.js';
-import type { JobOutcome } from '../../queue/job-schema.js';
+import { orderingKeyOf, type JobOutcome } from '../../queue/job-schema.js';
 import type { AttemptRecord, DeadLetterRecord } from '../../queue/outcome-writer.js';
 import { maskHeaders, maskPath } from '../auth.js';
 import type { SentResponse } from '../http-sender.js';
@@ -144,7 +144,9 @@ async function finishDead(
 ): Promise<Record<string, unknown> | null> {
   const { job, jobId, data } = attempt;
   const errorResponse = redactCaptured(captureErrorResponse(attempt.action, attempt.res), ctx.redact);
-  const ordering = data?.orderingKey !== undefined ? { orderingKey: data.orderingKey } : {};
+  // From the raw data when it did not parse (the job dies for it): its line must move on all the same.
+  const orderingKey = data?.orderingKey ?? orderingKeyOf(job.data);
+  const ordering = orderingKey !== undefined ? { orderingKey } : {};
   const history = [...(await ctx.outcomes.attemptsOf(attempt.partition, jobId, attempt.number - 1)), record];
   const context = data?.context ?? {};
   const dead: DeadLetterRecord = {
