@@ -5,6 +5,7 @@ import { FastifyAdapter } from '@bull-board/fastify';
 import type { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import type { RelayContext } from '../context/relay-context.js';
+import { JOB_FIELDS, jobHashKey } from '../queue/bullmq-internals.js';
 import type { JobOutcome } from '../queue/job-schema.js';
 import { DlqBoardAdapter } from './dlq-board-adapter.js';
 
@@ -19,15 +20,20 @@ export const QUEUE_BOARD_PATH = '/admin/queues';
  *   stays, and replay is what takes the action's current definition). Failed jobs (stalled too often)
  *   may be retried: one the stalled sweeper has dead-lettered already completes as dead, sending
  *   nothing (the worker finds its end), so its dead letter is what to replay;
- * - emptying, obliterating or cleaning jobs that have not ended loses them without an outcome.
+ * - emptying, obliterating or cleaning jobs that have not ended loses them without an outcome;
+ * - cleaning a completed job early lets its idempotency key through again (BullMQ's clean removes
+ *   its deduplication key) and turns its status into 404: completed jobs expire by themselves after
+ *   JOB_RETENTION_SECONDS;
+ * - a failed job (stalled too often) has no outcome until the stalled sweeper writes one: only one
+ *   that has it may be cleaned, one by one.
  */
-const FINISHED = new Set(['completed', 'failed']);
 
 function guardDeliveries(deliveries: ReadonlyMap<string, Queue>): BeforeHook {
   const deny = (message: string) => ({ allow: false, status: 403 as const, message });
   return async ({ route, request }) => {
     const params = request.params as { queueName?: string; queueStatus?: string; jobId?: string };
-    const queue = params.queueName === undefined ? undefined : deliveries.get(decodeURIComponent(params.queueName));
+    // fastify has decoded the parameter already; bull-board answers an unknown name itself.
+    const queue = params.queueName === undefined ? undefined : deliveries.get(params.queueName);
     if (!queue) return;
     if (route === '/api/queues/:queueName/add' || route === '/api/queues/:queueName/:jobId/update-data') {
       return deny('jobs are enqueued through POST /v1/jobs, which validates them against their action');
@@ -42,12 +48,23 @@ function guardDeliveries(deliveries: ReadonlyMap<string, Queue>): BeforeHook {
     if (route === '/api/queues/:queueName/empty' || route === '/api/queues/:queueName/obliterate') {
       return deny('removing unfinished jobs would leave their journeys without an outcome');
     }
-    if (route === '/api/queues/:queueName/clean/:queueStatus' && !FINISHED.has(params.queueStatus ?? '')) {
-      return deny('only completed and failed jobs can be cleaned: the others have not ended yet');
+    if (route === '/api/queues/:queueName/clean/:queueStatus') {
+      return deny(
+        'jobs are not cleaned in bulk: finished jobs expire after JOB_RETENTION_SECONDS (removing them early lets their idempotency keys through again), and the others have not ended yet',
+      );
     }
     if (route === '/api/queues/:queueName/:jobId/clean' && params.jobId !== undefined) {
-      const state = await (await queue.getJob(params.jobId))?.getState();
-      if (state !== undefined && !FINISHED.has(state)) return deny(`job ${params.jobId} is ${state}: removing it would lose it`);
+      const job = await queue.getJob(params.jobId);
+      const state = await job?.getState();
+      if (state === 'completed') {
+        return deny(
+          `job ${params.jobId} expires after JOB_RETENTION_SECONDS: removing it early would let its idempotency key through again`,
+        );
+      }
+      if (state === 'failed' && job && (await (await queue.client).hexists(jobHashKey(job), JOB_FIELDS.outcome)) === 0) {
+        return deny(`job ${params.jobId} has no outcome yet (the stalled sweeper writes it): removing it would lose it`);
+      }
+      if (state !== undefined && state !== 'failed') return deny(`job ${params.jobId} is ${state}: removing it would lose it`);
     }
   };
 }
