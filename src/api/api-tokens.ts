@@ -19,6 +19,9 @@ export const apiTokenSchema = z.strictObject({
 });
 export type ApiToken = z.infer<typeof apiTokenSchema>;
 
+/** Name under which ADMIN_TOKEN appears in audit lines (and its console session): no file token may take it. */
+export const ADMIN_TOKEN_NAME = 'ADMIN_TOKEN';
+
 export const tokensFileSchema = z.strictObject({
   tokens: z
     .array(apiTokenSchema)
@@ -28,15 +31,15 @@ export const tokensFileSchema = z.strictObject({
       const digests = new Set<string>();
       tokens.forEach((t, i) => {
         if (names.has(t.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `the name "${t.name}" is used twice` });
+        // A session cookie names its token: a file token named so would sign in with ADMIN_TOKEN's scopes.
+        if (t.name === ADMIN_TOKEN_NAME)
+          ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `the name "${ADMIN_TOKEN_NAME}" is reserved` });
         if (digests.has(t.sha256)) ctx.addIssue({ code: 'custom', path: [i, 'sha256'], message: 'the same token twice' });
         names.add(t.name);
         digests.add(t.sha256);
       });
     }),
 });
-
-/** Name under which ADMIN_TOKEN appears in audit lines. */
-export const ADMIN_TOKEN_NAME = 'ADMIN_TOKEN';
 
 /** Hex SHA-256 of a token, as API_TOKENS_FILE holds it. */
 export const tokenDigest = (token: string): string => createHash('sha256').update(token).digest('hex');

@@ -9,6 +9,7 @@ import { ValidationError } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
 import { readActivity, type ActivityCounts } from '../queue/action-activity.js';
 import { readCircuitState, type CircuitState } from '../delivery/circuit-breaker.js';
+import { isJobId } from '../queue/job-id.js';
 import { getJobStatus, type JobStatus } from '../queue/job-status.js';
 import type { AdminSession } from './admin-session.js';
 import { sendError } from './api-errors.js';
@@ -192,7 +193,8 @@ export async function registerConsole(app: FastifyInstance, ctx: RelayContext, o
     // A few at a time: each is a handful of Redis reads.
     const ids = parsed.data.jobIds;
     for (let i = 0; i < ids.length; i += 50) {
-      const page = await Promise.all(ids.slice(i, i + 50).map((id) => getJobStatus(ctx.queues, ctx.redis, id)));
+      // An id that is not a job id (`meta`, `events`: BullMQ's own keys) is unknown, as on /v1/jobs/:id.
+      const page = await Promise.all(ids.slice(i, i + 50).map((id) => (isJobId(id) ? getJobStatus(ctx.queues, ctx.redis, id) : null)));
       page.forEach((status, j) => items.push(status ?? { jobId: ids[i + j] as string, state: 'unknown' }));
     }
     return { items };
