@@ -4,7 +4,7 @@ import type { RelayContext } from '../context/relay-context.js';
 import type { HttpSender } from '../delivery/http-sender.js';
 import type { TokenProvider } from '../delivery/token-provider.js';
 import { describeRequest, prepareRequest } from '../delivery/prepare-request.js';
-import { BlockedDestinationError, ValidationError, RelayError } from '../errors/errors.js';
+import { ValidationError, RelayError } from '../errors/errors.js';
 import { formatIssues } from '../actions/param-validator.js';
 import { sendError } from './api-errors.js';
 import { jsonDepthExceeds, MAX_JSON_DEPTH } from './json-body.js';
@@ -131,9 +131,10 @@ export function registerActionRoutes(app: FastifyInstance, ctx: RelayContext, se
         durationMs: Date.now() - started,
       };
     } catch (err: unknown) {
-      if (err instanceof BlockedDestinationError) {
-        // Refused by our own egress policy before any connection: the action needs changing, not the network.
-        return sendError(reply, 400, err.code, err.message, { request, durationMs: Date.now() - started });
+      if (err instanceof RelayError && !err.retryable) {
+        // A fault of the definition, found before any answer (the egress policy refused the address,
+        // TLS material that cannot be used): the action needs changing, not the third party.
+        return sendError(reply, 400, err.code, ctx.secrets.redact(err.message), { request, durationMs: Date.now() - started });
       }
       const e = err instanceof RelayError ? err : null;
       return sendError(reply, 502, e?.reason ?? 'network', ctx.secrets.redact(e?.message ?? String(err)), {

@@ -161,11 +161,19 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
   schemas.ActionDefinitionBody = { ...definition, required: (definition.required ?? []).filter((k) => k !== 'id') };
 
   const v1 = (op: Operation): Operation => {
-    if (!opts.bearer) return op;
+    // Every body is JSON: any other Content-Type is refused before the route runs.
+    const typed: Operation = op.requestBody
+      ? { ...op, responses: { ...op.responses, '415': errorResponse('`unsupported_media_type`: the body is not application/json') } }
+      : op;
+    if (!opts.bearer) return typed;
     return {
-      ...op,
+      ...typed,
       security: [{ bearerAuth: [] }],
-      responses: { ...op.responses, '401': errorResponse('missing or wrong Authorization: Bearer token') },
+      responses: {
+        ...typed.responses,
+        '401': errorResponse('missing or wrong Authorization: Bearer token'),
+        '403': errorResponse('`forbidden`: the token lacks the scope this route needs (the message names it)'),
+      },
     };
   };
   const body = (name: ComponentName, required = true) => ({ required, content: { 'application/json': { schema: ref(name) } } });
@@ -254,9 +262,11 @@ export function buildOpenApiDocument(opts: OpenApiOptions): OpenApiDocument {
         requestBody: body('ActionTryRequest', false),
         responses: {
           '200': json(ref('TestResult'), 'the request and the answer, whatever its status'),
-          '400': invalid,
+          '400': errorResponse(
+            'invalid request (`details` lists each bad field), or a fault of the definition found before any answer: a blocked destination (`blocked_destination`, the egress policy refused the address), TLS material that cannot be used (`auth`); then `details` has the request and durationMs',
+          ),
           '404': noAction,
-          '502': errorResponse('no answer (timeout, network, blocked destination); `details` has the request and durationMs'),
+          '502': errorResponse('no answer (timeout, network); `details` has the request and durationMs'),
         },
       }),
     },
