@@ -34,8 +34,12 @@ function headerSafe(value: string, field: string): string {
 function addQuery(req: BuiltRequest, name: string, value: string, secrets: SecretResolver): void {
   const sep = req.path.includes('?') ? '&' : '?';
   const encoded = encodeURIComponent(value);
-  // A third party that echoes the URL back echoes the encoded form: mask that too.
-  if (value !== MASK) secrets.remember(encoded);
+  // A third party that echoes the URL back echoes the encoded form, or re-encodes it as a form
+  // (space as +, ~ ( ) ! ' * escaped, as URLSearchParams writes it): mask those too.
+  if (value !== MASK) {
+    secrets.remember(encoded);
+    secrets.remember(new URLSearchParams({ v: value }).toString().slice(2));
+  }
   req.path += `${sep}${encodeURIComponent(name)}=${encoded}`;
 }
 
