@@ -5,6 +5,8 @@ import { InvalidParamsError, ValidationError, type FieldProblem } from '../error
 import { formatIssues } from '../actions/param-validator.js';
 import { jobInputSchema, readJobInput, type JobData, type JobInput, type ParsedJobInput } from './job-schema.js';
 import { FRESH_PRIORITY, type DeliveryQueues, type QueuePartition } from './delivery-queue.js';
+import { bullDeduplicationKey } from './bullmq-internals.js';
+import type { RedisClient } from '../redis/redis-connection.js';
 import { queueJob, type LineEntry, type Ordering, type OrderedJob } from './ordering.js';
 import { noTracing, type EnqueueSpan, type Tracing } from '../telemetry/tracing.js';
 
@@ -138,12 +140,43 @@ export function createProducer(deps: ProducerDeps): Producer {
     const span = tracing.enqueueSpan({ actionId: input.actionId, jobId: opts.jobId as string, traceparent: input.traceparent });
     if (span.traceparent !== undefined) data.traceparent = span.traceparent;
     // An idempotency key deduplicates within the partition, that is among jobs of one rate-limit key.
-    const job: PreparedJob = { name: input.actionId, data, opts, partition: queues.forLimitKey(action.limitKey), span };
+    const partition = await partitionFor(queues.forLimitKey(action.limitKey), input.actionId, opts.deduplication?.id, input.orderingKey);
+    const job: PreparedJob = { name: input.actionId, data, opts, partition, span };
     if (input.orderingKey !== undefined) {
       data.orderingKey = input.orderingKey;
       job.ordered = orderedJob(job, input.orderingKey);
     }
     return job;
+  }
+
+  /**
+   * The partition of a job with an idempotency or ordering key: its action's (by the rate-limit key),
+   * unless another partition still holds that idempotency key or a line of that ordering key, as
+   * happens when the action's rate-limit key (by default its endpoint's host:port) changed since.
+   * The job joins them there: the key stays one job, and the line stays in order. One round trip
+   * more per such job, only with several partitions.
+   */
+  async function partitionFor(
+    home: QueuePartition,
+    actionId: string,
+    dedupId: string | undefined,
+    orderingKey: string | undefined,
+  ): Promise<QueuePartition> {
+    if (queues.partitions.length === 1 || (dedupId === undefined && orderingKey === undefined)) return home;
+    const holds = async (p: QueuePartition): Promise<boolean> => {
+      // BullMQ's own connection: an ioredis client, whatever BullMQ's narrower type says.
+      const client = (await p.queue.client) as unknown as RedisClient;
+      const [dup, line] = await Promise.all([
+        dedupId === undefined ? 0 : client.exists(bullDeduplicationKey(p.keys, dedupId)),
+        orderingKey === undefined ? 0 : client.exists(p.keys.orderingLine(actionId, orderingKey)),
+      ]);
+      return dup + line > 0;
+    };
+    const others = queues.partitions.filter((p) => p !== home);
+    const [atHome, ...elsewhere] = await Promise.all([holds(home), ...others.map(holds)]);
+    if (atHome) return home;
+    const i = elsewhere.indexOf(true);
+    return i < 0 ? home : (others[i] as QueuePartition);
   }
 
   function orderedJob({ name, data, opts }: PreparedJob, orderingKey: string): OrderedJob {
