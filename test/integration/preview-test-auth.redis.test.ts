@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -9,6 +8,7 @@ import { createApiServer } from '../../src/api/api-server.js';
 import { createHttpSender } from '../../src/delivery/http-sender.js';
 import type { RelayContext } from '../../src/context/relay-context.js';
 import type { Config } from '../../src/config/config.js';
+import { makeCertificates } from '../support/certificates.js';
 import { removePrefixKeys, startReceiver, testConfig, testContext, type Receiver } from '../support/harness.js';
 
 /*
@@ -51,34 +51,9 @@ let dir = '';
 let clientKeyPem = '';
 let signingKeyB64 = '';
 
-/** A CA, a server certificate for 127.0.0.1 and a client certificate (as auth.e2e.test.ts makes them). */
-function makeCertificates(d: string) {
-  const run = (...args: string[]) => execFileSync('openssl', args, { cwd: d, stdio: 'pipe' });
-  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=rv-ca', '-keyout', 'ca.key', '-out', 'ca.crt');
-  writeFileSync(join(d, 'server.ext'), 'subjectAltName=IP:127.0.0.1\n');
-  for (const [name, cn] of [
-    ['server', '127.0.0.1'],
-    ['client', 'rv-client'],
-  ] as const) {
-    run('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${cn}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
-    const ext = name === 'server' ? ['-extfile', 'server.ext'] : [];
-    run(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-days',
-      '2',
-      '-out',
-      `${name}.crt`,
-      ...ext,
-    );
-  }
+/** makeCertificates, and a key file that is no key at all. */
+function makeTlsFiles(d: string) {
+  makeCertificates(d);
   writeFileSync(join(d, 'garbage.key'), 'this is not a PEM key at all\n');
 }
 
@@ -143,7 +118,7 @@ function definitions() {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'preview-mtls-'));
-  makeCertificates(dir);
+  makeTlsFiles(dir);
   clientKeyPem = readFileSync(join(dir, 'client.key'), 'utf8').trim();
   signingKeyB64 = SECRETS.ACTION_SECRET_RV_SIGN.slice('whsec_'.length);
   echo = await startReceiver();
