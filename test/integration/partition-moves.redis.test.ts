@@ -98,7 +98,7 @@ afterAll(async () => {
 });
 
 describe('QUEUE_PARTITIONS=3, an action whose URL host changes', () => {
-  it('the same idempotencyKey enqueued before and after the URL host changes is one job (CONTRACT section 3, delivery.md Jobs)', async () => {
+  it('the same idempotencyKey enqueued before and after the URL host changes is one job (delivery.md, Jobs)', async () => {
     expect(partOf(hostPort(recvA))).not.toBe(partOf(hostPort(recvB)));
     await ctx.store.put(action('idem_move', recvA.url));
     await limitKeyIs('idem_move', hostPort(recvA));
