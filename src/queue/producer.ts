@@ -163,14 +163,15 @@ export function createProducer(deps: ProducerDeps): Producer {
     orderingKey: string | undefined,
   ): Promise<QueuePartition> {
     if (queues.partitions.length === 1 || (dedupId === undefined && orderingKey === undefined)) return home;
+    // One EXISTS per partition: both keys carry the partition's hash tag.
     const holds = async (p: QueuePartition): Promise<boolean> => {
+      const keys = [
+        ...(dedupId === undefined ? [] : [bullDeduplicationKey(p.keys, dedupId)]),
+        ...(orderingKey === undefined ? [] : [p.keys.orderingLine(actionId, orderingKey)]),
+      ];
       // BullMQ's own connection: an ioredis client, whatever BullMQ's narrower type says.
       const client = (await p.queue.client) as unknown as RedisClient;
-      const [dup, line] = await Promise.all([
-        dedupId === undefined ? 0 : client.exists(bullDeduplicationKey(p.keys, dedupId)),
-        orderingKey === undefined ? 0 : client.exists(p.keys.orderingLine(actionId, orderingKey)),
-      ]);
-      return dup + line > 0;
+      return (await client.exists(...keys)) > 0;
     };
     const others = queues.partitions.filter((p) => p !== home);
     const [atHome, ...elsewhere] = await Promise.all([holds(home), ...others.map(holds)]);
@@ -243,8 +244,9 @@ export function createProducer(deps: ProducerDeps): Producer {
       const firstOf = new Map<string, PreparedJob>();
       const duplicateOf = new Map<PreparedJob, PreparedJob>();
       for (const p of prepared) {
-        const id = 'job' in p ? p.job.opts.deduplication?.id : undefined;
-        if (!('job' in p) || id === undefined) continue;
+        if (!('job' in p)) continue;
+        const id = p.job.opts.deduplication?.id;
+        if (id === undefined) continue;
         const first = firstOf.get(id);
         if (first) duplicateOf.set(p.job, first);
         else firstOf.set(id, p.job);

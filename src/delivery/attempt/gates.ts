@@ -58,7 +58,7 @@ function takeSlot(
 }
 
 /**
- * A new slot for a request about to leave, when the action has a rateLimit: always (`stale`
+ * A new slot for a request about to leave, when the action has a rateLimit: always (`staleOnly`
  * false: a second request, after a 401), or when the slot taken at the gates is more than
  * LATE_TOLERANCE_MS old (a token fetch or a permit wait came between). Without it, every job whose
  * slot fell within a slow token fetch went the moment the token came, all together. May defer the
