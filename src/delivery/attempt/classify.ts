@@ -42,21 +42,32 @@ export function captureErrorResponse(action: CompiledAction | null, res: SentRes
 
 /**
  * Captured fields as they may be kept (results stream, job status, dead-letter record): every
- * string in them with the secrets the process has seen masked, since a third party may echo a
- * credential back ("invalid API key: ..."). The same object when nothing was masked.
+ * string, number, boolean and key in them with the secrets the process has seen masked, since a
+ * third party may echo a credential back ("invalid API key: ...", or a numeric key as a number).
+ * A masked number or boolean becomes the masked text. The same object when nothing was masked.
  */
 export function redactCaptured(fields: Record<string, unknown>, redact: (s: string) => string): Record<string, unknown> {
   let out: Record<string, unknown> | undefined;
   for (const key in fields) {
     const value = fields[key];
     const masked = redactValue(value, redact);
-    if (masked !== value) (out ??= { ...fields })[key] = masked;
+    const maskedKey = redact(key);
+    if (maskedKey !== key) {
+      out ??= { ...fields };
+      delete out[key];
+      out[maskedKey] = masked;
+    } else if (masked !== value) (out ??= { ...fields })[key] = masked;
   }
   return out ?? fields;
 }
 
 function redactValue(value: unknown, redact: (s: string) => string): unknown {
   if (typeof value === 'string') return redact(value);
+  if (typeof value === 'number' || typeof value === 'boolean') {
+    const text = String(value);
+    const masked = redact(text);
+    return masked === text ? value : masked;
+  }
   if (Array.isArray(value)) {
     let out: unknown[] | undefined;
     value.forEach((item, i) => {
