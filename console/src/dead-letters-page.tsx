@@ -36,7 +36,15 @@ const isoToLocal = (v: string | undefined) => {
   return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
 };
 
-type Operation = { op: 'replay' | 'purge'; target: 'selection' | 'filter'; count: number; jobIds?: string[] };
+/**
+ * A replay or purge being confirmed: the ids the dry run counted, acted on as they are. Dead
+ * letters that arrive between the count and the confirmation are left alone, and with a filter,
+ * a counted one that no longer matches it is too.
+ */
+type Operation = { op: 'replay' | 'purge'; target: 'selection' | 'filter'; count: number; jobIds: string[]; filter?: DlqFilter };
+
+/** Ids per request of a confirmed operation: well inside the API's body limit. */
+const IDS_PER_REQUEST = 1000;
 
 interface Tracking {
   jobIds: string[];
@@ -291,7 +299,7 @@ function DeadLetterList({ canReplay, canPurge }: { canReplay: boolean; canPurge:
     try {
       const body = target === 'selection' ? { jobIds: [...selected] } : { filter };
       const dry = await api<{ matched: number; jobIds: string[] }>('POST', '/v1/dlq/replay', { ...body, dryRun: true });
-      setOperation({ op, target, count: dry.matched, ...(target === 'selection' ? { jobIds: [...selected] } : {}) });
+      setOperation({ op, target, count: dry.matched, jobIds: dry.jobIds, ...(target === 'filter' ? { filter } : {}) });
     } catch (err) {
       setMessage(`Could not count: ${errorText(err)}`);
     }
@@ -299,19 +307,24 @@ function DeadLetterList({ canReplay, canPurge }: { canReplay: boolean; canPurge:
 
   const run = async (o: Operation) => {
     setOperation(null);
-    const body = o.jobIds ? { jobIds: o.jobIds } : { filter };
+    let done = 0;
+    const newJobIds: string[] = [];
     try {
-      if (o.op === 'replay') {
-        const r = await api<{ replayed: number; jobIds?: string[]; replays?: { jobId: string }[] }>('POST', '/v1/dlq/replay', body);
-        setMessage(`Replayed ${r.replayed} dead letter${r.replayed === 1 ? '' : 's'}.`);
-        start(replayedJobIds(r));
-      } else {
-        const r = await api<{ purged: number }>('POST', '/v1/dlq/purge', body);
-        setMessage(`Purged ${r.purged} dead letter${r.purged === 1 ? '' : 's'}.`);
+      for (let i = 0; i < o.jobIds.length; i += IDS_PER_REQUEST) {
+        const body = { jobIds: o.jobIds.slice(i, i + IDS_PER_REQUEST), ...(o.filter ? { filter: o.filter } : {}) };
+        if (o.op === 'replay') {
+          const r = await api<{ replayed: number; jobIds?: string[]; replays?: { jobId: string }[] }>('POST', '/v1/dlq/replay', body);
+          done += r.replayed;
+          newJobIds.push(...replayedJobIds(r));
+        } else {
+          done += (await api<{ purged: number }>('POST', '/v1/dlq/purge', body)).purged;
+        }
       }
+      setMessage(`${o.op === 'replay' ? 'Replayed' : 'Purged'} ${done} dead letter${done === 1 ? '' : 's'}.`);
     } catch (err) {
-      setMessage(`Failed: ${errorText(err)}`);
+      setMessage(`Failed after ${done} of ${o.count}: ${errorText(err)}`);
     }
+    if (newJobIds.length > 0) start(newJobIds);
     setSelected(new Set());
     setCursor(undefined);
     setCursors([]);

@@ -249,13 +249,12 @@ describe('the action console', () => {
     const now = Date.now();
     const keys = ctx.keys.partitionFor(`127.0.0.1:${new URL(receiver.url).port}`);
     // Written through the end-of-job path, as a worker writes them.
-    for (let i = 0; i < 1000; i += 100) {
-      await Promise.all(
-        Array.from({ length: 100 }, (_, j) => {
-          const n = i + j;
-          const failedAt = new Date(now - n * 1000).toISOString();
+    const writeDeadLetters = (jobIds: string[], newest = Date.now()) =>
+      Promise.all(
+        jobIds.map((jobId, n) => {
+          const failedAt = new Date(newest - n * 1000).toISOString();
           const dead: DeadLetterRecord = {
-            jobId: `bulk-${n}`,
+            jobId,
             actionId: 'bulk',
             job: { actionId: 'bulk', params: {}, context: {}, enqueuedAt: failedAt },
             reason: 'http_status',
@@ -276,6 +275,11 @@ describe('the action console', () => {
             dead,
           });
         }),
+      );
+    for (let i = 0; i < 1000; i += 100) {
+      await writeDeadLetters(
+        Array.from({ length: 100 }, (_, j) => `bulk-${i + j}`),
+        now - i * 1000,
       );
     }
     const page = await browser.newPage();
@@ -298,6 +302,16 @@ describe('the action console', () => {
     expect(await page.getByRole('dialog').count()).toBe(0);
     await shot(page, 'dead-letters-paged');
     expect((await ctx.deadLetters.list({ actionId: 'bulk' }, 1000)).items).toHaveLength(1000);
+
+    // A purge removes what its confirmation counted: dead letters that arrive meanwhile stay.
+    await page.getByRole('button', { name: 'Purge all matching' }).click();
+    const dialog = page.getByRole('dialog');
+    await expect.poll(() => dialog.getByRole('heading').textContent()).toBe('Purge 1000 dead letters?');
+    await writeDeadLetters(['late-1', 'late-2']);
+    await dialog.getByRole('button', { name: 'Purge 1000' }).click();
+    await page.getByText('Purged 1000 dead letters.').waitFor();
+    const left = (await ctx.deadLetters.list({ actionId: 'bulk' }, 1000)).items.map((i) => i.jobId);
+    expect(left.sort()).toEqual(['late-1', 'late-2']);
     await page.close();
   }, 30_000);
 
