@@ -37,6 +37,10 @@ export interface CompiledAction {
 
 /** Headers that the relay sets itself and a definition may not override. */
 const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'idempotency-key', 'user-agent']);
+/** Headers the HTTP client refuses to send (the connection's own, or a protocol switch it does not make). */
+const UNSENDABLE_HEADERS = new Set(['keep-alive', 'upgrade', 'expect', 'te', 'trailer', 'proxy-connection']);
+/** What the HTTP client refuses in a request path: a space, a control character, anything past Latin-1. */
+const UNSENDABLE_PATH = /[^\u0021-\u00ff]/;
 /** Names that would reach an object's prototype if used as a plain key: refused as parameter and field names. */
 const PROTOTYPE_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 const BAD_HEADER_VALUE = 'only tab, visible ASCII and Latin-1 characters are allowed in a header value';
@@ -110,6 +114,9 @@ function buildRenderers(def: ActionDefinition, problems: FieldProblem[]) {
     if (RESERVED_HEADERS.has(lower)) {
       problems.push({ path: `endpoint.headers.${name}`, message: 'this header is set by action-relay' });
     }
+    if (UNSENDABLE_HEADERS.has(lower)) {
+      problems.push({ path: `endpoint.headers.${name}`, message: 'a header of the connection itself, which action-relay does not send' });
+    }
     if (seen.has(lower)) problems.push({ path: `endpoint.headers.${name}`, message: 'the same header twice (names ignore case)' });
     seen.add(lower);
     // The schema refuses control characters; what undici would still refuse is found here, not at send time.
@@ -117,6 +124,13 @@ function buildRenderers(def: ActionDefinition, problems: FieldProblem[]) {
   }
   if (endpoint.path !== undefined && !endpoint.path.startsWith('/') && endpoint.path !== '') {
     problems.push({ path: 'endpoint.path', message: 'must start with /' });
+  }
+  // Substituted values are percent-encoded when sent; the text around them is sent as written.
+  if (endpoint.path !== undefined && UNSENDABLE_PATH.test(endpoint.path.replace(/\{\{[^}]*\}\}/g, ''))) {
+    problems.push({
+      path: 'endpoint.path',
+      message: 'a space or another character not allowed in a URL path: percent-encode it (a space is %20)',
+    });
   }
   const path = compileString(endpoint.path ?? '', 'endpoint.path', cx);
   // Each segment on its own (problems were reported above), to check what substitution makes of it.
@@ -186,7 +200,8 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
 
   const base = new URL(def.endpoint.url);
   const origin = base.origin;
-  const basePath = base.pathname.replace(/\/+$/, '');
+  // The URL's path as written when the action adds none (a trailing slash can matter to a server).
+  const basePath = def.endpoint.path ? base.pathname.replace(/\/+$/, '') : base.pathname;
   const baseQuery = base.search.length > 1 ? base.search.slice(1) : '';
   const method = def.endpoint.method;
   const hasBody = r.body !== undefined;
@@ -195,9 +210,6 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
   const errorResponse = compileCapture(def.errorResponse?.fields);
 
   const port = base.port || (base.protocol === 'https:' ? '443' : '80');
-
-  /** The URL's own query as URLSearchParams writes it, for actions that add none. */
-  const constantQuery = new URLSearchParams(baseQuery).toString();
 
   const emptyScope: RenderScope = { params: {}, context: {}, job: { id: '', attempt: 0, idempotencyKey: '' } };
   const constantHeaders = Object.fromEntries(
@@ -254,9 +266,10 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
       if (path === '') path = '/';
       // Most actions have no query: no URLSearchParams per job for them.
       if (r.query.length === 0) {
-        return finishRequest(scope, constantQuery ? `${path}?${constantQuery}` : path);
+        return finishRequest(scope, baseQuery ? `${path}?${baseQuery}` : path);
       }
-      const search = new URLSearchParams(baseQuery);
+      // The URL's own query is sent as written ("?uploads" stays so); the action's values follow it.
+      const search = new URLSearchParams();
       for (const [name, t] of r.query) {
         // URLSearchParams would turn a lone surrogate into U+FFFD: a silently different value.
         const bad = t.refs.find((ref) => [ref.get(scope)].flat().some((v) => typeof v === 'string' && hasLoneSurrogate(v)));
@@ -271,7 +284,8 @@ export function compileAction(def: ActionDefinition, opts: CompileOptions): Comp
           search.append(name, stringify(v));
         } else search.append(name, t.render(scope));
       }
-      const qs = search.toString();
+      const added = search.toString();
+      const qs = baseQuery && added ? `${baseQuery}&${added}` : baseQuery || added;
       return finishRequest(scope, qs ? `${path}?${qs}` : path);
     },
 

@@ -19,6 +19,11 @@ export class Deadline {
   readonly reason: undefined = undefined;
   ended = false;
   private listener: (() => void) | null = null;
+  /**
+   * Called too when time is up: undici acts on an abort only once the request has a connection,
+   * so the sender ends a request still connecting (DNS, TCP, TLS) or queued for a socket with this.
+   */
+  onTimeUp: ((reason?: unknown) => void) | null = null;
 
   constructor(
     /** When it expires, on the `now` clock of its Deadlines. */
@@ -37,6 +42,7 @@ export class Deadline {
   end(): void {
     this.ended = true;
     this.listener = null;
+    this.onTimeUp = null;
   }
 
   /** Time is up: tells undici, once, unless the request has ended. */
@@ -44,8 +50,11 @@ export class Deadline {
     if (this.aborted || this.ended) return;
     this.aborted = true;
     const listener = this.listener;
+    const onTimeUp = this.onTimeUp;
     this.listener = null;
+    this.onTimeUp = null;
     listener?.();
+    onTimeUp?.();
   }
 }
 

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
+import { brotliDecompressSync, gunzipSync, inflateRawSync, inflateSync, type ZlibOptions } from 'node:zlib';
 import { Agent, type Dispatcher } from 'undici';
 import type { BuiltRequest } from '../actions/compile-action.js';
 import { classifyTransportError } from './retry-policy.js';
 import { AuthError, TimeoutError } from '../errors/errors.js';
 import { createEgressGuard, type EgressGuard } from './egress-guard.js';
-import { createDeadlines } from './deadlines.js';
+import { createDeadlines, type Deadline } from './deadlines.js';
 
 export interface SentResponse {
   status: number;
@@ -68,6 +69,60 @@ async function readBounded(body: Dispatcher.ResponseData['body'], limit: number)
     size += chunk.length;
   }
   return { buf: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size), truncated: false };
+}
+
+/**
+ * undici's request in its callback form, as its promise form is built, so that the deadline can end
+ * the wait too: undici acts on the abort only once the request has a connection, and a request
+ * still connecting (DNS, TCP, TLS) or queued for a socket would otherwise wait for the connector's
+ * own timeout. undici aborts that request when it gets its connection.
+ */
+function requestWithin(via: Dispatcher, options: Dispatcher.RequestOptions, deadline: Deadline): Promise<Dispatcher.ResponseData> {
+  return new Promise((resolve, reject) => {
+    deadline.onTimeUp = reject;
+    via.request(options, (err, data) => {
+      if (err) reject(err);
+      else if (deadline.aborted) {
+        data.body.destroy();
+        reject(new Error('the deadline passed'));
+      } else resolve(data);
+    });
+  });
+}
+
+const DECODERS: Record<string, (buf: Buffer, opts: ZlibOptions) => Buffer> = {
+  gzip: gunzipSync,
+  'x-gzip': gunzipSync,
+  br: brotliDecompressSync,
+  // "deflate" is the zlib format, though some servers send it raw.
+  deflate: (buf, opts) => {
+    try {
+      return inflateSync(buf, opts);
+    } catch (err: unknown) {
+      if ((err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw err;
+      return inflateRawSync(buf, opts);
+    }
+  },
+};
+
+/**
+ * The body as its content coding decodes it, up to `limit` decoded bytes: an action may ask for a
+ * compressed answer (Accept-Encoding), and its fields are in the decoded body. A body read only in
+ * part, or decoding to more than the limit, is left as read and marked cut; one that does not
+ * decode (or an unknown coding) is left as read.
+ */
+function decodeBody(
+  read: { buf: Buffer; truncated: boolean },
+  coding: string | string[],
+  limit: number,
+): { buf: Buffer; truncated: boolean } {
+  const decode = typeof coding === 'string' ? DECODERS[coding.trim().toLowerCase()] : undefined;
+  if (!decode || read.truncated) return read;
+  try {
+    return { buf: decode(read.buf, { maxOutputLength: Math.max(1, limit) }), truncated: false };
+  } catch (err: unknown) {
+    return (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? { buf: read.buf, truncated: true } : read;
+  }
 }
 
 /** A keep-alive pool that presents a client certificate and trusts the given CA, behind the egress guard. */
@@ -159,7 +214,7 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
       let answered = false;
       try {
         const via = opts.tls ? poolFor(opts.tls) : dispatcher;
-        const res = await via.request({
+        const options = {
           origin: req.origin,
           path: req.path,
           method: req.method as Dispatcher.HttpMethod,
@@ -168,7 +223,8 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
           headersTimeout: opts.timeoutMs,
           bodyTimeout: opts.timeoutMs,
           signal: deadline,
-        } as Dispatcher.RequestOptions);
+        } as Dispatcher.RequestOptions;
+        const res = await requestWithin(via, options, deadline);
         answered = true;
         const declared = Number(res.headers['content-length']);
         let read: { buf: Buffer; truncated: boolean };
@@ -186,7 +242,10 @@ export function createHttpSender(senderOpts: HttpSenderOptions = {}): HttpSender
         }
         // A discarded body swallows the abort: the deadline still decides.
         if (deadline.aborted) throw deadlineError(answered, opts.timeoutMs);
-        return { status: res.statusCode, headers: res.headers as SentResponse['headers'], body: read.buf, truncated: read.truncated };
+        const headers = res.headers as SentResponse['headers'];
+        const coding = headers['content-encoding'];
+        if (coding !== undefined && read.buf.length > 0) read = decodeBody(read, coding, opts.readLimit);
+        return { status: res.statusCode, headers, body: read.buf, truncated: read.truncated };
       } catch (err: unknown) {
         if (deadline.aborted) throw deadlineError(answered, opts.timeoutMs);
         throw classifyTransportError(err);

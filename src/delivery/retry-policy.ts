@@ -1,4 +1,4 @@
-import { NetworkError, RelayError, TimeoutError } from '../errors/errors.js';
+import { InvalidParamsError, NetworkError, RelayError, TimeoutError } from '../errors/errors.js';
 
 /**
  * The retry policy in one place: the defaults of an action's `retry` block (the definition
@@ -58,7 +58,13 @@ export const NETWORK_CODES: ReadonlySet<string> = new Set([
   'HPE_INVALID_HEADER_TOKEN',
 ]);
 
-/** Maps an error thrown by the HTTP client to a timeout or network error (both retryable). */
+/** undici's codes for a request it will not send (a header or path it does not allow). */
+const REFUSED_REQUEST_CODES = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
+
+/**
+ * Maps an error thrown by the HTTP client to a timeout or network error (both retryable), or to a
+ * request the client refused to send (not retryable).
+ */
 export function classifyTransportError(err: unknown): RelayError {
   if (err instanceof RelayError) return err;
   // undici may wrap what a connector threw (an egress refusal): that decision stands.
@@ -68,6 +74,10 @@ export function classifyTransportError(err: unknown): RelayError {
   const code = typeof e.code === 'string' ? e.code : typeof e.cause?.code === 'string' ? e.cause.code : 'UNKNOWN';
   const message = typeof e.message === 'string' ? e.message : String(err);
   if (TIMEOUT_CODES.has(code) || e.name === 'TimeoutError') return new TimeoutError(code, message);
+  // The client refused to send the request as built: the same request fails the same way every time.
+  if (REFUSED_REQUEST_CODES.has(code)) {
+    return new InvalidParamsError([{ path: 'request', message: `the HTTP client refused to send it: ${message}` }]);
+  }
   return new NetworkError(code, message);
 }
 

@@ -126,6 +126,8 @@ export const actionArb: fc.Arbitrary<GeneratedAction> = parametersArb.chain((par
   const names = Object.keys(parameters);
   const ref = fc.constantFrom(...names).map((n) => `{{params.${n}}}`);
   const embedded = fc.tuple(segmentArb, ref, segmentArb).map(([a, r, b]) => `${a} ${r} ${b}`);
+  // A path's own text is sent as written, so it holds no space (refused when the action is saved).
+  const embeddedInPath = fc.tuple(segmentArb, ref, segmentArb).map(([a, r, b]) => `${a}-${r}-${b}`);
   const leaf = fc.oneof(literalArb, ref, embedded, fc.constantFrom('{{job.id}}', '{{job.attempt}}', '{{context.journeyId}} step'));
   const bodyArb = fc.letrec<{ node: unknown }>((tie) => ({
     node: fc.oneof(
@@ -143,7 +145,7 @@ export const actionArb: fc.Arbitrary<GeneratedAction> = parametersArb.chain((par
     .record({
       method: fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE'),
       basePath: fc.array(segmentArb, { maxLength: 2 }),
-      path: fc.array(fc.oneof(segmentArb, ref, embedded), { minLength: 1, maxLength: 3 }),
+      path: fc.array(fc.oneof(segmentArb, ref, embeddedInPath), { minLength: 1, maxLength: 3 }),
       query: fc.dictionary(over('abcdefghijklmnopqrstuvwxyz', 1, 6), fc.oneof(ref, embedded, segmentArb), { maxKeys: 3 }),
       headers,
       body: bodyArb,
