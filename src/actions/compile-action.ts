@@ -318,7 +318,8 @@ function compileCapture(spec: CapturedFields | undefined) {
         for (const seg of f.path) {
           v = v !== null && typeof v === 'object' && Object.hasOwn(v, seg) ? (v as Record<string, unknown>)[seg] : undefined;
         }
-        if (v === undefined) continue;
+        // A field the answer leaves out or sets to null is not captured (the journey sees it missing).
+        if (v === undefined || v === null) continue;
         const parsed = f.schema.safeParse(v);
         if (parsed.success) out[f.name] = parsed.data;
         else onMistyped(f.name, parsed.error.issues[0]?.message ?? 'wrong type');

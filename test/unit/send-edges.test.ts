@@ -224,3 +224,17 @@ describe('a request the HTTP client refuses to send', () => {
     expect(circuitFailure(undefined, out.error)).toBeUndefined();
   });
 });
+
+describe('reading the fields of an answer', () => {
+  const answer = (body: string | Buffer): SentResponse => ({ status: 200, headers: {}, body: Buffer.from(body), truncated: false });
+  const action = () => compiled({}, { response: { fields: { id: { type: 'string' }, count: { type: 'integer' } } } });
+
+  it('ignores a byte order mark before the JSON', () => {
+    expect(classify(action(), answer('\uFEFF{"id":"m-1","count":2}'), Date.now(), 4096)).toEqual({ id: 'm-1', count: 2 });
+  });
+
+  it('leaves out a field set to null, as one left out: the message was delivered', () => {
+    expect(classify(action(), answer('{"id":"m-1","count":null}'), Date.now(), 4096)).toEqual({ id: 'm-1' });
+    expect(() => classify(action(), answer('{"id":"m-1","count":"two"}'), Date.now(), 4096)).toThrow(/response field "count"/);
+  });
+});

@@ -18,11 +18,17 @@ export function classify(action: CompiledAction, res: SentResponse, now: number,
   if (res.truncated) throw new ResponseInvalidError(`response body exceeds ${maxResponseBytes} bytes`, status);
   let body: unknown;
   try {
-    body = JSON.parse(res.body.toString('utf8'));
+    body = JSON.parse(bodyText(res.body));
   } catch {
     throw new ResponseInvalidError('response body is not valid JSON', status);
   }
   return action.captureResponse(body, status);
+}
+
+/** The body as UTF-8 text, without the byte order mark some servers put before JSON. */
+function bodyText(body: Buffer): string {
+  const text = body.toString('utf8');
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
 /**
@@ -33,7 +39,7 @@ export function captureErrorResponse(action: CompiledAction | null, res: SentRes
   if (!action?.capturesErrorResponse || !res || (res.status >= 200 && res.status < 300) || res.truncated) return {};
   let body: unknown;
   try {
-    body = JSON.parse(res.body.toString('utf8'));
+    body = JSON.parse(bodyText(res.body));
   } catch {
     return {};
   }
