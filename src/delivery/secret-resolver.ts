@@ -35,46 +35,70 @@ export const MIN_SECRET_LENGTH = 8;
 /** A text ending with this many characters of a secret's start has it masked: the text may have been cut inside it. */
 const MIN_CUT_HEAD = 3;
 
+const unicodeEscape = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+/** Go's encoding/json form of a JSON string's content: & < > U+2028 U+2029 also written as \uXXXX. */
+const goEscaped = (json: string) => json.replace(/[&<>\u2028\u2029]/g, unicodeEscape);
+/** An ASCII-only JSON encoder's form (Python's json.dumps, PHP's json_encode): every other character as \uXXXX. */
+const asciiEscaped = (json: string) => json.replace(/[^\x20-\x7e]/g, unicodeEscape);
+
+/**
+ * The forms a third party may echo a value back in: as it is, and as JSON encoders write it in a
+ * string (JSON.stringify; "/" escaped as PHP and some others do; Go's escaping of & < >; ASCII-only
+ * as Python and PHP write it; Go's and ASCII-only together).
+ */
+function echoForms(value: string): string[] {
+  const json = JSON.stringify(value).slice(1, -1);
+  const ascii = asciiEscaped(json);
+  return [...new Set([value, json, json.replaceAll('/', '\\/'), goEscaped(json), ascii, ascii.replaceAll('/', '\\/'), goEscaped(ascii)])];
+}
+
 /**
  * The secret values seen so far (and their JSON-escaped forms), a bounded set kept in the order of
  * last use, and the masking of them in any text.
  */
 function secretMemory(): { remember(value: string): string; redact(text: string): string } {
-  // Values seen, longest first when redacting, so a secret that contains another is masked whole.
-  const seen = new Set<string>();
+  // Values seen, in the order of last use, each with its echoed forms (computed once, when first seen).
+  const seen = new Map<string, readonly string[]>();
+  // Every form of the values seen, with how many values have it (two values may share a form).
+  const forms = new Map<string, number>();
+  let formCount = 0;
+  // The forms, longest first when redacting, so a secret that contains another is masked whole.
   let ordered: string[] = [];
 
   // Secrets by their first MIN_CUT_HEAD characters, to find one cut at the end of a text.
   let heads = new Map<string, string[]>();
 
-  const add = (value: string) => {
-    if (seen.has(value)) {
-      // Used again: move it to the newest end, so eviction takes values no longer in use.
-      seen.delete(value);
-      seen.add(value);
-      return false;
-    }
-    seen.add(value);
-    // Tokens rotate for as long as the process lives: keep the most recently used values, a bounded set.
-    if (seen.size > MAX_REMEMBERED) seen.delete(seen.values().next().value as string);
-    return true;
-  };
-
   const remember = (value: string) => {
     if (value.length < 4) return value;
-    // As a JSON string shows it (a third party echoing it in a JSON body), and with "/" escaped as some do.
-    const json = JSON.stringify(value).slice(1, -1);
-    let changed = false;
-    for (const form of new Set([value, json, json.replaceAll('/', '\\/')])) changed = add(form) || changed;
-    if (changed) {
-      ordered = [...seen].sort((a, b) => b.length - a.length);
-      heads = new Map();
-      for (const s of ordered) {
-        const head = s.slice(0, MIN_CUT_HEAD);
-        const list = heads.get(head);
-        if (list) list.push(s);
-        else heads.set(head, [s]);
+    const known = seen.get(value);
+    if (known) {
+      // Used again: move it to the newest end, so eviction takes values no longer in use.
+      seen.delete(value);
+      seen.set(value, known);
+      return value;
+    }
+    const added = echoForms(value);
+    seen.set(value, added);
+    formCount += added.length;
+    for (const form of added) forms.set(form, (forms.get(form) ?? 0) + 1);
+    // Tokens rotate for as long as the process lives: keep the most recently used values, a bounded set of forms.
+    for (const [oldest, oldForms] of seen) {
+      if (formCount <= MAX_REMEMBERED || oldest === value) break;
+      seen.delete(oldest);
+      formCount -= oldForms.length;
+      for (const form of oldForms) {
+        const left = (forms.get(form) ?? 1) - 1;
+        if (left > 0) forms.set(form, left);
+        else forms.delete(form);
       }
+    }
+    ordered = [...forms.keys()].sort((a, b) => b.length - a.length);
+    heads = new Map();
+    for (const s of ordered) {
+      const head = s.slice(0, MIN_CUT_HEAD);
+      const list = heads.get(head);
+      if (list) list.push(s);
+      else heads.set(head, [s]);
     }
     return value;
   };
@@ -84,8 +108,12 @@ function secretMemory(): { remember(value: string): string; redact(text: string)
     for (let at = Math.max(0, text.length - longest + 1); at <= text.length - MIN_CUT_HEAD; at++) {
       const candidates = heads.get(text.slice(at, at + MIN_CUT_HEAD));
       if (!candidates) continue;
-      const tail = text.slice(at);
-      if (candidates.some((s) => s.length > tail.length && s.startsWith(tail))) return text.slice(0, at) + MASK;
+      // A cut inside a multi-byte UTF-8 character was decoded as U+FFFD: compare what precedes it.
+      const whole = text.slice(at);
+      const tail = whole.replace(/\uFFFD+$/, '');
+      const cutInChar = tail.length < whole.length;
+      const cutHere = (s: string) => s.length > tail.length && s.startsWith(tail) && (!cutInChar || s.charCodeAt(tail.length) > 0x7f);
+      if (candidates.some(cutHere)) return text.slice(0, at) + MASK;
     }
     return text;
   };
@@ -128,7 +156,8 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
         return checked(value, field);
       }
       const cached = files.get(ref.file);
-      if (cached && now() - cached.at < ttl) return cached.value;
+      // Remembered again at each use, as env secrets are: it stays among the most recently used values.
+      if (cached && now() - cached.at < ttl) return remember(cached.value);
       // The real path again at use: a symlink placed after the save cannot lead outside SECRETS_DIR.
       const real = await realSecretPath(ref.file, policy.dir);
       if (real === undefined || real === 'missing') throw unavailable(field);

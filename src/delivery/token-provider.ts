@@ -4,6 +4,7 @@ import { isSecretRef, type AuthConfig } from '../actions/action-schema.js';
 import type { BuiltRequest } from '../actions/compile-action.js';
 import { AuthError, RelayError, coerceError } from '../errors/errors.js';
 import type { RedisClient, RelayKeys } from '../redis/redis-connection.js';
+import { isHeaderValue } from './header-grammar.js';
 import type { HttpSender } from './http-sender.js';
 import { isRetryableTokenStatus } from './retry-policy.js';
 import type { SecretResolver } from './secret-resolver.js';
@@ -128,7 +129,11 @@ async function buildTokenRequest(deps: TokenProviderDeps, auth: TokenAuth): Prom
   const url = new URL(r.url);
   for (const [name, v] of Object.entries(r.headers ?? {})) {
     const value = typeof v === 'string' ? v : await deps.secrets.resolve(v, `auth.request.headers.${name}`);
-    if (/[\r\n\0]/.test(value)) throw new AuthError(`auth.request.headers.${name}: the secret's value holds a line break`);
+    // As the delivery path holds its own headers (auth.ts): a value undici would refuse to send is the
+    // definition's fault, not the token endpoint's, so it is not retried as an endpoint that did not answer.
+    if (!isHeaderValue(value)) {
+      throw new AuthError(`auth.request.headers.${name}: the secret's value holds characters a header cannot carry`);
+    }
     headers[name.toLowerCase()] = value;
   }
   let body: string | undefined;

@@ -225,3 +225,67 @@ describe('redaction: edges', () => {
     expect(r.redact(value(2000))).toBe(MASK);
   });
 });
+
+describe('redaction: echoes by other JSON encoders', () => {
+  it('masks a secret echoed by a Go server, which escapes & < > U+2028 U+2029 as \\u0026 \\u003c \\u003e \\u2028 \\u2029', async () => {
+    const secret = 'k3y&v<al>ue\u2028-9f1e';
+    const r = createSecretResolver({ env: { ACTION_SECRET_GO: secret } });
+    await r.resolve({ env: 'ACTION_SECRET_GO' }, 'auth.value');
+    // What Go's json.Marshal writes for {"error":"invalid key <secret>"}.
+    const goEcho = '{"error":"invalid key k3y\\u0026v\\u003cal\\u003eue\\u2028-9f1e"}';
+    expect(JSON.parse(goEcho)).toEqual({ error: `invalid key ${secret}` });
+    expect(r.redact(goEcho)).toBe(`{"error":"invalid key ${MASK}"}`);
+  });
+
+  it('masks a secret echoed by a Python or PHP server, which escape every non-ASCII character as \\uXXXX (PHP "/" as \\/ too)', async () => {
+    const secret = 'pässwörd/é-5a7c';
+    const r = createSecretResolver({ env: { ACTION_SECRET_PY: secret } });
+    await r.resolve({ env: 'ACTION_SECRET_PY' }, 'auth.password');
+    // Python's json.dumps({"got": secret}), then PHP's json_encode(["got" => secret]).
+    const pyEcho = '{"got": "p\\u00e4ssw\\u00f6rd/\\u00e9-5a7c"}';
+    const phpEcho = '{"got":"p\\u00e4ssw\\u00f6rd\\/\\u00e9-5a7c"}';
+    expect(JSON.parse(pyEcho)).toEqual({ got: secret });
+    expect(JSON.parse(phpEcho)).toEqual({ got: secret });
+    expect(r.redact(pyEcho)).toBe(`{"got": "${MASK}"}`);
+    expect(r.redact(phpEcho)).toBe(`{"got":"${MASK}"}`);
+  });
+
+  it("masks a secret echoed with Go's escaping and ASCII-only escaping together", async () => {
+    const secret = 'clé&<tag>-\u{1F511}-77aa';
+    const r = createSecretResolver({ env: { ACTION_SECRET_BOTH: secret } });
+    await r.resolve({ env: 'ACTION_SECRET_BOTH' }, 'auth.value');
+    const echo = '"cl\\u00e9\\u0026\\u003ctag\\u003e-\\ud83d\\udd11-77aa"';
+    expect(JSON.parse(echo)).toBe(secret);
+    expect(r.redact(echo)).toBe(`"${MASK}"`);
+  });
+});
+
+describe('redaction: a file secret served from the file cache', () => {
+  it('stays masked after more than 2000 newer values (rotating access tokens) went through the bounded set', async () => {
+    const r = resolver();
+    expect(await r.resolve({ file: 'api-key' }, 'auth.value')).toBe('inside-secret-value');
+    for (let i = 0; i < 2100; i++) r.remember(`rotating-access-token-${i}`);
+    // The next attempt gets the value from the file cache, sends it, and the third party echoes it.
+    expect(await r.resolve({ file: 'api-key' }, 'auth.value')).toBe('inside-secret-value');
+    expect(r.redact('invalid key inside-secret-value')).toBe(`invalid key ${MASK}`);
+  });
+});
+
+describe('redaction: a secret cut inside a multi-byte character', () => {
+  it('is masked when the 4 KiB cut of a body falls inside a multi-byte UTF-8 character of the secret (decoded as U+FFFD)', async () => {
+    const secret = 'Canary-prefix-visible-é-tail-2b2b';
+    const r = createSecretResolver({ env: { ACTION_SECRET_CUT: secret } });
+    await r.resolve({ env: 'ACTION_SECRET_CUT' }, 'auth.value');
+    // As a record keeps a body: its first 4096 bytes decoded, the cut falling inside "é".
+    const body = Buffer.from(`${'p'.repeat(4096 - 23)}${secret}`);
+    const kept = body.subarray(0, 4096).toString('utf8');
+    expect(kept.endsWith('Canary-prefix-visible-\uFFFD')).toBe(true);
+    expect(r.redact(kept)).toBe(`${'p'.repeat(4096 - 23)}${MASK}`);
+  });
+
+  it("a U+FFFD after a secret's start where the secret goes on in ASCII is not taken for a cut", async () => {
+    const r = createSecretResolver({ env: { ACTION_SECRET_CUT: 'Canary-prefix-ascii-2b2b' } });
+    await r.resolve({ env: 'ACTION_SECRET_CUT' }, 'auth.value');
+    expect(r.redact('ends with Canary-prefix-\uFFFD')).toBe('ends with Canary-prefix-\uFFFD');
+  });
+});
