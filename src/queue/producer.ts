@@ -63,10 +63,23 @@ export const FEW_JOBS = 4;
 /** Default of JOB_MAX_BYTES: a job is a journey step's few fields, not a payload store. */
 export const DEFAULT_MAX_JOB_BYTES = 256 * 1024;
 
+/**
+ * Bytes of `value` as JSON. A value JSON cannot carry (a BigInt, a cycle, a throwing toJSON) is
+ * the caller's error, a ValidationError naming the field, not a TypeError (a 500, or a whole batch lost).
+ */
+function jsonBytes(value: Record<string, unknown>, field: 'params' | 'context', root: string): number {
+  try {
+    return Buffer.byteLength(JSON.stringify(value));
+  } catch (err: unknown) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new ValidationError('invalid job', [{ path: root ? `${root}.${field}` : field, message: `not serializable as JSON: ${why}` }]);
+  }
+}
+
 /** Refuses params + context larger than `max` bytes of JSON, naming the larger of the two. */
 function checkJobSize(params: Record<string, unknown>, context: Record<string, unknown>, max: number, root: string): void {
-  const p = Buffer.byteLength(JSON.stringify(params));
-  const c = Buffer.byteLength(JSON.stringify(context));
+  const p = jsonBytes(params, 'params', root);
+  const c = jsonBytes(context, 'context', root);
   if (p + c <= max) return;
   const field = p >= c ? 'params' : 'context';
   throw new ValidationError('invalid job', [
@@ -238,6 +251,14 @@ export function createProducer(deps: ProducerDeps): Producer {
           ),
         ),
       );
+      // A job that failed for another reason than its own content (Redis could not read its
+      // action...): the batch fails as a whole, before anything is added, so that a retry of the
+      // whole batch enqueues no job twice.
+      const failure = prepared.find((p): p is { err: unknown } => 'err' in p && !(p.err instanceof ValidationError));
+      if (failure) {
+        for (const p of prepared) if ('job' in p) p.job.span.end(failure.err);
+        throw failure.err;
+      }
       // The same idempotency key twice in the batch: the first of the list is the job, the later
       // ones its duplicates, as if sent one after another (ordered jobs take their place in line
       // before the others are added, so Redis alone would keep an ordered later one).
@@ -304,11 +325,9 @@ export function createProducer(deps: ProducerDeps): Producer {
           const first = duplicateOf.get(p.job);
           return first ? { jobId: resultOf(first).jobId, deduplicated: true } : resultOf(p.job);
         }
-        const err = p.err;
-        if (err instanceof ValidationError) {
-          return { error: { code: err.code, message: err.message, details: err.problems } };
-        }
-        throw err;
+        // Only ValidationErrors are left (any other error was thrown above, before adding).
+        const err = p.err as ValidationError;
+        return { error: { code: err.code, message: err.message, details: err.problems } };
       });
     },
   };
