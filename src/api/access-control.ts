@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { isLoopbackAddress, normalizeHost } from '../delivery/egress-guard.js';
 import { sendError } from './api-errors.js';
@@ -54,6 +54,16 @@ const SECURITY_HEADERS: Record<string, string> = {
   'x-frame-options': 'DENY',
   'referrer-policy': 'no-referrer',
 };
+
+/**
+ * Sets the headers sent with every answer (those the reply does not set itself): by the onSend
+ * hook, and by the answers fastify makes before any hook runs (frameworkErrors).
+ */
+export function setSecurityHeaders(reply: FastifyReply): void {
+  for (const [name, value] of Object.entries(SECURITY_HEADERS)) if (!reply.hasHeader(name)) reply.header(name, value);
+  // A page that brings its own policy keeps it; X-Frame-Options still refuses framing.
+  if (!reply.hasHeader('content-security-policy')) reply.header('content-security-policy', "frame-ancestors 'none'");
+}
 
 type Family = 'public' | 'api' | 'browser';
 
@@ -304,9 +314,7 @@ export function registerAccessControl(app: FastifyInstance, opts: AccessControlO
   });
 
   app.addHook('onSend', async (req, reply, payload) => {
-    for (const [name, value] of Object.entries(SECURITY_HEADERS)) if (!reply.hasHeader(name)) reply.header(name, value);
-    // A page that brings its own policy keeps it; X-Frame-Options still refuses framing.
-    if (!reply.hasHeader('content-security-policy')) reply.header('content-security-policy', "frame-ancestors 'none'");
+    setSecurityHeaders(reply);
     const who = principals.get(req);
     if (who && isAudited(req)) {
       logger.info(

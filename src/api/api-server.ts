@@ -8,12 +8,19 @@ import { redisRefusal } from '../redis/redis-refusal.js';
 import { registerActionRoutes } from './action-routes.js';
 import { registerJobRoutes } from './job-routes.js';
 import { registerDlqRoutes } from './dlq-routes.js';
-import { registerAccessControl } from './access-control.js';
+import { registerAccessControl, setSecurityHeaders } from './access-control.js';
 import { loadTokensFile, tokenTable } from './api-tokens.js';
 import { registerQueueBoard } from './queue-board.js';
 import { registerApiDocs } from './openapi.js';
 import { checkRedis } from '../redis/redis-health.js';
 import { registerConsole } from './console-routes.js';
+import { registerRedisDeadline } from './redis-deadline.js';
+
+/** Codes of the errors fastify answers before routing, as the API names them (docs/api.md "Errors"). */
+const FRAMEWORK_CODES: Record<string, string> = {
+  FST_ERR_BAD_URL: 'bad_url',
+  FST_ERR_MAX_PARAM_LENGTH: 'path_parameter_too_long',
+};
 
 export interface ApiServerDeps {
   ctx: RelayContext;
@@ -35,7 +42,18 @@ export function assertSafeBind(host: string, token: string | undefined): void {
 
 export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInstance> {
   const { ctx } = deps;
-  const app = Fastify({ logger: false, bodyLimit: deps.bodyLimit ?? 5 * 1024 * 1024 });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: deps.bodyLimit ?? 5 * 1024 * 1024,
+    // Errors fastify meets before routing (a malformed percent-encoding...): answered in the
+    // documented shape with the security headers, as no hook runs for them.
+    frameworkErrors: (err, _req, reply) => {
+      setSecurityHeaders(reply);
+      const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 400;
+      const code = FRAMEWORK_CODES[err.code] ?? (err.code || 'bad_request').toLowerCase();
+      return sendError(reply, status, code, err.message);
+    },
+  });
   const tokens = tokenTable(ctx.config.API_TOKENS_FILE ? await loadTokensFile(ctx.config.API_TOKENS_FILE) : [], ctx.config.ADMIN_TOKEN);
   const access = registerAccessControl(app, {
     tokens,
@@ -43,6 +61,8 @@ export async function createApiServer(deps: ApiServerDeps): Promise<FastifyInsta
     allowedHosts: ctx.config.API_ALLOWED_HOSTS,
     logger: ctx.logger,
   });
+
+  registerRedisDeadline(app, ctx);
 
   app.setErrorHandler((err: unknown, req, reply) => {
     if (err instanceof ValidationError) return sendError(reply, 400, err.code, err.message, boundProblems(err.problems));

@@ -39,7 +39,8 @@ export function registerDlqRoutes(app: FastifyInstance, ctx: RelayContext): void
   });
 
   app.get<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req, reply) => {
-    const rec = isJobId(req.params.jobId) ? await dl.get(req.params.jobId) : null;
+    // Ids are made lower case; isJobId takes either case, so the lookup does too.
+    const rec = isJobId(req.params.jobId) ? await dl.get(req.params.jobId.toLowerCase()) : null;
     if (!rec) return sendError(reply, 404, 'not_found', `no dead letter for job "${req.params.jobId}"`);
     return rec;
   });
@@ -54,7 +55,7 @@ export function registerDlqRoutes(app: FastifyInstance, ctx: RelayContext): void
   });
 
   app.delete<{ Params: { jobId: string } }>('/v1/dlq/:jobId', async (req, reply) => {
-    const purged = isJobId(req.params.jobId) ? await dl.remove([req.params.jobId]) : 0;
+    const purged = isJobId(req.params.jobId) ? await dl.remove([req.params.jobId.toLowerCase()]) : 0;
     // A mistyped id must not read as done.
     if (purged === 0) return sendError(reply, 404, 'not_found', `no dead letter for job "${req.params.jobId}"`);
     return { purged };

@@ -27,7 +27,23 @@ export function jsonDepthExceeds(text: string, max: number): boolean {
   return false;
 }
 
-/** Replaces fastify's JSON body parser by the same parser behind a depth check (400 `invalid_json`). */
+const PROTO_REFUSED =
+  'the JSON body carries a `__proto__` or `constructor.prototype` key, which is refused (it could alter object prototypes)';
+
+/** Whether JSON.parse takes the text: asked only of a body fastify's parser refused. */
+function isPlainJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Replaces fastify's JSON body parser by the same parser behind a depth check (400 `invalid_json`);
+ * a body it refuses for a `__proto__` or `constructor.prototype` key is 400 `invalid_json` saying so.
+ */
 export function registerJsonBodyParser(app: FastifyInstance): void {
   const parse = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
@@ -40,6 +56,13 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
       done(err, undefined);
       return;
     }
-    parse(req, body as string, done);
+    parse(req, body as string, (err, value) => {
+      if (err && isPlainJson(body as string)) {
+        // Valid JSON the parser refused: it carries a key that could pollute prototypes.
+        done(Object.assign(new Error(PROTO_REFUSED), { statusCode: 400, code: 'invalid_json' }), undefined);
+        return;
+      }
+      done(err, value);
+    });
   });
 }

@@ -65,7 +65,7 @@ const COMPONENTS = {
   ParamSpec: paramSpecSchema,
   ActionTryRequest: tryBodySchema,
   JobInput: jobInputSchema,
-  JobBatchRequest: z.object({ jobs: z.array(jobInputSchema).max(MAX_BATCH) }),
+  JobBatchRequest: z.strictObject({ jobs: z.array(jobInputSchema).max(MAX_BATCH) }),
   DlqFilter: dlqFilterSchema,
   DlqReplayRequest: replayRequestSchema,
   DlqPurgeRequest: purgeRequestSchema,

@@ -246,6 +246,7 @@ export function createDeadLetters(deps: DeadLettersDeps): DeadLetters {
         reason: rec.reason,
         status: rec.status,
         message: last?.error?.message ?? (rec.status ? `HTTP ${rec.status}` : rec.reason),
+        errorResponse: rec.errorResponse ?? {},
       };
       return JSON.stringify(p);
     });

@@ -29,6 +29,8 @@ export interface ReplayPointer {
   reason: string;
   status: number | null;
   message: string;
+  /** The dead job's captured errorResponse fields; absent from pointers written before it was kept. */
+  errorResponse?: Record<string, unknown>;
 }
 
 /**
@@ -160,8 +162,8 @@ function toJobStatus(jobId: string, raw: RawStatus): JobStatus | null {
   if (state === 'gone') {
     if (rec) return replayed(fromDeadLetter(jobId, rec));
     if (!pointer) return null;
-    const { actionId, attempts, reason, status, message } = pointer;
-    return replayed({ jobId, actionId, state: 'dead', attempts, error: { reason, status, message } });
+    const { actionId, attempts, reason, status, message, errorResponse } = pointer;
+    return replayed({ jobId, actionId, state: 'dead', attempts, error: { reason, status, message, errorResponse: errorResponse ?? {} } });
   }
   const base = { jobId, actionId: name ?? rec?.actionId ?? '' };
 

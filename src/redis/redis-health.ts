@@ -3,6 +3,13 @@ import type { RedisClient } from './redis-connection.js';
 /** How long a readiness check waits for Redis to answer. */
 export const READY_TIMEOUT_MS = 2000;
 
+/**
+ * How long an API call waits before it checks (a PING of READY_TIMEOUT_MS) whether Redis still
+ * answers: a call to a silent Redis answers 503 `redis_unavailable` after about this plus
+ * READY_TIMEOUT_MS, not never (BullMQ's connection retries its commands without end).
+ */
+export const API_REDIS_WAIT_MS = 5000;
+
 /** `reason` is short and names no host; `detail` is the driver's own text, for the log only. */
 export type RedisHealth = { ok: true } | { ok: false; reason: string; detail?: string };
 
