@@ -37,8 +37,8 @@ export interface CompiledAction {
 
 /** Headers that the relay sets itself and a definition may not override. */
 const RESERVED_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'idempotency-key', 'user-agent']);
-/** Headers the HTTP client refuses to send (the connection's own, or a protocol switch it does not make). */
-const UNSENDABLE_HEADERS = new Set(['keep-alive', 'upgrade', 'expect', 'te', 'trailer', 'proxy-connection']);
+/** Headers the HTTP client refuses to send (undici: the connection's own, a protocol switch, 100-continue). */
+const UNSENDABLE_HEADERS = new Set(['keep-alive', 'upgrade', 'expect']);
 /** What the HTTP client refuses in a request path: a space, a control character, anything past Latin-1. */
 const UNSENDABLE_PATH = /[^\u0021-\u00ff]/;
 /** Names that would reach an object's prototype if used as a plain key: refused as parameter and field names. */

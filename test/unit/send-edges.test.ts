@@ -145,6 +145,23 @@ describe('request building', () => {
     expect(out.error).toBeUndefined();
   });
 
+  it.each([
+    ['TE', 'trailers'],
+    ['Trailer', 'Expires'],
+    ['Proxy-Connection', 'keep-alive'],
+  ])('accepts and sends a constant %s header, which the HTTP client sends as given', async (name, value) => {
+    let seen: string | string[] | undefined;
+    handler = (req, res) => {
+      seen = req.headers[name.toLowerCase()];
+      res.end('{}');
+    };
+    const sender = createHttpSender({ guard: loopbackGuard() });
+    const res = await sender.send(compiled({ headers: { [name]: value } }).buildRequest(scope), { timeoutMs: 2000, readLimit: 4096 });
+    await sender.close();
+    expect(res.status).toBe(200);
+    expect(seen).toBe(value);
+  });
+
   it('keeps the trailing slash of endpoint.url when the action has no endpoint.path', async () => {
     handler = (_req, res) => res.end('{}');
     const action = compileAction(
