@@ -10,8 +10,13 @@ export interface SecretResolver {
    * never saying whether a variable or file exists.
    */
   resolve(ref: SecretRef, field?: string): Promise<string>;
-  /** Replaces every secret value resolved so far with "***". */
+  /** Replaces every secret value resolved so far with "***", and the start of one that ends the text (cut by a length limit). */
   redact(text: string): string;
+  /**
+   * Replaces every whole secret value resolved so far with "***": for a text never cut short (a
+   * value parsed out of JSON), where the end matching a secret's first characters is chance.
+   */
+  redactWhole(text: string): string;
   /** Adds a value obtained at run time (an access token) to what `redact` masks. */
   remember(value: string): void;
 }
@@ -56,7 +61,7 @@ function echoForms(value: string): string[] {
  * The secret values seen so far (and their JSON-escaped forms), a bounded set kept in the order of
  * last use, and the masking of them in any text.
  */
-function secretMemory(): { remember(value: string): string; redact(text: string): string } {
+function secretMemory(): { remember(value: string): string; redact(text: string): string; redactWhole(text: string): string } {
   // Values seen, in the order of last use, each with its echoed forms (computed once, when first seen).
   const seen = new Map<string, readonly string[]>();
   // Every form of the values seen, with how many values have it (two values may share a form).
@@ -118,11 +123,17 @@ function secretMemory(): { remember(value: string): string; redact(text: string)
     return text;
   };
 
+  const redactWhole = (text: string): string => {
+    let out = text;
+    for (const s of ordered) if (out.includes(s)) out = out.split(s).join(MASK);
+    return out;
+  };
+
   return {
     remember,
+    redactWhole,
     redact(text) {
-      let out = text;
-      for (const s of ordered) if (out.includes(s)) out = out.split(s).join(MASK);
+      const out = redactWhole(text);
       const longest = ordered[0]?.length ?? 0;
       return longest > 0 ? maskCutTail(out, longest) : out;
     },
@@ -175,5 +186,6 @@ export function createSecretResolver(opts: SecretResolverOptions = {}): SecretRe
       remember(value);
     },
     redact: memory.redact,
+    redactWhole: memory.redactWhole,
   };
 }

@@ -51,6 +51,8 @@ export function captureErrorResponse(action: CompiledAction | null, res: SentRes
  * string, number, boolean and key in them with the secrets the process has seen masked, since a
  * third party may echo a credential back ("invalid API key: ...", or a numeric key as a number).
  * A masked number or boolean becomes the masked text. The same object when nothing was masked.
+ * `redact` masks whole secrets only: a parsed value was never cut short, so a value that merely
+ * ends with a secret's first characters is kept as it is.
  */
 export function redactCaptured(fields: Record<string, unknown>, redact: (s: string) => string): Record<string, unknown> {
   let out: Record<string, unknown> | undefined;

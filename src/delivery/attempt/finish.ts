@@ -32,7 +32,7 @@ export async function finishDelivered(
   // job.timestamp is the enqueuing host's clock: one running ahead of this one must not give a
   // negative duration (the results reader refuses it, and the journey would never see the outcome).
   const durationMs = Math.max(0, end - job.timestamp);
-  const response = redactCaptured(captured, ctx.redact);
+  const response = redactCaptured(captured, ctx.secrets.redactWhole);
   // Awaited before BullMQ completes the job: should Redis refuse the write (out of memory, a
   // failover), the processor throws, the job is not completed and runs again, so every job ends
   // on the results stream. (Sent without waiting, a refused write left a completed job with no
@@ -143,7 +143,7 @@ async function finishDead(
   record: AttemptRecord,
 ): Promise<Record<string, unknown> | null> {
   const { job, jobId, data } = attempt;
-  const errorResponse = redactCaptured(captureErrorResponse(attempt.action, attempt.res), ctx.redact);
+  const errorResponse = redactCaptured(captureErrorResponse(attempt.action, attempt.res), ctx.secrets.redactWhole);
   // From the raw data when it did not parse (the job dies for it): its line must move on all the same.
   const orderingKey = data?.orderingKey ?? orderingKeyOf(job.data);
   const ordering = orderingKey !== undefined ? { orderingKey } : {};
